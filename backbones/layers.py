@@ -1,0 +1,180 @@
+"""Building blocks shared by the backbones, the BiFPN and the heads.
+
+Padding modes
+-------------
+``"symmetric"``: ordinary PyTorch padding ``k // 2`` on every side (PyTorch-native checkpoints).
+``"same"``: TensorFlow's 'SAME' rule, which TF-trained checkpoints need to reproduce their outputs exactly.
+For stride 1 it equals symmetric padding; for stride 2 the total padding
+``max((ceil(i / s) - 1) * s + k - i, 0)`` depends on the input size and puts the odd pixel at the
+bottom/right, so it is computed at run time. Both modes give outputs of ``ceil(i / s)`` pixels.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+PADDING_MODES = ("symmetric", "same")
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "swish": lambda: nn.SiLU(inplace=True),
+    "silu": lambda: nn.SiLU(inplace=True),
+    "relu6": lambda: nn.ReLU6(inplace=True),
+    "relu": lambda: nn.ReLU(inplace=True),
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """Return a fresh activation module by name (``swish``/``silu``, ``relu6``, ``relu``)."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; valid: {sorted(ACTIVATIONS)}") from None
+
+
+def check_padding(padding: str) -> str:
+    if padding not in PADDING_MODES:
+        raise ValueError(f"unknown padding mode {padding!r}; valid: {list(PADDING_MODES)}")
+    return padding
+
+
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TF 'SAME' padding (before, after) for one spatial dimension of ``size`` pixels."""
+    total = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def pad_same(x: torch.Tensor, kernel: int, stride: int, dilation: int = 1, value: float = 0.0) -> torch.Tensor:
+    """Pad ``x`` [B, C, H, W] so that a ``kernel``/``stride`` window gives ``ceil(H / stride)`` outputs."""
+    top, bottom = same_padding(x.shape[-2], kernel, stride, dilation)
+    left, right = same_padding(x.shape[-1], kernel, stride, dilation)
+    if top or bottom or left or right:
+        x = F.pad(x, (left, right, top, bottom), value=value)
+    return x
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` with TF 'SAME' padding computed from the input size (used where stride > 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = pad_same(x, self.kernel_size[0], self.stride[0], self.dilation[0])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class MaxPool2dSame(nn.MaxPool2d):
+    """3×3/2 style max-pool with TF 'SAME' padding (padded with −inf, so padding never wins)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = pad_same(x, self.kernel_size, self.stride, value=float("-inf"))
+        return F.max_pool2d(x, self.kernel_size, self.stride, 0, 1, self.ceil_mode)
+
+
+def make_conv2d(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    stride: int = 1,
+    groups: int = 1,
+    bias: bool = False,
+    padding: str = "symmetric",
+) -> nn.Conv2d:
+    """A 2-D convolution in the given padding mode (dynamic padding only where 'same' needs it)."""
+    check_padding(padding)
+    if padding == "same" and stride > 1:
+        return Conv2dSame(in_channels, out_channels, kernel_size, stride, padding=0, groups=groups, bias=bias)
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, groups=groups, bias=bias)
+
+
+def make_max_pool(kernel_size: int, stride: int, padding: str = "symmetric") -> nn.Module:
+    """Max-pool giving ``ceil(i / stride)`` outputs in either padding mode."""
+    check_padding(padding)
+    if padding == "same":
+        return MaxPool2dSame(kernel_size, stride)
+    return nn.MaxPool2d(kernel_size, stride, padding=(kernel_size - 1) // 2)
+
+
+def batch_norm(channels: int, eps: float, momentum: float) -> nn.BatchNorm2d:
+    """Batch norm with PyTorch's momentum convention (TF's decay 0.99 is momentum 0.01 here)."""
+    return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
+
+
+class ConvBnAct(nn.Sequential):
+    """conv → batch norm → optional activation. Shapes: [B, Cin, H, W] → [B, Cout, ⌈H/s⌉, ⌈W/s⌉]."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        groups: int = 1,
+        act: Optional[str] = "swish",
+        padding: str = "symmetric",
+        bn_eps: float = 1e-3,
+        bn_momentum: float = 0.1,
+        bias: bool = False,
+    ):
+        super().__init__()
+        self.conv = make_conv2d(in_channels, out_channels, kernel_size, stride, groups, bias, padding)
+        self.bn = batch_norm(out_channels, bn_eps, bn_momentum)
+        if act is not None:
+            self.act = make_activation(act)
+
+
+class SeparableConv2d(nn.Module):
+    """Depthwise k×k conv then pointwise 1×1 conv, optionally followed by batch norm.
+
+    ``pointwise_bias`` reproduces TF-ported checkpoints, which carry a bias before the batch norm.
+    Shapes: [B, Cin, H, W] → [B, Cout, H, W].
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        padding: str = "symmetric",
+        pointwise_bias: bool = False,
+        bn: bool = True,
+        bn_eps: float = 1e-3,
+        bn_momentum: float = 0.01,
+    ):
+        super().__init__()
+        self.depthwise = make_conv2d(in_channels, in_channels, kernel_size, 1, in_channels, False, padding)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=pointwise_bias)
+        self.bn = batch_norm(out_channels, bn_eps, bn_momentum) if bn else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pointwise(self.depthwise(x))
+        if self.bn is not None:
+            x = self.bn(x)
+        return x
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch per sample with probability ``rate`` in training."""
+
+    def __init__(self, rate: float = 0.0):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"
+
+
+def round_channels(channels: float, multiplier: float = 1.0, divisor: int = 8) -> int:
+    """Scale a channel count by ``multiplier`` and round to a multiple of ``divisor`` (never losing >10%)."""
+    scaled = channels * multiplier
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)

@@ -1,0 +1,462 @@
+"""COCO-format detection dataset with up-front validation.
+
+The JSON is read and checked once, at construction; what is wrong is either fatal (a clear
+``ValueError``) or repaired and counted in :attr:`CocoDetection.report` and one summary log line
+(logger ``effdet.data``). Per-image targets are packed into flat numpy arrays so DataLoader workers do
+not touch (and copy) millions of Python objects.
+
+Boxes: COCO ``[x, y, w, h]`` in the JSON becomes ``[x1, y1, x2, y2]`` float32 in pixels here.
+Labels: category ids (any integers, with gaps) sorted ascending become contiguous labels ``0..C-1``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
+
+import cv2
+import numpy as np
+from pycocotools.coco import COCO
+from torch.utils.data import Dataset, get_worker_info
+
+from effdet.data.transforms import DetectionSample
+from effdet.preprocess import ImageReadError, load_image
+
+__all__ = ["CocoDetection", "MIN_BOX_SIZE"]
+
+logger = logging.getLogger("effdet.data")
+
+# A box (after clipping to its image) narrower or shorter than this many pixels is dropped.
+MIN_BOX_SIZE = 1.0
+# How many report examples (ids / file names) to keep per problem.
+_EXAMPLES = 10
+
+PathLike = Union[str, os.PathLike]
+SampleDict = Dict[str, Any]
+
+_REQUIRED_IMAGE_KEYS = ("id", "file_name", "width", "height")
+_REQUIRED_ANNOTATION_KEYS = ("id", "image_id", "category_id", "bbox")
+_REQUIRED_CATEGORY_KEYS = ("id", "name")
+
+
+class _Problems:
+    """Counts and a few example ids per kind of problem found in the annotations."""
+
+    def __init__(self) -> None:
+        self.counts: Dict[str, int] = defaultdict(int)
+        self.examples: Dict[str, List[Any]] = defaultdict(list)
+
+    def add(self, kind: str, example: Any) -> None:
+        self.counts[kind] += 1
+        if len(self.examples[kind]) < _EXAMPLES:
+            self.examples[kind].append(example)
+
+
+def _read_json(path: Path) -> Dict[str, Any]:
+    try:
+        with open(path, "r", encoding="utf-8") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise ValueError(f"annotation file '{path}' does not exist") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"annotation file '{path}' is not valid JSON (line {error.lineno}, column {error.colno}: "
+            f"{error.msg})"
+        ) from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"annotation file '{path}' is not UTF-8 text ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"annotation file '{path}': top level must be a JSON object, got {type(data).__name__}")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise ValueError(f"annotation file '{path}' has no '{key}' key (COCO format needs images, "
+                             f"annotations and categories)")
+        if not isinstance(data[key], list):
+            raise ValueError(f"annotation file '{path}': '{key}' must be a list, got {type(data[key]).__name__}")
+    return data
+
+
+def _check_entries(path: Path, section: str, entries: List[Any], required: Tuple[str, ...]) -> None:
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ValueError(f"annotation file '{path}': {section}[{index}] is not an object")
+        for key in required:
+            if key not in entry:
+                ident = f" (id {entry['id']})" if "id" in entry else ""
+                raise ValueError(f"annotation file '{path}': {section}[{index}]{ident} has no '{key}' key")
+
+
+def _check_unique(path: Path, section: str, ids: List[Any]) -> None:
+    seen: Set[Any] = set()
+    for ident in ids:
+        if ident in seen:
+            raise ValueError(f"annotation file '{path}': duplicate {section} id {ident!r}")
+        seen.add(ident)
+
+
+def _parse_bbox(bbox: Any) -> Optional[Tuple[float, float, float, float]]:
+    """COCO bbox -> floats, or None if it is not 4 finite numbers."""
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+        return None
+    try:
+        values = tuple(float(v) for v in bbox)
+    except (TypeError, ValueError):
+        return None
+    if not all(math.isfinite(v) for v in values):
+        return None
+    return values  # type: ignore[return-value]
+
+
+def _existing_files(paths: List[Path]) -> List[bool]:
+    """Whether each path is an existing file; lists each folder once instead of one stat per file."""
+    listing: Dict[Path, Set[str]] = {}
+    result = []
+    for path in paths:
+        folder = path.parent
+        if folder not in listing:
+            try:
+                listing[folder] = {entry.name for entry in os.scandir(folder) if entry.is_file()}
+            except OSError:
+                listing[folder] = set()
+        result.append(path.name in listing[folder])
+    return result
+
+
+class CocoDetection(Dataset):
+    """A COCO-format detection dataset.
+
+    Args:
+        images_dir: folder that ``file_name`` entries are relative to.
+        annotations_json: COCO instances JSON (``images``, ``annotations``, ``categories``).
+        transform: callable ``DetectionSample -> DetectionSample`` (see ``effdet.data.transforms``);
+            None returns raw RGB numpy images and original-pixel boxes.
+        check_files: skip image entries whose file does not exist (one folder listing per folder).
+        max_load_attempts: how many consecutive samples ``__getitem__`` tries when images fail to load.
+
+    Attributes:
+        category_ids: ``label -> category id`` (sorted ids), length C.
+        class_names: ``label -> category name``.
+        label_of_category: ``category id -> label``.
+        image_ids: image ids of the kept images, in dataset order.
+        coco: ``pycocotools.coco.COCO`` over the cleaned annotations (kept images; valid, clipped
+            boxes; ``area`` and ``iscrowd`` filled in when absent) for evaluation.
+        report: counts and examples of everything repaired or skipped (see :meth:`_validate`).
+        failed_files: files that failed to decode at load time, in this process (workers keep their own).
+
+    Validation at construction:
+        * unknown ``category_id`` -> ``ValueError`` (JSON file, annotation id, bad id, valid ids);
+        * malformed JSON, missing keys, duplicate ids -> ``ValueError`` naming the file and key/id;
+        * annotation on an unknown image id -> skipped and counted (``orphan_annotations``);
+        * bbox not 4 finite numbers, or width/height <= 0 -> dropped (``invalid_boxes``);
+        * bbox partly outside its image -> clipped (``clipped_boxes``); if a side is then shorter than
+          ``MIN_BOX_SIZE`` (1 px) -> dropped (``degenerate_boxes``);
+        * image whose file is missing -> skipped (``missing_files``);
+        * ``iscrowd=1`` -> kept apart as ignore regions (``crowd_boxes``), not objects;
+        * images without annotations are kept (negatives); no image left -> ``ValueError``.
+    """
+
+    def __init__(
+        self,
+        images_dir: PathLike,
+        annotations_json: PathLike,
+        transform: Optional[Callable[[DetectionSample], DetectionSample]] = None,
+        check_files: bool = True,
+        max_load_attempts: int = 32,
+    ) -> None:
+        self.images_dir = Path(images_dir)
+        self.annotations_json = Path(annotations_json)
+        self.transform = transform
+        self.max_load_attempts = int(max_load_attempts)
+        self.failed_files: Set[str] = set()
+        self._size_warned: Set[str] = set()
+        self._worker_configured = False
+        self._build(check_files)
+
+    # ------------------------------------------------------------------ construction and validation
+
+    def _build(self, check_files: bool) -> None:
+        path = self.annotations_json
+        data = _read_json(path)
+        _check_entries(path, "categories", data["categories"], _REQUIRED_CATEGORY_KEYS)
+        _check_entries(path, "images", data["images"], _REQUIRED_IMAGE_KEYS)
+        _check_entries(path, "annotations", data["annotations"], _REQUIRED_ANNOTATION_KEYS)
+        _check_unique(path, "category", [c["id"] for c in data["categories"]])
+        _check_unique(path, "image", [i["id"] for i in data["images"]])
+        _check_unique(path, "annotation", [a["id"] for a in data["annotations"]])
+
+        names_by_id = {int(c["id"]): str(c["name"]) for c in data["categories"]}
+        if not names_by_id:
+            raise ValueError(f"annotation file '{path}' has no categories")
+        self.category_ids: List[int] = sorted(names_by_id)
+        self.class_names: List[str] = [names_by_id[i] for i in self.category_ids]
+        self.label_of_category: Dict[int, int] = {cid: label for label, cid in enumerate(self.category_ids)}
+        for ann in data["annotations"]:
+            if ann["category_id"] not in self.label_of_category:
+                raise ValueError(
+                    f"annotation file '{path}': annotation id {ann['id']} has category_id "
+                    f"{ann['category_id']!r}, which is not in 'categories' (valid ids: {self.category_ids})"
+                )
+
+        problems = _Problems()
+        images = self._valid_images(data["images"], check_files, problems)
+        image_index = {image["id"]: index for index, image in enumerate(images)}
+        all_image_ids = {image["id"] for image in data["images"]}
+
+        objects: List[List[Tuple[List[float], int]]] = [[] for _ in images]
+        crowds: List[List[List[float]]] = [[] for _ in images]
+        kept_annotations = []
+        for ann in data["annotations"]:
+            if ann["image_id"] not in all_image_ids:
+                problems.add("orphan_annotations", ann["id"])
+                continue
+            index = image_index.get(ann["image_id"])
+            if index is None:  # its image was skipped (missing file); not a problem of the annotation
+                continue
+            box = self._valid_box(ann, images[index], problems)
+            if box is None:
+                continue
+            x1, y1, x2, y2 = box
+            cleaned = dict(ann)
+            cleaned["bbox"] = [x1, y1, x2 - x1, y2 - y1]
+            cleaned.setdefault("area", (x2 - x1) * (y2 - y1))
+            cleaned["iscrowd"] = int(bool(ann.get("iscrowd", 0)))
+            kept_annotations.append(cleaned)
+            if cleaned["iscrowd"]:
+                crowds[index].append(list(box))
+            else:
+                objects[index].append((list(box), self.label_of_category[ann["category_id"]]))
+
+        self._pack(images, objects, crowds)
+        self.coco = self._make_coco(data, images, kept_annotations)
+        self.report = self._make_report(data, images, objects, crowds, problems)
+        self._log_summary(problems)
+
+    def _valid_images(self, entries: List[Dict[str, Any]], check_files: bool, problems: _Problems) -> List[Dict[str, Any]]:
+        path = self.annotations_json
+        for entry in entries:
+            try:
+                width, height = int(entry["width"]), int(entry["height"])
+            except (TypeError, ValueError):
+                width = height = 0
+            if width <= 0 or height <= 0:
+                raise ValueError(
+                    f"annotation file '{path}': image id {entry['id']} ('{entry['file_name']}') has invalid "
+                    f"width/height {entry['width']!r} x {entry['height']!r}"
+                )
+        if not check_files:
+            return list(entries)
+        exists = _existing_files([self.images_dir / str(entry["file_name"]) for entry in entries])
+        kept = []
+        for entry, found in zip(entries, exists):
+            if found:
+                kept.append(entry)
+            else:
+                problems.add("missing_files", str(entry["file_name"]))
+        return kept
+
+    @staticmethod
+    def _valid_box(ann: Dict[str, Any], image: Dict[str, Any], problems: _Problems) -> Optional[Tuple[float, float, float, float]]:
+        """Checked, clipped xyxy box of an annotation, or None (counted) if it must be dropped."""
+        bbox = _parse_bbox(ann["bbox"])
+        if bbox is None or bbox[2] <= 0 or bbox[3] <= 0:
+            problems.add("invalid_boxes", ann["id"])
+            return None
+        x, y, w, h = bbox
+        width, height = float(image["width"]), float(image["height"])
+        x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), min(x + w, width), min(y + h, height)
+        if (x1, y1, x2, y2) != (x, y, x + w, y + h):
+            problems.add("clipped_boxes", ann["id"])
+        if x2 - x1 < MIN_BOX_SIZE or y2 - y1 < MIN_BOX_SIZE:
+            problems.add("degenerate_boxes", ann["id"])
+            return None
+        return x1, y1, x2, y2
+
+    def _pack(
+        self,
+        images: List[Dict[str, Any]],
+        objects: List[List[Tuple[List[float], int]]],
+        crowds: List[List[List[float]]],
+    ) -> None:
+        """Flat arrays: per-image slices ``[offsets[i], offsets[i+1])`` of boxes/labels/crowd boxes."""
+        if not images:
+            raise ValueError(
+                f"empty dataset: no usable images in '{self.annotations_json}' with images folder "
+                f"'{self.images_dir}' (check that file_name entries are relative to that folder)"
+            )
+        self._image_ids = np.array([int(image["id"]) for image in images], dtype=np.int64)
+        self._file_names = np.array([str(image["file_name"]) for image in images])
+        self._sizes = np.array([(int(image["height"]), int(image["width"])) for image in images], dtype=np.int64)
+        counts = [len(items) for items in objects]
+        self._object_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._boxes = np.array([box for items in objects for box, _ in items], dtype=np.float32).reshape(-1, 4)
+        self._labels = np.array([label for items in objects for _, label in items], dtype=np.int64)
+        crowd_counts = [len(items) for items in crowds]
+        self._crowd_offsets = np.concatenate([[0], np.cumsum(crowd_counts)]).astype(np.int64)
+        self._crowd_boxes = np.array([box for items in crowds for box in items], dtype=np.float32).reshape(-1, 4)
+
+    @staticmethod
+    def _make_coco(data: Dict[str, Any], images: List[Dict[str, Any]], annotations: List[Dict[str, Any]]) -> COCO:
+        cleaned = {key: value for key, value in data.items() if key not in ("images", "annotations")}
+        cleaned["images"] = list(images)
+        cleaned["annotations"] = annotations
+        coco = COCO()
+        coco.dataset = cleaned
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            coco.createIndex()
+        return coco
+
+    def _make_report(
+        self,
+        data: Dict[str, Any],
+        images: List[Dict[str, Any]],
+        objects: List[List[Tuple[List[float], int]]],
+        crowds: List[List[List[float]]],
+        problems: _Problems,
+    ) -> Dict[str, Any]:
+        report: Dict[str, Any] = {
+            "annotations_json": str(self.annotations_json),
+            "images_dir": str(self.images_dir),
+            "images_in_json": len(data["images"]),
+            "annotations_in_json": len(data["annotations"]),
+            "images": len(images),
+            "images_without_objects": sum(1 for items in objects if not items),
+            "objects": sum(len(items) for items in objects),
+            "crowd_regions": sum(len(items) for items in crowds),
+            "classes": len(self.category_ids),
+            "objects_per_class": np.bincount(self._labels, minlength=len(self.category_ids)).tolist(),
+        }
+        for kind in ("missing_files", "orphan_annotations", "invalid_boxes", "clipped_boxes", "degenerate_boxes"):
+            report[kind] = problems.counts.get(kind, 0)
+            report[f"{kind}_examples"] = list(problems.examples.get(kind, []))
+        return report
+
+    def _log_summary(self, problems: _Problems) -> None:
+        report = self.report
+        logger.info(
+            "%s: %d images (%d without objects), %d objects, %d crowd regions, %d classes; skipped %d "
+            "missing files and %d annotations of unknown images; dropped %d invalid and %d degenerate "
+            "boxes; clipped %d boxes",
+            self.annotations_json, report["images"], report["images_without_objects"], report["objects"],
+            report["crowd_regions"], report["classes"], report["missing_files"],
+            report["orphan_annotations"], report["invalid_boxes"], report["degenerate_boxes"],
+            report["clipped_boxes"],
+        )
+        descriptions = {
+            "missing_files": "image files not found in '%s' (skipped)" % self.images_dir,
+            "orphan_annotations": "annotations whose image_id is not in 'images' (skipped), ids",
+            "invalid_boxes": "boxes with width/height <= 0 or non-finite numbers (dropped), annotation ids",
+            "degenerate_boxes": "boxes under %g px after clipping to the image (dropped), annotation ids" % MIN_BOX_SIZE,
+            "clipped_boxes": "boxes partly outside their image (clipped), annotation ids",
+        }
+        for kind, text in descriptions.items():
+            count = problems.counts.get(kind, 0)
+            if count:
+                logger.warning("%s: %d %s, e.g. %s", self.annotations_json, count, text, problems.examples[kind])
+
+    # ------------------------------------------------------------------ access
+
+    @property
+    def image_ids(self) -> List[int]:
+        return self._image_ids.tolist()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.category_ids)
+
+    def __len__(self) -> int:
+        return len(self._image_ids)
+
+    def image_path(self, index: int) -> Path:
+        return self.images_dir / str(self._file_names[index])
+
+    def targets(self, index: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(boxes [N,4] float32 xyxy original px, labels [N] int64, crowd_boxes [K,4] float32)``."""
+        start, stop = self._object_offsets[index], self._object_offsets[index + 1]
+        crowd_start, crowd_stop = self._crowd_offsets[index], self._crowd_offsets[index + 1]
+        return (
+            self._boxes[start:stop].copy(),
+            self._labels[start:stop].copy(),
+            self._crowd_boxes[crowd_start:crowd_stop].copy(),
+        )
+
+    def __getitem__(self, index: int) -> SampleDict:
+        """Sample ``index``, or the next loadable one if its image cannot be read.
+
+        Returns a dict: ``image`` (uint8 tensor ``[3,S,S]`` RGB after the transform, else ``H x W x 3``
+        numpy RGB), ``boxes`` float32 ``[N,4]`` xyxy in network-input pixels (original pixels without
+        a transform), ``labels`` int64 ``[N]`` in ``0..C-1``, ``crowd_boxes`` float32 ``[K,4]``,
+        ``image_id`` int, ``orig_size`` ``(h, w)``, ``scale`` float (input px per original px).
+        """
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} images")
+        self._configure_worker()
+        attempts = min(self.max_load_attempts, len(self))
+        for step in range(attempts):
+            current = (index + step) % len(self)
+            path = self.image_path(current)
+            if str(path) in self.failed_files:
+                continue
+            try:
+                image = load_image(path)
+            except ImageReadError as error:
+                self.failed_files.add(str(path))
+                logger.warning("skipping image id %d: %s", int(self._image_ids[current]), error)
+                continue
+            return self._make_sample(current, image)
+        raise RuntimeError(
+            f"could not load any of {attempts} consecutive images starting at index {index} of "
+            f"'{self.annotations_json}' (images folder '{self.images_dir}'); failed files include "
+            f"{sorted(self.failed_files)[:5]}. Check the image files."
+        )
+
+    def _make_sample(self, index: int, image: np.ndarray) -> SampleDict:
+        boxes, labels, crowd_boxes = self.targets(index)
+        orig_h, orig_w = (int(v) for v in self._sizes[index])
+        if image.shape[:2] != (orig_h, orig_w):
+            path = str(self.image_path(index))
+            if path not in self._size_warned:
+                self._size_warned.add(path)
+                logger.warning(
+                    "image '%s' is %dx%d (h x w) but the JSON says %dx%d; boxes are clipped to the real "
+                    "image (EXIF-rotated or replaced file?)", path, image.shape[0], image.shape[1], orig_h, orig_w,
+                )
+            orig_h, orig_w = image.shape[:2]
+            limits = np.array([orig_w, orig_h, orig_w, orig_h], dtype=np.float32)
+            boxes = np.clip(boxes, 0, limits)
+            crowd_boxes = np.clip(crowd_boxes, 0, limits)
+            keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_SIZE) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_SIZE)
+            boxes, labels = boxes[keep], labels[keep]
+        sample = DetectionSample(image=image, boxes=boxes, labels=labels, crowd_boxes=crowd_boxes, scale=1.0)
+        if self.transform is not None:
+            sample = self.transform(sample)
+        return {
+            "image": sample.image,
+            "boxes": sample.boxes,
+            "labels": sample.labels,
+            "crowd_boxes": sample.crowd_boxes,
+            "image_id": int(self._image_ids[index]),
+            "orig_size": (orig_h, orig_w),
+            "scale": float(sample.scale),
+        }
+
+    def _configure_worker(self) -> None:
+        """In a DataLoader worker, use one OpenCV thread (workers already are the parallelism)."""
+        if not self._worker_configured:
+            self._worker_configured = True
+            if get_worker_info() is not None:
+                cv2.setNumThreads(1)
+
+    def __repr__(self) -> str:
+        return (
+            f"CocoDetection('{self.annotations_json}', images={len(self)}, classes={self.num_classes}, "
+            f"transform={self.transform!r})"
+        )

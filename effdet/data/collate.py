@@ -1,0 +1,79 @@
+"""Batching for torch DataLoaders: the detection collate function and a worker initialiser."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+__all__ = ["collate_detection", "worker_init_fn"]
+
+
+def _as_tensor(value: Any, dtype: torch.dtype) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    return torch.as_tensor(value, dtype=dtype)
+
+
+def _pad_boxes(items: List[torch.Tensor]) -> tuple:
+    """Stack ``[N_i, 4]`` boxes into ``[B, M, 4]`` zeros-padded, ``M = max(1, max N_i)``; return mask too."""
+    length = max([1] + [len(item) for item in items])
+    boxes = torch.zeros((len(items), length, 4), dtype=torch.float32)
+    mask = torch.zeros((len(items), length), dtype=torch.bool)
+    for row, item in enumerate(items):
+        boxes[row, : len(item)] = item
+        mask[row, : len(item)] = True
+    return boxes, mask
+
+
+def collate_detection(samples: Sequence[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+    """Batch dataset samples (see ``CocoDetection.__getitem__``) into padded tensors.
+
+    Returns:
+        ``images`` uint8 ``[B, 3, S, S]``; ``boxes`` float32 ``[B, M, 4]`` xyxy, zero padded with
+        ``M = max(1, most objects in an image)``; ``labels`` int64 ``[B, M]``, ``-1`` marks padding;
+        ``crowd_boxes`` float32 ``[B, K, 4]`` and ``crowd_mask`` bool ``[B, K]`` (``K >= 1``);
+        ``image_ids`` int64 ``[B]``; ``scales`` float32 ``[B]``; ``orig_sizes`` int64 ``[B, 2]`` (h, w).
+    """
+    if not samples:
+        raise ValueError("collate_detection got an empty list of samples")
+    images = [sample["image"] for sample in samples]
+    if not all(isinstance(image, torch.Tensor) for image in images):
+        raise TypeError("collate_detection needs image tensors [3, S, S]: give the dataset a transform "
+                        "that ends with ToTensor (e.g. train_transforms / eval_transforms)")
+    shapes = {tuple(image.shape) for image in images}
+    if len(shapes) != 1:
+        raise ValueError(f"all images in a batch must have the same shape, got {sorted(shapes)}")
+
+    box_list = [_as_tensor(sample["boxes"], torch.float32).reshape(-1, 4) for sample in samples]
+    boxes, object_mask = _pad_boxes(box_list)
+    labels = torch.full(object_mask.shape, -1, dtype=torch.int64)
+    for row, sample in enumerate(samples):
+        sample_labels = _as_tensor(sample["labels"], torch.int64).reshape(-1)
+        if len(sample_labels) != len(box_list[row]):
+            raise ValueError(f"sample {row}: {len(box_list[row])} boxes but {len(sample_labels)} labels")
+        labels[row, : len(sample_labels)] = sample_labels
+    crowd_boxes, crowd_mask = _pad_boxes(
+        [_as_tensor(sample["crowd_boxes"], torch.float32).reshape(-1, 4) for sample in samples]
+    )
+    return {
+        "images": torch.stack(images),
+        "boxes": boxes,
+        "labels": labels,
+        "crowd_boxes": crowd_boxes,
+        "crowd_mask": crowd_mask,
+        "image_ids": torch.tensor([int(sample["image_id"]) for sample in samples], dtype=torch.int64),
+        "scales": torch.tensor([float(sample["scale"]) for sample in samples], dtype=torch.float32),
+        "orig_sizes": torch.tensor([tuple(sample["orig_size"]) for sample in samples], dtype=torch.int64),
+    }
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one OpenCV thread per worker (the workers are the parallelism).
+
+    Random transforms need nothing here: they derive their generator from ``torch.initial_seed()``,
+    which DataLoader already sets per worker (see ``effdet.data.transforms``).
+    """
+    cv2.setNumThreads(1)

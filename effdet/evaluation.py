@@ -1,0 +1,604 @@
+"""COCO box evaluation: detections -> COCO results -> the 12 COCO stats plus per-class AP.
+
+Conventions (see ARCHITECTURE.md):
+
+* Detections enter as one dict per image with ``boxes`` ``[K, 4]`` absolute ``xyxy`` pixels in the
+  ORIGINAL image, ``scores`` ``[K]`` and ``labels`` ``[K]`` contiguous ``0..C-1``. They leave as COCO
+  result dicts (``image_id``, ``category_id`` = the dataset's own id, ``bbox`` ``xywh``, ``score``).
+* Metrics are plain floats in ``0..1`` under :data:`STAT_KEYS`, plus ``per_class`` mapping class name
+  to AP@[0.50:0.95] (all areas, 100 detections).
+* **-1.0 means "not defined"**: COCOeval reports -1 for an area range (or a class) that has no ground
+  truth. We keep -1.0 for the 12 stats (JSON-friendly, and what every COCO tool prints) and use
+  ``None`` (JSON ``null``) for classes without ground truth in ``per_class``. Consumers of
+  ``metrics.json`` must treat negative stats as "no GT in this range", not as a score.
+* Every ground-truth image (or every id in ``image_ids``) is evaluated; an image without detections
+  counts as misses for its objects. Empty results are evaluated normally (AP 0 where GT exists).
+
+Two backends give the same numbers: ``pycocotools`` (reference) and ``faster_coco_eval``
+(C++ evaluate/accumulate, roughly 10x faster; ``pip install faster-coco-eval``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+STAT_KEYS: tuple[str, ...] = (
+    "AP", "AP50", "AP75", "APs", "APm", "APl",
+    "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+)
+BACKENDS: tuple[str, ...] = ("pycocotools", "faster_coco_eval")
+
+# (title, IoU range, area, maxDets) of each stat, in COCOeval.summarize() order.
+_STAT_LAYOUT: tuple[tuple[str, str, str, int], ...] = (
+    ("Average Precision  (AP)", "0.50:0.95", "all", 100),
+    ("Average Precision  (AP)", "0.50", "all", 100),
+    ("Average Precision  (AP)", "0.75", "all", 100),
+    ("Average Precision  (AP)", "0.50:0.95", "small", 100),
+    ("Average Precision  (AP)", "0.50:0.95", "medium", 100),
+    ("Average Precision  (AP)", "0.50:0.95", "large", 100),
+    ("Average Recall     (AR)", "0.50:0.95", "all", 1),
+    ("Average Recall     (AR)", "0.50:0.95", "all", 10),
+    ("Average Recall     (AR)", "0.50:0.95", "all", 100),
+    ("Average Recall     (AR)", "0.50:0.95", "small", 100),
+    ("Average Recall     (AR)", "0.50:0.95", "medium", 100),
+    ("Average Recall     (AR)", "0.50:0.95", "large", 100),
+)
+
+PathLike = Union[str, os.PathLike]
+Detections = Mapping[str, Any]  # {"boxes": [K,4] xyxy px, "scores": [K], "labels": [K]}
+
+
+# ---------------------------------------------------------------------------------------------
+# detections -> COCO results
+# ---------------------------------------------------------------------------------------------
+
+def _to_numpy(values: Any) -> np.ndarray:
+    """Tensor (any device) / array / list -> numpy array on the host."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def detections_to_coco_results(
+    image_ids: Sequence[int],
+    detections: Sequence[Detections],
+    category_ids: Sequence[int],
+    *,
+    box_decimals: int = 2,
+    score_decimals: int = 5,
+) -> list[dict]:
+    """Convert per-image detections into COCO result dicts.
+
+    Args:
+        image_ids: the dataset image id of each entry of ``detections``.
+        detections: per image, ``boxes`` ``[K, 4]`` xyxy in original-image pixels, ``scores`` ``[K]``,
+            ``labels`` ``[K]`` contiguous class indices ``0..C-1`` (tensors on any device or arrays).
+        category_ids: ``category_ids[label]`` is the dataset's category id of class ``label``.
+        box_decimals / score_decimals: rounding of ``bbox`` (1/100 px) and ``score`` in the output.
+
+    Returns:
+        ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]`` in input order.
+    """
+    if len(image_ids) != len(detections):
+        raise ValueError(f"got {len(image_ids)} image ids for {len(detections)} detection dicts")
+    category_lookup = np.asarray([int(c) for c in category_ids], dtype=np.int64)
+    results: list[dict] = []
+    for image_id, det in zip(image_ids, detections):
+        boxes = _to_numpy(det["boxes"]).astype(np.float64).reshape(-1, 4)
+        scores = _to_numpy(det["scores"]).astype(np.float64).reshape(-1)
+        labels = _to_numpy(det["labels"]).astype(np.int64).reshape(-1)
+        if not (len(boxes) == len(scores) == len(labels)):
+            raise ValueError(
+                f"image {int(image_id)}: boxes {len(boxes)}, scores {len(scores)} and labels {len(labels)} "
+                "must have the same length"
+            )
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(category_lookup)):
+            raise ValueError(
+                f"image {int(image_id)}: label {int(labels.min() if labels.min() < 0 else labels.max())} "
+                f"is outside 0..{len(category_lookup) - 1} (len(category_ids) = {len(category_lookup)})"
+            )
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).round(box_decimals)
+        scores = scores.round(score_decimals)
+        cats = category_lookup[labels]
+        image_id = int(image_id)
+        results.extend(
+            {"image_id": image_id, "category_id": int(c), "bbox": b.tolist(), "score": float(s)}
+            for b, s, c in zip(xywh, scores, cats)
+        )
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# loading GT / results for a backend
+# ---------------------------------------------------------------------------------------------
+
+def _backend_api(backend: str) -> tuple[type, type]:
+    """(COCO class, COCOeval class) of a backend."""
+    if backend == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        return COCO, COCOeval
+    if backend == "faster_coco_eval":
+        try:
+            from faster_coco_eval import COCO, COCOeval_faster
+        except ImportError as error:
+            raise ImportError(
+                "backend 'faster_coco_eval' needs the faster-coco-eval package: pip install faster-coco-eval"
+            ) from error
+        return COCO, COCOeval_faster
+    raise ValueError(f"unknown COCO evaluation backend {backend!r}; choose one of {BACKENDS}")
+
+
+def _coco_from_dataset(coco_cls: type, dataset: dict) -> Any:
+    """Build a COCO index object of ``coco_cls`` around an in-memory dataset dict (quietly)."""
+    coco = coco_cls()
+    coco.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def load_coco_gt(coco_gt: Any, backend: str = "pycocotools") -> Any:
+    """Return a ground-truth COCO object of ``backend``'s own class.
+
+    ``coco_gt`` may be a JSON path, a COCO-format dict, or a COCO object of either backend (re-indexed
+    around the same dataset dict when the class differs; the annotations are not copied).
+    """
+    coco_cls, _ = _backend_api(backend)
+    if isinstance(coco_gt, coco_cls):
+        return coco_gt
+    if isinstance(coco_gt, (str, os.PathLike)):
+        with open(coco_gt) as handle:
+            dataset = json.load(handle)
+    elif isinstance(coco_gt, Mapping):
+        dataset = dict(coco_gt)
+    elif hasattr(coco_gt, "dataset") and isinstance(coco_gt.dataset, dict):
+        dataset = coco_gt.dataset
+    else:
+        raise TypeError(f"coco_gt must be a COCO object, a COCO dict or a JSON path, not {type(coco_gt).__name__}")
+    return _coco_from_dataset(coco_cls, dataset)
+
+
+def _load_results(results: list[dict] | PathLike) -> list[dict]:
+    """Results list (or JSON path) -> fresh dicts, so COCO's in-place additions don't leak to the caller."""
+    if isinstance(results, (str, os.PathLike)):
+        with open(results) as handle:
+            results = json.load(handle)
+    if not isinstance(results, list):
+        raise TypeError(f"results must be a list of COCO result dicts or a JSON path, not {type(results).__name__}")
+    return [dict(r) for r in results]
+
+
+def _results_coco(gt: Any, results: list[dict]) -> Any:
+    """Detection COCO object for ``results``; an empty list gives an empty (but evaluable) index."""
+    if results:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return gt.loadRes(results)
+    dataset = {
+        "images": list(gt.dataset.get("images", [])),
+        "categories": list(gt.dataset.get("categories", [])),
+        "annotations": [],
+    }
+    return _coco_from_dataset(type(gt), dataset)
+
+
+def _class_name_by_category(gt: Any, class_names: Mapping[int, str] | Sequence[str] | None) -> dict[int, str]:
+    """category id -> display name. A sequence is aligned with the sorted GT category ids."""
+    category_ids = sorted(int(c) for c in gt.getCatIds())
+    if class_names is None:
+        names = {int(c["id"]): str(c.get("name", c["id"])) for c in gt.loadCats(category_ids)}
+    elif isinstance(class_names, Mapping):
+        names = {int(k): str(v) for k, v in class_names.items()}
+    else:
+        if len(class_names) != len(category_ids):
+            raise ValueError(
+                f"class_names has {len(class_names)} names but the ground truth has {len(category_ids)} "
+                "categories; pass a {category_id: name} mapping instead"
+            )
+        names = dict(zip(category_ids, map(str, class_names)))
+    return {cid: names.get(cid, str(cid)) for cid in category_ids}
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation
+# ---------------------------------------------------------------------------------------------
+
+def _mean_defined(values: np.ndarray) -> float | None:
+    """Mean of the entries COCOeval marks as defined (> -1); None when there are none."""
+    defined = values[values > -1]
+    return float(defined.mean()) if defined.size else None
+
+
+def _per_class_ap(coco_eval: Any, names: dict[int, str]) -> dict[str, float | None]:
+    """AP@[0.50:0.95], area 'all', last maxDets, per category; None for categories without GT."""
+    precision = coco_eval.eval["precision"]  # [T iou, R recall, K class, A area, M maxDets]
+    area_all = list(coco_eval.params.areaRngLbl).index("all")
+    per_class: dict[str, float | None] = {}
+    for k, category_id in enumerate(coco_eval.params.catIds):
+        name = names[int(category_id)]
+        if name in per_class:  # two categories share a name: keep both visible
+            name = f"{name} (id {int(category_id)})"
+        per_class[name] = _mean_defined(precision[:, :, k, area_all, -1])
+    return per_class
+
+
+def format_coco_summary(stats: Mapping[str, float]) -> str:
+    """The standard 12-line COCOeval summary for ``stats`` (keys :data:`STAT_KEYS`)."""
+    lines = []
+    for key, (title, iou, area, max_dets) in zip(STAT_KEYS, _STAT_LAYOUT):
+        lines.append(
+            f" {title:<18} @[ IoU={iou:<9} | area={area:>6s} | maxDets={max_dets:>3d} ] = {stats[key]:0.3f}"
+        )
+    return "\n".join(lines)
+
+
+def evaluate_coco(
+    coco_gt: Any,
+    results: list[dict] | PathLike,
+    *,
+    image_ids: Sequence[int] | None = None,
+    backend: str = "pycocotools",
+    class_names: Mapping[int, str] | Sequence[str] | None = None,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Run COCO box evaluation.
+
+    Args:
+        coco_gt: ground truth: a COCO object (pycocotools or faster_coco_eval), a COCO dict or a JSON path.
+        results: COCO result dicts (``bbox`` xywh) or a JSON path to them. May be empty.
+        image_ids: evaluate only these images (default: every GT image). Images without detections
+            count as misses; results for other images are ignored.
+        backend: ``"pycocotools"`` or ``"faster_coco_eval"`` (same numbers, faster).
+        class_names: names for ``per_class``: ``{category_id: name}`` or a sequence aligned with the sorted
+            GT category ids. Default: the GT categories' ``name``.
+        verbose: print the standard 12-line COCO summary.
+
+    Returns:
+        ``{key: float for key in STAT_KEYS}`` (0..1; -1.0 where an area range has no GT) plus
+        ``"per_class": {name: AP or None}`` (None = no GT for that class).
+    """
+    gt = load_coco_gt(coco_gt, backend)
+    _, eval_cls = _backend_api(backend)
+    detections = _load_results(results)
+
+    gt_image_ids = {int(i) for i in gt.getImgIds()}
+    unknown = sorted({int(r["image_id"]) for r in detections} - gt_image_ids)
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} result image ids are not in the ground truth (first: {unknown[:5]})"
+        )
+    if image_ids is not None:
+        image_ids = sorted({int(i) for i in image_ids})
+        missing = [i for i in image_ids if i not in gt_image_ids]
+        if missing:
+            raise ValueError(f"{len(missing)} image_ids are not in the ground truth (first: {missing[:5]})")
+
+    dt = _results_coco(gt, detections)
+    if backend == "faster_coco_eval":
+        coco_eval = eval_cls(gt, dt, iouType="bbox", print_function=lambda *args, **kwargs: None)
+    else:
+        coco_eval = eval_cls(gt, dt, iouType="bbox")
+    if image_ids is not None:
+        coco_eval.params.imgIds = image_ids
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+
+    metrics: dict[str, Any] = {key: float(value) for key, value in zip(STAT_KEYS, coco_eval.stats[: len(STAT_KEYS)])}
+    metrics["per_class"] = _per_class_ap(coco_eval, _class_name_by_category(gt, class_names))
+    if verbose:
+        print(format_coco_summary(metrics))
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# human-readable tables
+# ---------------------------------------------------------------------------------------------
+
+def format_stats_table(stats: Mapping[str, Any]) -> str:
+    """Aligned ``key  value  meaning`` table of the 12 stats (values shown as 0..1 with 4 decimals)."""
+    rows = []
+    for key, (title, iou, area, max_dets) in zip(STAT_KEYS, _STAT_LAYOUT):
+        value = stats.get(key)
+        shown = "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+        kind = "AP" if title.startswith("Average Precision") else "AR"
+        rows.append((key, shown, f"{kind} IoU={iou} area={area} maxDets={max_dets}"))
+    key_width = max(len(r[0]) for r in rows)
+    value_width = max(len(r[1]) for r in rows)
+    return "\n".join(f"{k:<{key_width}}  {v:>{value_width}}  {d}" for k, v, d in rows)
+
+
+def format_per_class_table(per_class: Mapping[str, float | None], sort_by: str = "name") -> str:
+    """Aligned ``class  AP`` table; ``sort_by`` is ``"name"`` or ``"ap"`` (best first, undefined last)."""
+    if sort_by not in ("name", "ap"):
+        raise ValueError(f"sort_by must be 'name' or 'ap', not {sort_by!r}")
+
+    def defined(ap: float | None) -> bool:
+        return ap is not None and not math.isnan(ap) and ap >= 0
+
+    items = list(per_class.items())
+    if sort_by == "name":
+        items.sort(key=lambda item: item[0])
+    else:
+        items.sort(key=lambda item: (not defined(item[1]), -(item[1] if defined(item[1]) else 0.0), item[0]))
+    header = ("class", "AP")
+    rows = [(name, f"{ap:.4f}" if defined(ap) else "-") for name, ap in items]
+    name_width = max([len(header[0])] + [len(r[0]) for r in rows])
+    value_width = max([len(header[1])] + [len(r[1]) for r in rows])
+    lines = [f"{header[0]:<{name_width}}  {header[1]:>{value_width}}", "-" * (name_width + 2 + value_width)]
+    lines += [f"{name:<{name_width}}  {value:>{value_width}}" for name, value in rows]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+# ---------------------------------------------------------------------------------------------
+
+def write_json_atomic(path: PathLike, obj: Any, *, indent: int | None = 2) -> None:
+    """Write ``obj`` as strict JSON (no NaN/Infinity) to ``path`` atomically.
+
+    The text is serialised first, written to a temporary file in the same folder, flushed to disk
+    and moved over ``path`` with ``os.replace``; if anything fails the previous file is untouched.
+    """
+    path = Path(path)
+    text = json.dumps(obj, indent=indent, allow_nan=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "x", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _json_safe(value: Any) -> Any:
+    """numpy/torch scalars -> python; NaN/inf -> None; recurses through dicts and lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        value = value.item() if value.numel() == 1 else value.tolist()
+        return _json_safe(value)
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def save_metrics(path: PathLike, stats: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> None:
+    """Write ``metrics.json``: the stats (and ``per_class``) plus optional ``extra`` keys, atomically.
+
+    NaN becomes ``null``; -1.0 stats (no GT in that area range) are kept as -1.0.
+    """
+    payload = dict(stats)
+    if extra:
+        payload.update(extra)
+    write_json_atomic(path, _json_safe(payload))
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed accumulation
+# ---------------------------------------------------------------------------------------------
+
+def _distributed_world_size(group: Any = None) -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(group)
+    return 1
+
+
+class CocoEvaluator:
+    """Accumulates detections over a (possibly distributed) validation pass and computes COCO metrics.
+
+    Each rank calls :meth:`update` with its own images; :meth:`compute` gathers every rank's results
+    (``all_gather_object``), keeps one entry per image id (a ``DistributedSampler`` repeats images to
+    pad the last batch), evaluates on rank 0 over ALL GT images and broadcasts, so every rank returns
+    identical numbers. Call it on every rank (it is a collective when world size > 1).
+    """
+
+    def __init__(
+        self,
+        coco_gt: Any,
+        category_ids: Sequence[int],
+        class_names: Sequence[str] | None = None,
+        backend: str = "pycocotools",
+        *,
+        verbose: bool = False,
+        process_group: Any = None,
+    ) -> None:
+        """
+        Args:
+            coco_gt: ground truth (COCO object, COCO dict or JSON path); indexed once here.
+            category_ids: dataset category id of each contiguous label ``0..C-1``.
+            class_names: name of each contiguous label (default: the GT category names).
+            backend: ``"pycocotools"`` or ``"faster_coco_eval"``.
+            verbose: print the 12-line summary (rank 0 only) on every :meth:`compute`.
+            process_group: torch.distributed group to gather over (default: the world).
+        """
+        self.gt = load_coco_gt(coco_gt, backend)
+        self.category_ids = [int(c) for c in category_ids]
+        if class_names is not None and len(class_names) != len(self.category_ids):
+            raise ValueError(f"{len(class_names)} class names for {len(self.category_ids)} category ids")
+        self.class_names = (
+            None if class_names is None else dict(zip(self.category_ids, map(str, class_names)))
+        )
+        self.backend = backend
+        self.verbose = verbose
+        self.process_group = process_group
+        self._results_by_image: dict[int, list[dict]] = {}
+
+    def reset(self) -> None:
+        """Forget all stored detections (call at the start of each validation pass)."""
+        self._results_by_image = {}
+
+    @property
+    def num_images(self) -> int:
+        """Number of distinct images stored on this rank."""
+        return len(self._results_by_image)
+
+    def update(self, image_ids: Sequence[int], detections: Sequence[Detections]) -> None:
+        """Store COCO results (on the host) for a batch. ``detections`` as in :func:`detections_to_coco_results`.
+
+        An image seen twice keeps its latest detections; an image with no detections is still
+        recorded as seen.
+        """
+        image_ids = [int(i) for i in image_ids]
+        if len(image_ids) != len(detections):
+            raise ValueError(f"got {len(image_ids)} image ids for {len(detections)} detection dicts")
+        for image_id, det in zip(image_ids, detections):
+            self._results_by_image[image_id] = detections_to_coco_results([image_id], [det], self.category_ids)
+
+    def _gather(self) -> dict[int, list[dict]]:
+        """Union of every rank's per-image results; the lowest rank wins for a repeated image id."""
+        world_size = _distributed_world_size(self.process_group)
+        if world_size == 1:
+            return dict(self._results_by_image)
+        gathered: list[Any] = [None] * world_size
+        torch.distributed.all_gather_object(gathered, self._results_by_image, group=self.process_group)
+        merged: dict[int, list[dict]] = {}
+        for rank_results in gathered:
+            for image_id, results in rank_results.items():
+                merged.setdefault(image_id, results)
+        return merged
+
+    def _evaluate(self, merged: dict[int, list[dict]], print_summary: bool) -> dict[str, Any]:
+        unseen = len(set(int(i) for i in self.gt.getImgIds()) - merged.keys())
+        if unseen:
+            logger.warning(
+                "%d of %d ground-truth images received no predictions on any rank; they count as misses",
+                unseen, len(self.gt.getImgIds()),
+            )
+        results = [r for image_id in sorted(merged) for r in merged[image_id]]
+        return evaluate_coco(
+            self.gt, results, backend=self.backend, class_names=self.class_names, verbose=print_summary
+        )
+
+    def compute(self) -> dict[str, Any]:
+        """Metrics as :func:`evaluate_coco` returns them, identical on every rank."""
+        merged = self._gather()
+        world_size = _distributed_world_size(self.process_group)
+        if world_size == 1:
+            return self._evaluate(merged, self.verbose)
+
+        rank = torch.distributed.get_rank(self.process_group)
+        src = torch.distributed.get_global_rank(self.process_group, 0) if self.process_group is not None else 0
+        payload: list[Any] = [None]
+        if rank == 0:
+            try:
+                payload[0] = ("ok", self._evaluate(merged, self.verbose))
+            except Exception as error:  # other ranks must not hang waiting for the broadcast
+                payload[0] = ("error", f"{type(error).__name__}: {error}")
+                torch.distributed.broadcast_object_list(payload, src=src, group=self.process_group)
+                raise
+        torch.distributed.broadcast_object_list(payload, src=src, group=self.process_group)
+        status, value = payload[0]
+        if status != "ok":
+            raise RuntimeError(f"COCO evaluation failed on rank 0: {value}")
+        return value
+
+
+# ---------------------------------------------------------------------------------------------
+# synthetic data and timing
+# ---------------------------------------------------------------------------------------------
+
+def synthetic_coco_data(
+    num_images: int = 500,
+    dets_per_image: int = 100,
+    num_classes: int = 80,
+    seed: int = 0,
+    image_size: tuple[int, int] = (640, 480),
+) -> tuple[dict, list[dict]]:
+    """Random COCO ground truth and detections of realistic shape, for timing and backend checks.
+
+    Each image gets 1..15 objects (small, medium and large) with sparse category ids; detections are
+    jittered copies of the objects (some with a wrong class) plus random boxes, ``dets_per_image``
+    in total per image, with distinct scores in 0..1.
+
+    Returns:
+        (COCO ground-truth dict, list of COCO result dicts)
+    """
+    rng = np.random.default_rng(seed)
+    width, height = image_size
+    category_ids = [1 + 2 * k for k in range(num_classes)]  # gaps, like COCO's 1..90
+    images, annotations, results = [], [], []
+
+    def random_boxes(count: int) -> np.ndarray:
+        side = np.exp(rng.uniform(np.log(4), np.log(min(width, height) * 0.8), size=(count, 2)))
+        x = rng.uniform(0, width - side[:, 0])
+        y = rng.uniform(0, height - side[:, 1])
+        return np.stack([x, y, side[:, 0], side[:, 1]], axis=1)  # xywh
+
+    for image_id in range(1, num_images + 1):
+        images.append({"id": image_id, "width": width, "height": height, "file_name": f"{image_id:06d}.jpg"})
+        num_objects = int(rng.integers(1, 16))
+        gt_boxes = random_boxes(num_objects)
+        gt_cats = rng.choice(category_ids, size=num_objects)
+        for box, cat in zip(gt_boxes, gt_cats):
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": int(cat),
+                "bbox": [round(float(v), 2) for v in box], "area": float(box[2] * box[3]), "iscrowd": 0,
+            })
+        num_near = min(dets_per_image, num_objects * 2)
+        source = rng.integers(0, num_objects, size=num_near)
+        near = gt_boxes[source].copy()
+        near[:, :2] += rng.normal(0, 0.1, size=(num_near, 2)) * near[:, 2:]
+        near[:, 2:] *= np.exp(rng.normal(0, 0.15, size=(num_near, 2)))
+        near_cats = np.where(rng.random(num_near) < 0.8, gt_cats[source], rng.choice(category_ids, size=num_near))
+        far = random_boxes(dets_per_image - num_near)
+        far_cats = rng.choice(category_ids, size=len(far))
+        boxes = np.concatenate([near, far])
+        cats = np.concatenate([near_cats, far_cats])
+        scores = np.concatenate([rng.uniform(0.3, 1.0, num_near), rng.uniform(0.0, 0.5, len(far))])
+        for box, cat, score in zip(boxes, cats, scores):
+            results.append({
+                "image_id": image_id, "category_id": int(cat),
+                "bbox": [round(float(v), 2) for v in box], "score": round(float(score), 6),
+            })
+    categories = [{"id": c, "name": f"class_{c}", "supercategory": "thing"} for c in category_ids]
+    return {"images": images, "annotations": annotations, "categories": categories}, results
+
+
+def benchmark_coco_eval(
+    num_images: int = 500,
+    dets_per_image: int = 100,
+    backend: str = "pycocotools",
+    *,
+    repeats: int = 3,
+    seed: int = 0,
+) -> float:
+    """Median wall-clock seconds of one :func:`evaluate_coco` call on :func:`synthetic_coco_data`.
+
+    Timed: loading the results, evaluate, accumulate, summarize and per-class AP (the GT index is
+    built once beforehand, as :class:`CocoEvaluator` does).
+    """
+    gt_dict, results = synthetic_coco_data(num_images, dets_per_image, seed=seed)
+    gt = load_coco_gt(gt_dict, backend)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        evaluate_coco(gt, results, backend=backend, verbose=False)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

@@ -1,0 +1,273 @@
+"""Image pre-processing shared by training, inference and export.
+
+Conventions
+-----------
+* Images on the host are ``numpy`` arrays ``H x W x 3``, ``uint8``, **RGB**. OpenCV decodes BGR; the
+  conversion to RGB happens once, in :func:`load_image` / :func:`to_rgb`.
+* Images travel through data loaders as ``uint8`` tensors ``[B, 3, H, W]`` (4x less memory and IPC than
+  float32). :func:`normalize` turns them into the float32 tensors the raw ``EfficientDet`` module takes;
+  it is the only place in the framework that normalises.
+* Mean and std are in 0..255 pixel units. D-models use ImageNet statistics; Lite models use the
+  official TF-Lite convention, mean 127 and std 128.
+* :func:`letterbox` resizes keeping the aspect ratio, places the image at the TOP-LEFT corner and pads
+  right/bottom. A box in letterboxed pixels maps back to the original image as ``box / scale``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "LITE_MEAN",
+    "LITE_STD",
+    "ImageReadError",
+    "fill_from_mean",
+    "image_to_tensor",
+    "letterbox",
+    "load_image",
+    "normalize",
+    "resize_interpolation",
+    "to_rgb",
+]
+
+IMAGENET_MEAN: Tuple[float, float, float] = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD: Tuple[float, float, float] = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+LITE_MEAN: Tuple[float, float, float] = (127.0, 127.0, 127.0)
+LITE_STD: Tuple[float, float, float] = (128.0, 128.0, 128.0)
+
+PathLike = Union[str, os.PathLike]
+SizeLike = Union[int, Sequence[int]]
+
+# Shrinking by more than this factor switches cv2.resize from INTER_LINEAR to INTER_AREA, which
+# averages source pixels instead of sampling 4 of them (no aliasing when a large photo becomes 512 px).
+AREA_INTERPOLATION_BELOW = 0.5
+
+
+class ImageReadError(OSError):
+    """An image file is missing, unreadable, corrupt or not an image.
+
+    Attributes:
+        path: the file (as given).
+        reason: what went wrong, in words.
+    """
+
+    def __init__(self, path: PathLike, reason: str = "unreadable") -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(
+            f"cannot read image '{self.path}': {reason}. Check that the file exists and is a complete "
+            f"JPEG/PNG/BMP/TIFF/WebP image (re-export or re-download it), or remove its entry from the "
+            f"annotations."
+        )
+
+    def __reduce__(self):  # keep (path, reason) through pickling (DataLoader workers)
+        return (type(self), (self.path, self.reason))
+
+
+def as_size(size: SizeLike) -> Tuple[int, int]:
+    """``int`` or ``(h, w)`` -> ``(h, w)`` of positive ints."""
+    if isinstance(size, (int, np.integer)):
+        height = width = int(size)
+    else:
+        height, width = (int(v) for v in size)
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {size!r}")
+    return height, width
+
+
+def fill_from_mean(mean: Sequence[float] = IMAGENET_MEAN) -> Tuple[int, int, int]:
+    """Padding colour (RGB uint8) that normalises to ~0: the rounded mean."""
+    return tuple(int(round(float(v))) for v in mean)  # type: ignore[return-value]
+
+
+def _stats_tensor(values: Union[float, Sequence[float], torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    stats = torch.as_tensor(values, dtype=torch.float32, device=like.device)
+    if stats.ndim == 0:
+        return stats
+    if stats.numel() != like.shape[-3]:
+        raise ValueError(f"expected {like.shape[-3]} channel statistics, got {stats.numel()}")
+    return stats.reshape(-1, 1, 1)
+
+
+def normalize(
+    images: torch.Tensor,
+    mean: Union[float, Sequence[float], torch.Tensor] = IMAGENET_MEAN,
+    std: Union[float, Sequence[float], torch.Tensor] = IMAGENET_STD,
+) -> torch.Tensor:
+    """``(images - mean) / std`` as float32 on the images' device.
+
+    Args:
+        images: ``[B, 3, H, W]`` or ``[3, H, W]``, uint8 or float, RGB in 0..255 pixel units.
+        mean, std: per-channel (RGB) statistics in 0..255 units, or a scalar.
+
+    Returns:
+        float32 tensor of the same shape.
+    """
+    if images.ndim not in (3, 4):
+        raise ValueError(f"normalize expects [B,3,H,W] or [3,H,W], got shape {tuple(images.shape)}")
+    mean_t = _stats_tensor(mean, images)
+    std_t = _stats_tensor(std, images)
+    return (images.to(torch.float32) - mean_t) / std_t
+
+
+def resize_interpolation(scale: float) -> int:
+    """OpenCV interpolation for a resize by ``scale``: INTER_AREA below 0.5x, else INTER_LINEAR."""
+    return cv2.INTER_AREA if scale < AREA_INTERPOLATION_BELOW else cv2.INTER_LINEAR
+
+
+def letterbox(
+    image: np.ndarray,
+    size: SizeLike,
+    fill: Union[int, Sequence[int], None] = None,
+) -> Tuple[np.ndarray, float]:
+    """Fit ``image`` inside ``size`` keeping its aspect ratio; pad right/bottom.
+
+    Args:
+        image: ``H x W x 3`` uint8 (any channel order; it is not changed).
+        size: output side ``S`` or ``(S_h, S_w)``.
+        fill: padding colour; default the ImageNet mean colour (pads normalise to ~0).
+
+    Returns:
+        ``(canvas, scale)``: canvas ``S_h x S_w x 3`` uint8 with the resized image at the top-left;
+        ``scale = min(S_h / H, S_w / W)`` output pixels per input pixel, so input-pixel boxes map
+        to ``box * scale`` and back with ``box / scale``. Resizing uses INTER_LINEAR, or INTER_AREA
+        when shrinking below 0.5x.
+    """
+    out_h, out_w = as_size(size)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"letterbox expects an H x W x 3 image, got shape {image.shape}")
+    in_h, in_w = image.shape[:2]
+    scale = min(out_h / in_h, out_w / in_w)
+    new_h = min(out_h, max(1, int(round(in_h * scale))))
+    new_w = min(out_w, max(1, int(round(in_w * scale))))
+    fill_value = fill_from_mean() if fill is None else fill
+    if isinstance(fill_value, (int, np.integer)):
+        fill_value = (int(fill_value),) * 3
+    if (in_h, in_w) == (new_h, new_w):
+        resized = image
+    else:
+        resized = cv2.resize(image, (new_w, new_h), interpolation=resize_interpolation(scale))
+    canvas = cv2.copyMakeBorder(
+        resized, 0, out_h - new_h, 0, out_w - new_w, cv2.BORDER_CONSTANT, value=tuple(fill_value)
+    )
+    return canvas, float(scale)
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """``H x W x 3`` uint8 array -> contiguous uint8 tensor ``[3, H, W]``."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def to_rgb(image: np.ndarray, bgr: bool) -> np.ndarray:
+    """Bring a user-supplied numpy image to ``H x W x 3`` uint8 RGB.
+
+    Args:
+        image: ``H x W`` (grayscale), ``H x W x 1``, ``H x W x 3`` or ``H x W x 4`` (alpha is dropped);
+            uint8, uint16 (scaled by 1/257 to 0..255) or float (0..1 if its maximum is <= 1, else 0..255).
+        bgr: True if the colour channels are in OpenCV's BGR(A) order, False if already RGB(A).
+
+    Returns:
+        ``H x W x 3`` uint8 RGB, contiguous (a new array unless the input already was exactly that).
+    """
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected a numpy array, got {type(image).__name__}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+        raise ValueError(f"expected an H x W, H x W x 3 or H x W x 4 image, got shape {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"image has no pixels (shape {image.shape})")
+    image = _to_uint8(image)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if bgr else cv2.COLOR_RGBA2RGB)
+    if bgr:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(image)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return cv2.convertScaleAbs(image, alpha=1.0 / 257.0)
+    if np.issubdtype(image.dtype, np.floating):
+        scaled = image.astype(np.float32)
+        if np.nanmax(scaled) <= 1.0:
+            scaled = scaled * 255.0
+        return np.clip(np.nan_to_num(scaled), 0, 255).round().astype(np.uint8)
+    raise ValueError(f"unsupported pixel type {image.dtype} (expected uint8, uint16 or float)")
+
+
+def _jpeg_is_truncated(data: bytes) -> bool:
+    """True if a JPEG stream ends before its end-of-image marker.
+
+    Walks the header segments up to the first start-of-scan, then looks for the EOI marker (FF D9),
+    which cannot occur inside entropy-coded data (FF bytes there are stuffed with 00). Embedded EXIF
+    thumbnails sit inside header segments and are skipped; data appended after EOI (motion photos) is
+    fine. Some OpenCV/libjpeg versions return a grey-filled image for truncated files instead of failing.
+    """
+    position = 2
+    size = len(data)
+    while position + 4 <= size:
+        if data[position] != 0xFF:
+            return False  # unexpected layout: let the decoder judge
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0xD9:
+            return False
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length field
+            position += 2
+            continue
+        segment_length = (data[position + 2] << 8) | data[position + 3]
+        if marker == 0xDA:  # start of scan: compressed data follows
+            return data.find(b"\xff\xd9", position + 2 + segment_length) < 0
+        position += 2 + segment_length
+    return True
+
+
+def load_image(path: Union[PathLike, bytes]) -> np.ndarray:
+    """Read an image file (or encoded bytes) as ``H x W x 3`` uint8 RGB.
+
+    Grayscale becomes 3 channels, alpha is dropped, 16-bit is scaled to 8-bit (``/257``), BGR becomes
+    RGB. EXIF orientation is NOT applied: pixels are used in their stored order, the order in which
+    COCO-style annotations are drawn by tools that read raw pixels.
+
+    Raises:
+        ImageReadError: missing file, a folder, empty, truncated JPEG, or anything OpenCV cannot decode.
+    """
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        data, name = bytes(path), "<bytes>"
+    else:
+        name = os.fspath(path)
+        file_path = Path(name)
+        if not file_path.exists():
+            raise ImageReadError(name, "file does not exist")
+        if not file_path.is_file():
+            raise ImageReadError(name, "not a regular file")
+        try:
+            data = file_path.read_bytes()
+        except OSError as error:
+            raise ImageReadError(name, f"cannot open the file ({error.strerror or error})") from error
+    if not data:
+        raise ImageReadError(name, "file is empty")
+    if data[:2] == b"\xff\xd8" and _jpeg_is_truncated(data):
+        raise ImageReadError(name, "JPEG data is truncated (no end-of-image marker)")
+    decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None:
+        raise ImageReadError(name, "OpenCV cannot decode it (corrupt, truncated or not an image format)")
+    try:
+        return to_rgb(decoded, bgr=True)
+    except (TypeError, ValueError) as error:
+        raise ImageReadError(name, str(error)) from error
