@@ -1,0 +1,44 @@
+# Set-up commands of the README. Both create .venv on a fresh machine and install what they need.
+#   make demo   generate the demo dataset, train configs/demo.yaml on it, print val mAP, run inference
+#   make test   run the whole test suite (slow end-to-end checks included)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PARITY_DIR ?= .parity
+DEMO_DATA ?= demo_data
+DEMO_RUN ?= runs/demo
+
+.PHONY: venv test test-fast demo parity-env benchmark clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -e ".[test,plot,pretrained,fast-eval]"
+	touch $@
+
+# The reference `effdet` package (also named `effdet`) goes in its own folder, never into .venv:
+# parity tests import it in a subprocess with PYTHONPATH=$(PARITY_DIR). Failure only skips those tests.
+parity-env: $(VENV)/.installed
+	@test -f $(PARITY_DIR)/.installed || { \
+	  $(PIP) install -q --no-deps --target $(PARITY_DIR) "effdet==0.4.1" "timm>=0.9,<2" && \
+	  $(PIP) install -q huggingface_hub safetensors pyyaml && touch $(PARITY_DIR)/.installed; } \
+	  || echo "parity-env: could not install the reference package; parity tests will be skipped"
+
+test: $(VENV)/.installed parity-env
+	$(PY) -m pytest -q -ra --durations=15
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow and not parity"
+
+demo: $(VENV)/.installed
+	$(PY) tools/make_demo_data.py --out $(DEMO_DATA)
+	$(PY) tools/train.py configs/demo.yaml data.root=$(DEMO_DATA) output_dir=$(DEMO_RUN)
+	$(PY) tools/infer.py $(DEMO_DATA)/val --limit 4 --weights $(DEMO_RUN)/checkpoints/best.ckpt --out $(DEMO_RUN)/infer
+
+benchmark: $(VENV)/.installed parity-env
+	$(PY) tools/benchmark.py all
+
+clean:
+	rm -rf $(VENV) $(PARITY_DIR) $(DEMO_DATA) runs .pytest_cache
