@@ -1,0 +1,96 @@
+"""From uint8 image batches to detections in original-image pixels: the step that validation,
+``tools/eval.py`` and the Predictor share (normalise → network → decode/NMS → undo the letterbox)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from .anchors import generate_anchors
+from .config import ModelConfig
+from .postprocess import flip_boxes_horizontal, merge_detections, postprocess, scale_boxes_to_original
+from .preprocess import normalize
+
+Detections = dict[str, torch.Tensor]
+
+
+@dataclass
+class PostprocessSettings:
+    """Decoding settings; the defaults are the paper's evaluation settings (Gaussian soft-NMS σ 0.5,
+    score threshold 0.001, top 5000 before NMS, 100 detections per image)."""
+
+    score_threshold: float = 0.001
+    pre_nms_top_k: int = 5000
+    nms: str = "soft"  # soft | hard
+    iou_threshold: float = 0.5
+    soft_nms_sigma: float = 0.5
+    max_detections: int = 100
+    hflip_tta: bool = False  # also run the mirrored image and merge the detections
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "PostprocessSettings":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in dict(values).items() if k in known})
+
+
+def anchors_for(config: ModelConfig, image_size: Sequence[int], device: torch.device) -> torch.Tensor:
+    """Anchors [N, 4] xyxy for a network input of ``image_size`` (h, w) under ``config``."""
+    return generate_anchors(
+        (int(image_size[0]), int(image_size[1])), config.min_level, config.max_level, config.num_scales,
+        [tuple(r) for r in config.aspect_ratios], config.anchor_scale, device=device)
+
+
+def _decode(model: nn.Module, inputs: torch.Tensor, valid_sizes: list[tuple[float, float]],
+            settings: PostprocessSettings) -> list[Detections]:
+    class_outputs, box_outputs = model(inputs)
+    anchors = anchors_for(model.config, inputs.shape[-2:], inputs.device)
+    return postprocess(
+        class_outputs, box_outputs, anchors,
+        score_threshold=settings.score_threshold, pre_nms_top_k=settings.pre_nms_top_k,
+        nms_method=settings.nms, iou_threshold=settings.iou_threshold, soft_nms_sigma=settings.soft_nms_sigma,
+        max_detections=settings.max_detections, image_sizes=valid_sizes)
+
+
+@torch.no_grad()
+def detect_batch(
+    model: nn.Module,
+    images: torch.Tensor,
+    scales: torch.Tensor,
+    orig_sizes: torch.Tensor,
+    settings: Optional[PostprocessSettings] = None,
+) -> list[Detections]:
+    """Run ``model`` (an :class:`~effdet.model.EfficientDet`, in eval mode) on letterboxed images.
+
+    Args:
+        images: uint8 (or float 0..255) [B, 3, H, W] RGB, letterboxed at the top-left.
+        scales: [B] letterbox scale (network pixels per original pixel).
+        orig_sizes: [B, 2] original (height, width).
+    Returns:
+        per image ``{"boxes": [K, 4] xyxy in original pixels, "scores": [K], "labels": [K] int64 0..C-1}``.
+    """
+    settings = settings or PostprocessSettings()
+    config: ModelConfig = model.config
+    inputs = normalize(images, config.mean, config.std)
+    scale_list = [float(s) for s in scales]
+    sizes = [(int(h), int(w)) for h, w in orig_sizes.tolist()]
+    valid = [(min(h * s, inputs.shape[-2]), min(w * s, inputs.shape[-1])) for (h, w), s in zip(sizes, scale_list)]
+    detections = _decode(model, inputs, valid, settings)
+    if settings.hflip_tta:
+        # The mirrored canvas holds the image at the right, so its boxes are clipped to the canvas here,
+        # un-flipped within the canvas width, and clipped to the original image below.
+        canvas = [tuple(inputs.shape[-2:])] * inputs.shape[0]
+        flipped = _decode(model, inputs.flip(-1), canvas, settings)
+        merged = []
+        for det, det_flip in zip(detections, flipped):
+            det_flip = dict(det_flip, boxes=flip_boxes_horizontal(det_flip["boxes"], inputs.shape[-1]))
+            merged.append(merge_detections(
+                [det, det_flip], iou_threshold=settings.iou_threshold, method=settings.nms,
+                max_detections=settings.max_detections, soft_nms_sigma=settings.soft_nms_sigma,
+                score_threshold=settings.score_threshold))
+        detections = merged
+    return [
+        dict(det, boxes=scale_boxes_to_original(det["boxes"], s, size))
+        for det, s, size in zip(detections, scale_list, sizes)
+    ]

@@ -1,0 +1,188 @@
+"""One training run: output directory, resume, Lightning Trainer set-up, final metrics and curves.
+
+Run directory layout (``output_dir``)::
+
+    config.yaml              the resolved config of the run
+    checkpoints/last.ckpt    written atomically every epoch (resume point)
+    checkpoints/best.ckpt    best val/AP so far
+    logs/metrics.csv         Lightning CSV log (TensorBoard event files in tb/ when installed)
+    metrics.json             final COCO stats (0..1) + per-class AP of best.ckpt
+    curves.png               losses, learning rate and val AP (when matplotlib is installed)
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+
+from .evaluation import STAT_KEYS, format_coco_summary, format_per_class_table, save_metrics
+from .training import CocoDataModule, DetectionModule
+
+logger = logging.getLogger("effdet.runner")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file in the same folder, then renames it into place, so a
+    process killed mid-write leaves the previous checkpoint intact."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            torch.save(checkpoint, tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def _is_global_zero() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
+def prepare_output_dir(cfg: DictConfig) -> Optional[str]:
+    """Create ``output_dir``; return the checkpoint to resume from (``last.ckpt``) or None.
+
+    With ``resume=false`` an existing run is not deleted: its files move to ``previous-<time>/``.
+    """
+    out = Path(cfg.output_dir)
+    last = out / "checkpoints" / "last.ckpt"
+    if last.exists() and cfg.resume:
+        logger.info("resuming from %s (set resume=false to start fresh)", last)
+        return str(last)
+    if not cfg.resume and out.exists() and any(out.iterdir()) and _is_global_zero():
+        keep = out / time.strftime("previous-%Y%m%d-%H%M%S")
+        keep.mkdir()
+        for item in out.iterdir():
+            if item != keep and not item.name.startswith("previous-"):
+                shutil.move(str(item), str(keep / item.name))
+        logger.info("resume=false: moved the existing run in %s to %s", out, keep)
+    out.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _loggers(out: Path) -> list:
+    loggers: list = [CSVLogger(save_dir=str(out), name="logs", version="")]
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        import tensorboard  # noqa: F401
+
+        loggers.append(TensorBoardLogger(save_dir=str(out), name="tb", version=""))
+    except ImportError:
+        pass
+    return loggers
+
+
+def build_trainer(cfg: DictConfig, out: Path, **extra: Any) -> L.Trainer:
+    """A Lightning Trainer from ``cfg.trainer`` plus the run's callbacks, loggers and atomic checkpoints."""
+    checkpoint = ModelCheckpoint(
+        dirpath=str(out / "checkpoints"), filename="best", monitor="val/AP", mode="max", save_top_k=1,
+        save_last=True, auto_insert_metric_name=False, enable_version_counter=False)
+    kwargs: dict[str, Any] = dict(
+        default_root_dir=str(out), callbacks=[checkpoint], logger=_loggers(out), plugins=[AtomicCheckpointIO()],
+        gradient_clip_val=cfg.optim.grad_clip, check_val_every_n_epoch=cfg.eval.every_n_epochs,
+        num_sanity_val_steps=0, log_every_n_steps=10)
+    kwargs.update(OmegaConf.to_container(cfg.trainer, resolve=True))
+    kwargs.update(extra)
+    return L.Trainer(**kwargs)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train as configured; returns the final metrics (also written to ``output_dir/metrics.json``)."""
+    L.seed_everything(cfg.seed, workers=True)
+    out = Path(cfg.output_dir)
+    # Data first: both annotation files are validated before a Trainer or a model is built.
+    from .config import resolve_model_config
+
+    provisional = resolve_model_config(cfg.model, num_classes=1)
+    datamodule = CocoDataModule(cfg.data, provisional.image_size, provisional.mean)
+    resume_from = prepare_output_dir(cfg)
+    if _is_global_zero():
+        tmp = out / ".config.yaml.tmp"
+        OmegaConf.save(cfg, tmp, resolve=True)
+        os.replace(tmp, out / "config.yaml")
+    module = DetectionModule(cfg, datamodule.class_names, datamodule.category_ids)
+    trainer = build_trainer(cfg, out)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    return finalize(cfg, trainer, module, datamodule)
+
+
+def finalize(cfg: DictConfig, trainer: L.Trainer, module: DetectionModule, datamodule: CocoDataModule) -> dict:
+    """Validate ``best.ckpt`` (or the final weights), write ``metrics.json`` and ``curves.png``, print tables."""
+    out = Path(cfg.output_dir)
+    best = out / "checkpoints" / "best.ckpt"
+    ckpt_path = str(best) if best.exists() else None
+    trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    metrics = dict(module.last_metrics)
+    result = {key: metrics[key] for key in STAT_KEYS}
+    result["per_class"] = metrics.get("per_class", {})
+    if module.nonfinite_steps:
+        result["skipped_nonfinite_steps"] = module.nonfinite_steps
+    if trainer.is_global_zero:
+        save_metrics(out / "metrics.json", result, extra={"checkpoint": ckpt_path, "epoch": trainer.current_epoch})
+        plot_curves(out)
+        print(f"\nValidation of {ckpt_path or 'the final weights'} ({len(datamodule.val_set)} images):")
+        print(format_coco_summary(result))
+        print(format_per_class_table(result["per_class"]))
+        print(f"\nrun directory: {out}  (metrics.json, checkpoints/, logs/)")
+    return result
+
+
+def plot_curves(out: Path) -> Optional[Path]:
+    """``curves.png`` from ``logs/metrics.csv``: train losses and lr per step, val AP/AP50 per epoch."""
+    csv_path = out / "logs" / "metrics.csv"
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.info("matplotlib not installed: no curves.png (pip install matplotlib)")
+        return None
+    if not csv_path.exists():
+        return None
+    import csv
+
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+
+    def series(key: str, x_key: str = "step") -> tuple[list[float], list[float]]:
+        xs, ys = [], []
+        for row in rows:
+            if row.get(key) not in (None, "") and row.get(x_key) not in (None, ""):
+                xs.append(float(row[x_key]))
+                ys.append(float(row[key]))
+        return xs, ys
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for key in ("train/loss", "train/class_loss", "train/box_loss"):
+        axes[0].plot(*series(key), label=key)
+    axes[0].set_xlabel("step")
+    axes[0].set_yscale("log")
+    axes[0].legend()
+    axes[1].plot(*series("train/lr"), label="learning rate")
+    axes[1].set_xlabel("step")
+    axes[1].legend()
+    for key in ("val/AP", "val/AP50"):
+        axes[2].plot(*series(key, "epoch"), marker="o", label=key)
+    axes[2].set_xlabel("epoch")
+    axes[2].legend()
+    fig.tight_layout()
+    path = out / "curves.png"
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

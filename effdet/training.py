@@ -1,0 +1,303 @@
+"""Lightning glue: the data module, the detection module (loss, EMA, optimiser, schedule, COCO validation).
+
+Lightning owns the loop, DDP, mixed precision, gradient clipping, checkpoints, progress bar and loggers;
+this module only says what one training step and one validation pass are.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Optional
+
+import lightning as L
+import torch
+import torch.nn as nn
+from omegaconf import DictConfig, OmegaConf
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DataLoader
+
+from .assign import AnchorMatcher
+from .config import ConfigError, resolve_data_path, resolve_model_config
+from .data import CocoDetection, collate_detection, eval_transforms, train_transforms, worker_init_fn
+from .evaluation import STAT_KEYS, CocoEvaluator
+from .inference import PostprocessSettings, anchors_for, detect_batch
+from .loss import DetectionLoss
+from .model import EfficientDet, create_model
+from .preprocess import fill_from_mean, normalize
+
+logger = logging.getLogger("effdet.training")
+
+# Stop after this many consecutive steps with a non-finite loss (each one is skipped and reported).
+MAX_CONSECUTIVE_NONFINITE = 10
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+class CocoDataModule(L.LightningDataModule):
+    """Train/val COCO-format datasets from a config's ``data`` section, validated when constructed.
+
+    Building the datasets reads and checks both annotation files up front (see ``CocoDetection``),
+    so bad data stops the run before a Trainer starts.
+    """
+
+    def __init__(self, data_cfg: DictConfig, image_size: list[int], mean: list[float]):
+        super().__init__()
+        self.cfg = data_cfg
+        fill = fill_from_mean(mean)
+        root = data_cfg.root
+        self.train_set = CocoDetection(
+            resolve_data_path(root, data_cfg.train.images), resolve_data_path(root, data_cfg.train.annotations),
+            transform=train_transforms(image_size, tuple(data_cfg.scale_range), fill, data_cfg.hflip),
+            check_files=data_cfg.check_files)
+        self.val_set = CocoDetection(
+            resolve_data_path(root, data_cfg.val.images), resolve_data_path(root, data_cfg.val.annotations),
+            transform=eval_transforms(image_size, fill), check_files=data_cfg.check_files)
+        if self.train_set.category_ids != self.val_set.category_ids:
+            raise ConfigError(
+                f"train and val annotation files have different categories: train ids "
+                f"{self.train_set.category_ids}, val ids {self.val_set.category_ids} "
+                f"('{data_cfg.train.annotations}' vs '{data_cfg.val.annotations}')")
+        if self.train_set.class_names != self.val_set.class_names:
+            logger.warning("train and val category names differ; using the train names %s", self.train_set.class_names)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.train_set.class_names)
+
+    @property
+    def category_ids(self) -> list[int]:
+        return list(self.train_set.category_ids)
+
+    def _loader(self, dataset: CocoDetection, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+        workers = int(self.cfg.num_workers)
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=workers,
+            collate_fn=collate_detection, worker_init_fn=worker_init_fn, persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        drop_last = len(self.train_set) > self.cfg.batch_size
+        return self._loader(self.train_set, self.cfg.batch_size, True, drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.cfg.val_batch_size or self.cfg.batch_size, False, False)
+
+
+# ------------------------------------------------------------------------------------------------ EMA
+
+
+def ema_update_fn(decay: float):
+    """``multi_avg_fn`` for ``AveragedModel``: EMA with TF's warm-up, ``d_t = min(decay, (1+t)/(10+t))``.
+
+    Integer buffers (BN ``num_batches_tracked``) are copied, not averaged.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        t = float(num_averaged)
+        d = min(decay, (1.0 + t) / (10.0 + t))
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1.0 - d)
+        else:
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+
+    return update
+
+
+# --------------------------------------------------------------------------------------------- module
+
+
+class WarmupCosine:
+    """LR factor per optimiser step: linear warm-up from ``start_factor`` to 1, then cosine to ``min_factor``
+    (or constant). A plain object so LambdaLR's state dict (saved in checkpoints) holds only numbers."""
+
+    def __init__(self, total_steps: int, warmup_steps: int, start_factor: float, min_factor: float, schedule: str):
+        self.total_steps = max(1, int(total_steps))
+        self.warmup_steps = max(0, min(int(warmup_steps), self.total_steps - 1))
+        self.start_factor = float(start_factor)
+        self.min_factor = float(min_factor)
+        self.schedule = schedule
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.start_factor + (1.0 - self.start_factor) * step / self.warmup_steps
+        if self.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class DetectionModule(L.LightningModule):
+    """EfficientDet training: focal + huber loss on matched anchors, SGD/AdamW with warm-up + cosine,
+    EMA weights for validation (and in checkpoints), COCO mAP validation logged as ``val/AP`` …
+
+    Args:
+        cfg: the whole resolved training config (OmegaConf or plain dict).
+        class_names, category_ids: the dataset's label space (label i ↔ category id ``category_ids[i]``).
+        val_coco: pycocotools COCO of the validation set (not saved; validation needs it).
+    """
+
+    def __init__(self, cfg: Any, class_names: list[str], category_ids: list[int], val_coco: Any = None):
+        super().__init__()
+        self.cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg)
+        self.class_names = list(class_names)
+        self.category_ids = [int(i) for i in category_ids]
+        self.model_config = resolve_model_config(self.cfg.model, num_classes=len(self.class_names))
+        if self.model_config.num_classes != len(self.class_names):
+            raise ConfigError(f"model.num_classes={self.model_config.num_classes} but the dataset has "
+                              f"{len(self.class_names)} categories {self.class_names}; remove model.num_classes")
+        self.model = self._build_model()
+        decay = self.cfg.optim.ema_decay
+        self.ema = (AveragedModel(self.model, multi_avg_fn=ema_update_fn(decay), use_buffers=True)
+                    if decay else None)
+        loss = self.cfg.loss
+        self.criterion = DetectionLoss(self.model_config.num_classes, loss.alpha, loss.gamma, loss.delta,
+                                       loss.box_loss_weight, loss.box_loss, loss.label_smoothing)
+        self.matcher = AnchorMatcher(loss.match_threshold, loss.unmatched_threshold)
+        self.postprocess_settings = PostprocessSettings.from_mapping(self.cfg.eval)
+        self.val_coco = val_coco
+        self.evaluator: Optional[CocoEvaluator] = None
+        self.last_metrics: dict[str, Any] = {}
+        self.nonfinite_steps = 0
+        self._consecutive_nonfinite = 0
+
+    def _build_model(self) -> EfficientDet:
+        section = self.cfg.model
+        overrides = {k: v for k, v in self.model_config.to_dict().items() if k != "name"}
+        model = create_model(self.model_config.name, **overrides)
+        if section.weights:
+            from .weights import load_weights
+
+            load_weights(model, section.weights, reset_class_head=section.reset_class_head,
+                         trust=section.trust_checkpoint)
+        if section.pretrained_backbone:
+            from .weights import load_pretrained_backbone
+
+            load_pretrained_backbone(model.backbone, section.pretrained_backbone)
+        return model
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def eval_model(self) -> EfficientDet:
+        """The EMA weights when EMA is on (used for validation and export), else the raw model."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def _anchors(self, image_size) -> torch.Tensor:
+        return anchors_for(self.model_config, image_size, self.device)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.cfg.optim.freeze_bn:
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        if self.ema is not None:
+            self.ema.eval()  # the EMA copy is never trained; its BN statistics are averaged
+        return self
+
+    # ------------------------------------------------------------------ training
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int):
+        images = normalize(batch["images"], self.model_config.mean, self.model_config.std)
+        class_outputs, box_outputs = self.model(images)
+        anchors = self._anchors(images.shape[-2:])
+        cls_targets, box_targets, num_positives = self.matcher(
+            anchors, batch["boxes"], batch["labels"], batch["crowd_boxes"], batch["crowd_mask"])
+        losses = self.criterion(class_outputs, box_outputs, cls_targets, box_targets, num_positives, anchors)
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            return self._skip_nonfinite(loss, batch)
+        self._consecutive_nonfinite = 0
+        batch_size = images.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/class_loss", losses["class_loss"], batch_size=batch_size)
+        self.log("train/box_loss", losses["box_loss"], batch_size=batch_size)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def _skip_nonfinite(self, loss: torch.Tensor, batch: dict[str, torch.Tensor]):
+        self.nonfinite_steps += 1
+        self._consecutive_nonfinite += 1
+        ids = batch["image_ids"].tolist()
+        logger.warning("non-finite loss (%s) at step %d on image ids %s: step skipped (%d skipped so far)",
+                       float(loss), self.global_step, ids, self.nonfinite_steps)
+        if self._consecutive_nonfinite >= MAX_CONSECUTIVE_NONFINITE:
+            raise FloatingPointError(
+                f"the loss was non-finite for {self._consecutive_nonfinite} consecutive steps (last image ids "
+                f"{ids}); training stopped. Lower optim.lr, check the data, or use trainer.precision=32-true. "
+                f"The last good checkpoint is intact in {self.cfg.output_dir}/checkpoints.")
+        if self.trainer.world_size > 1:
+            # every rank must take part in the gradient all-reduce: contribute zero gradients
+            return sum((p * 0.0).sum() for p in self.model.parameters() if p.requires_grad)
+        return None
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def configure_optimizers(self):
+        optim = self.cfg.optim
+        decay, no_decay = [], []
+        for param in self.model.parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim <= 1 else decay).append(param)  # BN weights/biases, conv biases
+        groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        lr = self.scaled_lr()
+        if optim.name == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=lr, momentum=optim.momentum)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(optim.betas))
+        total = int(self.trainer.estimated_stepping_batches)  # also loads the train loader
+        steps_per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
+        warmup = int(round(optim.warmup_epochs * steps_per_epoch))
+        factor = WarmupCosine(total, warmup, optim.warmup_start_factor, optim.min_lr_factor, optim.schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def scaled_lr(self) -> float:
+        """``optim.lr`` scaled linearly from ``optim.lr_batch_size`` to the real global batch size."""
+        optim = self.cfg.optim
+        if not optim.lr_batch_size:
+            return float(optim.lr)
+        world = self.trainer.world_size if self._trainer is not None else 1
+        accumulate = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
+        global_batch = self.cfg.data.batch_size * world * accumulate
+        return float(optim.lr) * global_batch / float(optim.lr_batch_size)
+
+    # ------------------------------------------------------------------ validation
+
+    def on_validation_epoch_start(self) -> None:
+        if self.val_coco is None:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            if datamodule is None:
+                raise RuntimeError("validation needs the val COCO annotations: pass val_coco or a CocoDataModule")
+            self.val_coco = datamodule.val_set.coco
+        self.evaluator = CocoEvaluator(self.val_coco, self.category_ids, self.class_names, self.cfg.eval.backend)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        model = self.eval_model
+        model.eval()
+        detections = detect_batch(model, batch["images"], batch["scales"], batch["orig_sizes"],
+                                  self.postprocess_settings)
+        self.evaluator.update(batch["image_ids"].tolist(), [{k: v.cpu() for k, v in d.items()} for d in detections])
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self.evaluator.compute()  # gathers all ranks, scores every val image exactly once
+        self.last_metrics = metrics
+        for key in STAT_KEYS:
+            # identical on every rank already: no further reduction needed
+            self.log(f"val/{key}", float(metrics[key]), prog_bar=key in ("AP", "AP50"), sync_dist=False)
+        self.evaluator = None
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Make the checkpoint self-describing with plain (weights_only-loadable) values."""
+        checkpoint["effdet_model_config"] = self.model_config.to_dict()
+        checkpoint["class_names"] = list(self.class_names)
+        checkpoint["category_ids"] = list(self.category_ids)
+        checkpoint["effdet_train_config"] = OmegaConf.to_container(self.cfg, resolve=True)
+        checkpoint["effdet_format"] = "effdet-lightning/1"
