@@ -3,3 +3,7 @@ from .config import ModelConfig, list_models, model_config
 from .model import EfficientDet, create_model
 
 __all__ = ["EfficientDet", "ModelConfig", "create_model", "list_models", "model_config"]
+from .weights import load_weights
+__all__ += ["load_weights"]
+from .predictor import Predictor  # noqa: E402
+__all__ += ["Predictor"]

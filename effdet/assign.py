@@ -44,8 +44,8 @@ class AnchorMatcher:
 
     Rules (identical to the reference ``AnchorLabeler`` / official EfficientDet labeler):
 
-    * IoU (``pairwise_iou``, equal to ``torchvision.ops.box_iou``) between every anchor and every real ground-truth box; each anchor
-      takes its best box (the lowest box index on ties).
+    * IoU (``pairwise_iou``, equal to ``torchvision.ops.box_iou``) between every anchor and every real
+      ground-truth box; each anchor takes its best box (the lowest box index on ties).
     * ``IoU >= match_threshold`` -> positive; ``IoU < unmatched_threshold`` -> background; in between ->
       ignored. The reference and the official implementation use 0.5 for both, i.e. there is **no**
       ignore band; that is the default here. ``unmatched_threshold=0.4`` gives RetinaNet's ignore band.
@@ -116,7 +116,8 @@ class AnchorMatcher:
         ignore = torch.zeros((batch, num_anchors), dtype=torch.bool, device=device)
         if max_boxes > 0:
             iou = pairwise_iou(boxes.reshape(-1, 4), anchors).view(batch, max_boxes, num_anchors)
-            iou.masked_fill_(~valid[..., None], -1.0)  # padding never wins
+            if not bool(valid.all()):
+                iou.masked_fill_(~valid[..., None], -1.0)  # padding never wins
             best_iou, best_box = iou.max(dim=1)  # [B, N]; first box index on ties
             positive = best_iou >= self.match_threshold
             ignore = (best_iou >= self.unmatched_threshold) & ~positive

@@ -257,7 +257,7 @@ class LossConfig:
     alpha: float = 0.25
     gamma: float = 1.5
     delta: float = 0.1  # huber
-    box_loss_weight: Optional[float] = 50.0
+    box_loss_weight: Optional[float] = None  # null: 50 for huber, 1 for giou
     box_loss: str = "huber"  # huber | giou
     label_smoothing: float = 0.0
     match_threshold: float = 0.5  # anchors with IoU >= this are positives

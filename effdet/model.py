@@ -108,24 +108,38 @@ class EfficientDet(nn.Module):
 
 
 def create_model(
-    name_or_phi: str | int = "efficientdet_d0",
-    num_classes: int = 90,
-    weights: Optional[str] = None,
+    name_or_phi: str | int | None = None,
+    num_classes: Optional[int] = None,
+    weights: Any = None,
+    *,
+    reset_class_head: bool = False,
+    trust_checkpoint: bool = False,
     **overrides: Any,
 ) -> EfficientDet:
     """Build an EfficientDet variant by name (see :func:`list_models`) or by φ (0–7 → D0–D7).
 
     Any :class:`~effdet.config.ModelConfig` field can be overridden (``image_size``, ``fpn_channels``,
     ``max_level``, ``padding``, ``act`` …). The reference package's names (``tf_efficientdet_d0`` …) are
-    accepted as aliases that select the settings of its TF-ported checkpoints. ``weights`` loads a
-    checkpoint (see ``effdet.weights.load_weights``).
-    """
-    config = model_config(name_or_phi, num_classes=num_classes, **overrides)
-    model = EfficientDet(config)
-    if weights is not None:
-        from .weights import load_weights
+    accepted as aliases that select the settings of its TF-ported checkpoints. Without ``weights`` the
+    defaults are ``efficientdet_d0`` and 90 classes.
 
-        load_weights(model, weights)
+    ``weights`` (a path, a loaded checkpoint or an ``effdet.weights.CheckpointInfo``) builds the model the
+    checkpoint needs and loads it: the name may be left out (the variant, class count, fusion, conv biases,
+    padding and BN settings then come from the checkpoint, see ``effdet.weights``); a given name must have
+    the checkpoint's sizes. ``num_classes`` different from the checkpoint's needs ``reset_class_head=True``
+    (the class head is then re-initialised, everything else loaded). ``trust_checkpoint`` allows files that
+    need full unpickling (they can run code).
+    """
+    if weights is None:
+        config = model_config("efficientdet_d0" if name_or_phi is None else name_or_phi,
+                              num_classes=90 if num_classes is None else num_classes, **overrides)
+        return EfficientDet(config)
+    from .weights import config_for_checkpoint, load_weights, read_weights
+
+    info = read_weights(weights, trust=trust_checkpoint)
+    config = config_for_checkpoint(info, name_or_phi, num_classes=num_classes, **overrides)
+    model = EfficientDet(config)
+    load_weights(model, info, reset_class_head=reset_class_head)
     return model
 
 

@@ -1,0 +1,229 @@
+"""A small synthetic COCO-format dataset for demos, smoke tests and quick training runs.
+
+Scenes are muted, textured backgrounds (gradient + low-frequency blotches + pixel noise + faint lines)
+with 0-6 saturated, optionally outlined shapes of three classes: circle, square (tilted up to 15
+degrees) and triangle (any rotation). Category ids are deliberately non-contiguous (1, 3, 7) and listed
+out of order, so the id <-> label mapping is exercised. Boxes are the exact pixel extent of each drawn
+shape (``cv2.boundingRect`` of its mask), in COCO ``[x, y, w, h]``.
+
+Everything is a pure function of ``seed`` (and the counts): every image has its own generator seeded
+from ``(seed, split, index)``, so the same call writes the same JSON bytes and the same images.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import cv2
+import numpy as np
+
+__all__ = ["DEMO_CATEGORIES", "make_demo_dataset", "render_scene"]
+
+# (id, name): non-contiguous ids, listed out of order on purpose.
+DEMO_CATEGORIES: Tuple[Tuple[int, str], ...] = ((7, "triangle"), (1, "circle"), (3, "square"))
+
+_SPLITS = {"train": 0, "val": 1}
+Box = Tuple[int, int, int, int]  # COCO x, y, w, h in pixels
+
+
+def _muted_colour(rng: np.random.Generator) -> np.ndarray:
+    """A low-saturation RGB colour (background material)."""
+    grey = rng.uniform(70, 190)
+    return np.clip(grey + rng.uniform(-25, 25, size=3), 0, 255)
+
+
+def _vivid_colour(rng: np.random.Generator) -> Tuple[int, int, int]:
+    """A saturated, bright RGB colour (objects)."""
+    hsv = np.array([[[rng.uniform(0, 180), rng.uniform(190, 255), rng.uniform(170, 255)]]], dtype=np.uint8)
+    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0]
+    return tuple(int(v) for v in rgb)  # type: ignore[return-value]
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Muted textured background, ``H x W x 3`` uint8 RGB."""
+    angle = rng.uniform(0, 2 * math.pi)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    ramp = xs * math.cos(angle) + ys * math.sin(angle)
+    ramp = (ramp - ramp.min()) / max(float(ramp.max() - ramp.min()), 1.0)
+    start, end = _muted_colour(rng), _muted_colour(rng)
+    image = start[None, None, :] * (1 - ramp[..., None]) + end[None, None, :] * ramp[..., None]
+    coarse = rng.normal(0, 18, size=(max(2, height // 40), max(2, width // 40), 3)).astype(np.float32)
+    image += cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    image += rng.normal(0, rng.uniform(4, 12), size=(height, width, 3)).astype(np.float32)
+    canvas = np.clip(image, 0, 255).astype(np.uint8)
+    for _ in range(int(rng.integers(0, 5))):  # faint distractor lines
+        points = [(int(rng.integers(0, width)), int(rng.integers(0, height))) for _ in range(2)]
+        colour = tuple(int(v) for v in _muted_colour(rng))
+        cv2.line(canvas, points[0], points[1], colour, int(rng.integers(1, 4)), cv2.LINE_AA)
+    return canvas
+
+
+def _shape_polygon(name: str, centre: Tuple[float, float], size: float, rng: np.random.Generator) -> Optional[np.ndarray]:
+    """Vertices (float ``[P, 2]``) of a square or triangle whose extent is about ``size``; None for circles."""
+    cx, cy = centre
+    if name == "square":
+        theta = math.radians(rng.uniform(-15, 15))
+        side = size / (abs(math.cos(theta)) + abs(math.sin(theta)))
+        corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]], dtype=np.float64) * side / 2
+    elif name == "triangle":
+        theta = rng.uniform(0, 2 * math.pi)
+        radius = size / math.sqrt(3)  # side = size
+        corners = np.array(
+            [[radius * math.cos(a), radius * math.sin(a)] for a in (0.0, 2 * math.pi / 3, 4 * math.pi / 3)]
+        )
+    else:
+        return None
+    rotation = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    return corners @ rotation.T + np.array([cx, cy])
+
+
+def _draw(target: np.ndarray, name: str, centre: Tuple[float, float], size: float,
+          polygon: Optional[np.ndarray], colour: Any, thickness: int, line_type: int) -> None:
+    """Draw a filled (thickness -1) or outlined shape; coordinates with 4 fractional bits."""
+    shift = 4
+    factor = 1 << shift
+    if polygon is None:
+        centre_fixed = (int(round(centre[0] * factor)), int(round(centre[1] * factor)))
+        cv2.circle(target, centre_fixed, int(round(size / 2 * factor)), colour, thickness, line_type, shift)
+    else:
+        points = [np.round(polygon * factor).astype(np.int32)]
+        if thickness < 0:
+            cv2.fillPoly(target, points, colour, line_type, shift)
+        else:
+            cv2.polylines(target, points, True, colour, thickness, line_type, shift)
+
+
+def _iou(a: Box, b: Box) -> float:
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / float(a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def render_scene(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    max_objects: int = 6,
+    empty_fraction: float = 0.1,
+    object_size: Tuple[float, float] = (32.0, 160.0),
+    max_iou: float = 0.15,
+) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
+    """One synthetic scene.
+
+    Returns:
+        ``(image, objects)``: ``H x W x 3`` uint8 RGB and a list of ``{"name", "bbox" (COCO xywh ints),
+        "area" (mask pixels)}``. Object extents are log-uniform in ``object_size`` px (at most 60% of
+        the shorter image side); boxes of different objects overlap with IoU <= ``max_iou``.
+    """
+    image = _background(rng, height, width)
+    names = [name for _, name in sorted(DEMO_CATEGORIES)]
+    count = 0 if rng.random() < empty_fraction else int(rng.integers(1, max_objects + 1))
+    objects: List[Dict[str, Any]] = []
+    mask = np.zeros((height, width), dtype=np.uint8)
+    for _ in range(count):
+        for _attempt in range(30):
+            name = names[int(rng.integers(0, len(names)))]
+            low, high = object_size
+            high = min(high, 0.6 * min(height, width))
+            size = math.exp(rng.uniform(math.log(min(low, high)), math.log(high)))
+            margin = size / 2 + 2
+            centre = (rng.uniform(margin, width - margin), rng.uniform(margin, height - margin))
+            polygon = _shape_polygon(name, centre, size, rng)
+            mask[:] = 0
+            _draw(mask, name, centre, size, polygon, 255, -1, cv2.LINE_8)
+            box = cv2.boundingRect(mask)
+            if box[2] < 4 or box[3] < 4 or any(_iou(box, other["bbox"]) > max_iou for other in objects):
+                continue
+            colour = _vivid_colour(rng)
+            _draw(image, name, centre, size, polygon, colour, -1, cv2.LINE_AA)
+            if rng.random() < 0.5:
+                outline = tuple(int(v * 0.35) for v in colour)
+                _draw(image, name, centre, size, polygon, outline, 2, cv2.LINE_AA)
+            objects.append({"name": name, "bbox": tuple(int(v) for v in box), "area": int(np.count_nonzero(mask))})
+            break
+    return image, objects
+
+
+def _write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, separators=(",", ":"))
+    os.replace(temporary, path)
+
+
+def _make_split(root: Path, split: str, count: int, seed: int, width_range: Tuple[int, int],
+                height_range: Tuple[int, int], scene_options: Dict[str, Any]) -> Path:
+    image_dir = root / split
+    image_dir.mkdir(parents=True, exist_ok=True)
+    id_of_name = {name: cid for cid, name in DEMO_CATEGORIES}
+    images, annotations = [], []
+    for index in range(count):
+        rng = np.random.default_rng([seed, _SPLITS[split], index])
+        width = int(rng.integers(width_range[0], width_range[1] + 1))
+        height = int(rng.integers(height_range[0], height_range[1] + 1))
+        image, objects = render_scene(rng, height, width, **scene_options)
+        file_name = f"{split}_{index:05d}.jpg"
+        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+        if not ok:
+            raise RuntimeError(f"OpenCV could not encode {file_name}")
+        encoded.tofile(str(image_dir / file_name))
+        image_id = index + 1
+        images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
+        for item in objects:
+            annotations.append({
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": id_of_name[item["name"]],
+                "bbox": [float(v) for v in item["bbox"]],
+                "area": float(item["area"]),
+                "iscrowd": 0,
+            })
+    data = {
+        "info": {"description": f"effdet synthetic shapes demo ({split})", "seed": seed},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": cid, "name": name, "supercategory": "shape"} for cid, name in DEMO_CATEGORIES],
+    }
+    annotation_dir = root / "annotations"
+    annotation_dir.mkdir(parents=True, exist_ok=True)
+    json_path = annotation_dir / f"instances_{split}.json"
+    _write_json_atomic(json_path, data)
+    return json_path
+
+
+def make_demo_dataset(
+    root: Union[str, os.PathLike],
+    num_train: int = 400,
+    num_val: int = 80,
+    seed: int = 0,
+    width_range: Tuple[int, int] = (320, 640),
+    height_range: Tuple[int, int] = (240, 480),
+    max_objects: int = 6,
+    empty_fraction: float = 0.1,
+    object_size: Tuple[float, float] = (32.0, 160.0),
+) -> Dict[str, str]:
+    """Write the demo dataset under ``root`` and return its paths.
+
+    Layout: ``root/train/*.jpg``, ``root/val/*.jpg``, ``root/annotations/instances_{train,val}.json``
+    (JSON written atomically). Image sizes are uniform in ``width_range`` x ``height_range``.
+
+    Returns:
+        ``{"root", "train_images", "val_images", "train_annotations", "val_annotations"}`` as strings.
+    """
+    root_path = Path(root)
+    scene_options = {"max_objects": max_objects, "empty_fraction": empty_fraction, "object_size": object_size}
+    train_json = _make_split(root_path, "train", num_train, seed, width_range, height_range, scene_options)
+    val_json = _make_split(root_path, "val", num_val, seed, width_range, height_range, scene_options)
+    return {
+        "root": str(root_path),
+        "train_images": str(root_path / "train"),
+        "val_images": str(root_path / "val"),
+        "train_annotations": str(train_json),
+        "val_annotations": str(val_json),
+    }

@@ -1,0 +1,470 @@
+"""Use a trained detector: load a checkpoint, run it on images of any size, get boxes in original pixels.
+
+    predictor = Predictor.from_checkpoint("runs/demo/checkpoints/best.ckpt")
+    results = predictor.predict(["a.jpg", cv2.imread("b.png")])   # paths and/or BGR numpy images
+    results[0]["boxes"], results[0]["scores"], results[0]["labels"], results[0]["names"]
+
+Everything a prediction needs comes from the checkpoint (written by
+``effdet.training.DetectionModule.on_save_checkpoint``; other detector formats via ``effdet.weights``): the model
+config (architecture, input size, normalisation), the EMA weights, the class names and dataset category
+ids, and the post-processing settings of the training config's ``eval`` section (overridable).
+
+Images are letterboxed with :func:`effdet.preprocess.letterbox` (top-left, mean-colour padding) exactly
+as validation does, and decoded by :func:`effdet.inference.detect_batch`, the step validation uses, so
+``tools/eval.py`` reproduces the val AP training logged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import Dataset
+
+from .config import ModelConfig
+from .inference import PostprocessSettings, detect_batch
+from .model import EfficientDet
+from .preprocess import ImageReadError, fill_from_mean, image_to_tensor, letterbox, load_image, to_rgb
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageFileDataset",
+    "Predictor",
+    "collate_image_files",
+    "iter_batches",
+    "list_image_files",
+    "make_postprocess_settings",
+    "parse_overrides",
+    "read_checkpoint",
+]
+
+PathLike = Union[str, os.PathLike]
+ImageInput = Union[PathLike, np.ndarray]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+NMS_METHODS: tuple[str, ...] = ("soft", "hard")
+DEFAULT_BATCH_SIZE = 8
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+def read_checkpoint(path: PathLike) -> dict[str, Any]:
+    """Read a checkpoint file into a plain dict without running code from it, on the CPU.
+
+    The ONE place the predictor reads checkpoint files: it uses ``effdet.weights.load_checkpoint``
+    (``torch.load(weights_only=True)``, or safetensors; files that need full unpickling are refused).
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file that is not a safe checkpoint.
+    """
+    from .weights import UntrustedCheckpointError, load_checkpoint
+
+    try:
+        return load_checkpoint(path, trust=False)
+    except UntrustedCheckpointError as error:
+        raise ValueError(str(error)) from None
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as error:  # RuntimeError (not a zip / pickle file), EOFError (truncated) ...
+        raise ValueError(
+            f"cannot read checkpoint '{path}' ({type(error).__name__}: {str(error).splitlines()[0]}); is it a "
+            "complete checkpoint written by tools/train.py or tools/convert_weights.py?") from None
+
+
+def _lightning_detector_state(checkpoint: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
+    """The detector weights of our Lightning ``.ckpt`` and which copy: ``"ema"`` (preferred: the
+    ``ema.module.*`` keys of ``state_dict``, or an ``ema_state_dict`` entry) or ``"model"`` (raw weights)."""
+    state = checkpoint.get("state_dict") or {}
+    ema = {k[len("ema.module."):]: v for k, v in state.items() if k.startswith("ema.module.")}
+    if ema:
+        return ema, "ema"
+    if isinstance(checkpoint.get("ema_state_dict"), Mapping) and checkpoint["ema_state_dict"]:
+        return dict(checkpoint["ema_state_dict"]), "ema"
+    raw = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    if raw:
+        return raw, "model"
+    raise ValueError("the checkpoint has a model config but no detector weights ('state_dict' keys "
+                     "'ema.module.*' or 'model.*')")
+
+
+def _model_config(values: Mapping[str, Any], path: PathLike) -> ModelConfig:
+    valid = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(values) - valid)
+    if unknown:
+        raise ValueError(f"'{path}': unknown model config key(s) {unknown} (written by a newer version?); "
+                         f"this version knows {sorted(valid)}")
+    return ModelConfig(**dict(values))
+
+
+def _describe_checkpoint(checkpoint: dict[str, Any], path: PathLike) -> dict[str, Any]:
+    """What a predictor needs from a checkpoint: ``config``, ``state``, ``weights`` (ema|model|...),
+    ``class_names``, ``category_ids`` (None when not stored) and ``train_config`` (None when not stored).
+
+    Our Lightning ``.ckpt`` is read here (EMA weights preferred); every other detector format (our plain
+    export, converted / reference checkpoints) goes through ``effdet.weights.read_weights``.
+    """
+    if "effdet_model_config" in checkpoint:
+        state, kind = _lightning_detector_state(checkpoint)
+        train_config = checkpoint.get("effdet_train_config")
+        return {"config": _model_config(checkpoint["effdet_model_config"], path), "state": state, "weights": kind,
+                "class_names": checkpoint.get("class_names"), "category_ids": checkpoint.get("category_ids"),
+                "train_config": dict(train_config) if isinstance(train_config, Mapping) else None}
+    from .weights import config_for_checkpoint, read_weights
+
+    try:
+        info = read_weights(checkpoint)
+    except ValueError as error:
+        raise ValueError(f"'{path}': {error}") from None
+    if not info.is_detector:
+        raise ValueError(
+            f"'{path}' holds {info.describe()} weights, not a detector. Use a checkpoint written by "
+            "tools/train.py (runs/<name>/checkpoints/best.ckpt) or a converted detector (tools/convert_weights.py)")
+    return {"config": config_for_checkpoint(info), "state": dict(info.state_dict),
+            "weights": "ema" if info.used_ema else info.format, "class_names": info.class_names,
+            "category_ids": info.category_ids, "train_config": None}
+
+
+# ------------------------------------------------------------------------------ post-processing settings
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """``value`` (a string from the command line, or a Python value) as the type of ``default``."""
+    kind = type(default)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"post-processing option '{name}' must be true or false, got {value!r}")
+    if kind is int:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"post-processing option '{name}' must be an integer, got {value!r}") from None
+        if not number.is_integer():
+            raise ValueError(f"post-processing option '{name}' must be an integer, got {value!r}")
+        return int(number)
+    if kind is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"post-processing option '{name}' must be a number, got {value!r}") from None
+    return str(value)
+
+
+def _check_settings(settings: PostprocessSettings) -> None:
+    problems = []
+    if settings.nms not in NMS_METHODS:
+        problems.append(f"nms must be one of {list(NMS_METHODS)}, got {settings.nms!r}")
+    if not 0.0 <= settings.score_threshold < 1.0:
+        problems.append(f"score_threshold must be in [0, 1), got {settings.score_threshold}")
+    if not 0.0 < settings.iou_threshold <= 1.0:
+        problems.append(f"iou_threshold must be in (0, 1], got {settings.iou_threshold}")
+    if settings.soft_nms_sigma <= 0:
+        problems.append(f"soft_nms_sigma must be > 0, got {settings.soft_nms_sigma}")
+    if settings.pre_nms_top_k < 1:
+        problems.append(f"pre_nms_top_k must be >= 1, got {settings.pre_nms_top_k}")
+    if settings.max_detections < 1:
+        problems.append(f"max_detections must be >= 1, got {settings.max_detections}")
+    if problems:
+        raise ValueError("invalid post-processing settings: " + "; ".join(problems))
+
+
+def make_postprocess_settings(
+    base: Union[PostprocessSettings, Mapping[str, Any], None] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+) -> PostprocessSettings:
+    """Post-processing settings: ``base`` (settings, or a training config's ``eval`` section whose other
+    keys are ignored; default the paper's settings) with ``overrides`` applied.
+
+    Override values may be strings (``"0.05"``, ``"true"``) and are converted to each field's type.
+    Unknown override keys fail naming the valid ones; out-of-range values fail naming the rule.
+    """
+    if base is None:
+        settings = PostprocessSettings()
+    elif isinstance(base, PostprocessSettings):
+        settings = dataclasses.replace(base)
+    else:
+        settings = PostprocessSettings.from_mapping(base)
+    defaults = {f.name: getattr(settings, f.name) for f in dataclasses.fields(PostprocessSettings)}
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown post-processing option(s) {unknown}; valid options: {sorted(defaults)}")
+    settings = dataclasses.replace(
+        settings, **{k: _coerce(k, v, defaults[k]) for k, v in overrides.items()})
+    _check_settings(settings)
+    return settings
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, str]:
+    """``["nms=hard", "score_threshold=0.05"]`` -> ``{"nms": "hard", "score_threshold": "0.05"}``
+    (values stay strings; :func:`make_postprocess_settings` converts and validates them)."""
+    parsed: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"post-processing overrides must look like key=value, got {item!r}")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+# ------------------------------------------------------------------------------------------- predictor
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _is_single_image(images: Any) -> bool:
+    return isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3))
+
+
+class Predictor:
+    """A trained EfficientDet ready to run on images of any size.
+
+    Args:
+        model: an :class:`~effdet.model.EfficientDet` (anything with ``.config`` and the same forward);
+            moved to ``device`` and put in eval mode.
+        class_names: name of each label ``0..C-1``.
+        category_ids: dataset category id of each label (default ``1..C``, the COCO convention).
+        settings: post-processing (default: the paper's evaluation settings).
+        device: where to run (default: the model's device).
+
+    Attributes:
+        image_size: network input ``[height, width]``; every image is letterboxed to it.
+        fill: RGB padding colour of the letterbox (the rounded normalisation mean, as in validation).
+        train_config: the training config stored in the checkpoint (``from_checkpoint``), else None.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        class_names: Sequence[str],
+        category_ids: Optional[Sequence[int]] = None,
+        settings: Optional[PostprocessSettings] = None,
+        device: Union[str, torch.device, None] = None,
+    ) -> None:
+        config: ModelConfig = model.config
+        if len(class_names) != config.num_classes:
+            raise ValueError(f"{len(class_names)} class names for a model with {config.num_classes} classes")
+        if category_ids is None:
+            category_ids = list(range(1, config.num_classes + 1))
+        if len(category_ids) != config.num_classes:
+            raise ValueError(f"{len(category_ids)} category ids for a model with {config.num_classes} classes")
+        if device is None:
+            parameter = next(model.parameters(), None)
+            device = parameter.device if parameter is not None else _default_device()
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config = config
+        self.class_names = [str(n) for n in class_names]
+        self.category_ids = [int(c) for c in category_ids]
+        self.settings = settings if settings is not None else PostprocessSettings()
+        _check_settings(self.settings)
+        self.image_size = [int(s) for s in config.image_size]
+        self.fill = fill_from_mean(config.mean)
+        self.train_config: Optional[dict[str, Any]] = None
+        self.checkpoint_path: Optional[str] = None
+        self.weights_kind = "given"
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: PathLike,
+        device: Union[str, torch.device, None] = None,
+        **postprocess_overrides: Any,
+    ) -> "Predictor":
+        """Load a self-describing checkpoint (``best.ckpt`` / ``last.ckpt`` of ``tools/train.py``).
+
+        Uses the EMA weights when present (else the raw ones), the stored class names and category ids,
+        and the post-processing of the stored training config's ``eval`` section; keyword arguments
+        override it (``score_threshold=0.3``, ``nms="hard"``, ``hflip_tta=True`` ...; unknown names fail
+        listing the valid ones). ``device`` defaults to CUDA when available, else the CPU.
+        """
+        make_postprocess_settings(None, postprocess_overrides)  # bad option names fail before the file is read
+        described = _describe_checkpoint(read_checkpoint(path), path)
+        config: ModelConfig = described["config"]
+        train_config = described["train_config"]
+        eval_section = train_config.get("eval") if train_config else None
+        settings = make_postprocess_settings(eval_section, postprocess_overrides)
+        model = EfficientDet(config)
+        missing, unexpected = model.load_state_dict(described["state"], strict=False)
+        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        if missing or unexpected:
+            raise ValueError(
+                f"checkpoint '{path}' does not fit its own model config ({config.name}): {len(missing)} missing "
+                f"keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        category_ids = described["category_ids"] or list(range(1, config.num_classes + 1))
+        class_names = described["class_names"] or [str(c) for c in category_ids]
+        predictor = cls(model, class_names, category_ids, settings,
+                        device=device if device is not None else _default_device())
+        predictor.train_config = train_config
+        predictor.checkpoint_path = str(path)
+        predictor.weights_kind = described["weights"]
+        return predictor
+
+    def __repr__(self) -> str:
+        return (f"Predictor({self.config.name}, image_size={self.image_size}, classes={len(self.class_names)}, "
+                f"weights={self.weights_kind}, device={self.device}, settings={self.settings})")
+
+    # ---------------------------------------------------------------- steps
+
+    def letterbox_batch(self, rgb_images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """RGB uint8 ``H x W x 3`` images -> ``(images uint8 [B, 3, S_h, S_w], scales [B], orig_sizes [B, 2])``,
+        letterboxed as validation does (top-left, mean-colour padding)."""
+        canvases, scales, sizes = [], [], []
+        for image in rgb_images:
+            canvas, scale = letterbox(image, self.image_size, self.fill)
+            canvases.append(image_to_tensor(canvas))
+            scales.append(scale)
+            sizes.append(image.shape[:2])
+        return (torch.stack(canvases), torch.tensor(scales, dtype=torch.float32),
+                torch.tensor(sizes, dtype=torch.int64))
+
+    def detect(
+        self, images: torch.Tensor, scales: torch.Tensor, orig_sizes: torch.Tensor
+    ) -> list[dict[str, torch.Tensor]]:
+        """:func:`effdet.inference.detect_batch` on this predictor's device with its settings.
+
+        Args:
+            images: uint8 ``[B, 3, S_h, S_w]`` RGB, letterboxed (e.g. a ``collate_detection`` batch).
+            scales: ``[B]`` letterbox scales. orig_sizes: ``[B, 2]`` original (height, width).
+        Returns:
+            per image ``{"boxes" [K, 4] xyxy original px, "scores" [K], "labels" [K] 0..C-1}`` (tensors on
+            this predictor's device).
+        """
+        return detect_batch(self.model, images.to(self.device, non_blocking=True), scales, orig_sizes, self.settings)
+
+    def _to_rgb(self, image: ImageInput, bgr: bool) -> np.ndarray:
+        if isinstance(image, (str, os.PathLike)):
+            return load_image(image)
+        if isinstance(image, np.ndarray):
+            return to_rgb(image, bgr=bgr)
+        raise TypeError(f"expected an image file path or a numpy image, got {type(image).__name__}")
+
+    def _as_numpy(self, detections: dict[str, torch.Tensor]) -> dict[str, Any]:
+        labels = detections["labels"].cpu().numpy().astype(np.int64)
+        return {
+            "boxes": detections["boxes"].float().cpu().numpy().reshape(-1, 4),
+            "scores": detections["scores"].float().cpu().numpy(),
+            "labels": labels,
+            "names": [self.class_names[i] for i in labels.tolist()],
+            "category_ids": np.asarray([self.category_ids[i] for i in labels.tolist()], dtype=np.int64),
+        }
+
+    def predict_rgb(self, rgb_images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        """One batch of ``H x W x 3`` uint8 RGB images -> detections (see :meth:`predict`)."""
+        if not rgb_images:
+            return []
+        images, scales, sizes = self.letterbox_batch(rgb_images)
+        return [self._as_numpy(d) for d in self.detect(images, scales, sizes)]
+
+    def predict(
+        self,
+        images: Union[ImageInput, Iterable[ImageInput]],
+        bgr: bool = True,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> list[dict[str, Any]]:
+        """Detect objects in images of any size.
+
+        Args:
+            images: one image or a sequence of them; each is a file path (read with OpenCV, colour order
+                handled, ``bgr`` ignored) or a numpy image ``H x W x 3`` (or ``H x W`` grey, ``H x W x 4``
+                with alpha; uint8, uint16 or float). A ``[B, H, W, 3]`` array is a batch.
+            bgr: channel order of numpy images: True (default) for OpenCV's BGR as ``cv2.imread`` and
+                ``cv2.VideoCapture`` give, False for RGB (PIL, matplotlib, imageio).
+            batch_size: images per forward pass; images are read one batch at a time.
+
+        Returns:
+            a list with one dict per image, in input order (also for a single image):
+            ``boxes`` float32 ``[K, 4]`` xyxy in the image's own pixels, ``scores`` float32 ``[K]``
+            (decreasing), ``labels`` int64 ``[K]`` in ``0..C-1``, ``names`` list of ``K`` class names,
+            ``category_ids`` int64 ``[K]`` (the dataset's category ids).
+
+        Raises:
+            ImageReadError: a path that is missing or not a readable image.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        items: Iterable[ImageInput] = [images] if _is_single_image(images) else images
+        results: list[dict[str, Any]] = []
+        batch: list[np.ndarray] = []
+        for item in items:
+            batch.append(self._to_rgb(item, bgr))
+            if len(batch) == batch_size:
+                results.extend(self.predict_rgb(batch))
+                batch = []
+        results.extend(self.predict_rgb(batch))
+        return results
+
+
+# ------------------------------------------------------------------------ image folders (no annotations)
+
+
+def list_image_files(folder: PathLike) -> list[Path]:
+    """Image files (by extension, see :data:`IMAGE_EXTENSIONS`) directly in ``folder``, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder '{folder}' does not exist")
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+
+
+class ImageFileDataset(Dataset):
+    """Image files with ids, letterboxed like validation, for a DataLoader with :func:`collate_image_files`.
+
+    Items are the samples of :class:`effdet.data.CocoDetection` (no objects), or
+    ``{"image_id", "path", "error"}`` when a file cannot be read (reported, not raised).
+    """
+
+    def __init__(self, items: Sequence[tuple[int, PathLike]], image_size: Sequence[int], fill: Sequence[int]) -> None:
+        self.items = [(int(i), Path(p)) for i, p in items]
+        self.image_size = [int(s) for s in image_size]
+        self.fill = tuple(int(v) for v in fill)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image_id, path = self.items[index]
+        try:
+            image = load_image(path)
+        except ImageReadError as error:
+            return {"image_id": image_id, "path": str(path), "error": error.reason}
+        canvas, scale = letterbox(image, self.image_size, self.fill)
+        empty = np.zeros((0, 4), np.float32)
+        return {"image": image_to_tensor(canvas), "boxes": empty, "labels": np.zeros((0,), np.int64),
+                "crowd_boxes": empty, "image_id": image_id, "orig_size": tuple(image.shape[:2]), "scale": scale,
+                "path": str(path)}
+
+
+def collate_image_files(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch :class:`ImageFileDataset` items: ``collate_detection`` of the readable ones (``None`` if there
+    are none) under ``"batch"``, their ``"paths"``, and ``"failed"``: ``[(path, reason), ...]``."""
+    from .data import collate_detection
+
+    good = [s for s in samples if "error" not in s]
+    return {
+        "batch": collate_detection(good) if good else None,
+        "paths": [s["path"] for s in good],
+        "failed": [(s["path"], s["error"]) for s in samples if "error" in s],
+    }
+
+
+def iter_batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of ``size`` items (the last may be shorter)."""
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

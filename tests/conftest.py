@@ -1,0 +1,35 @@
+"""Shared fixtures."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def trained_demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A real (tiny) training run, made once per test session: the synthetic demo set (16 train / 6 val
+    images), configs/demo.yaml with 1 epoch of EfficientDet-Lite0 at 128 px, via tools/train.py.
+
+    Returns ``{"data": make_demo_dataset paths, "run": run dir, "best": best.ckpt, "metrics": metrics.json}``.
+    About 40 s on 2 CPU cores; tests that use it are marked ``slow``.
+    """
+    from effdet.data import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("trained_demo_run")
+    data = make_demo_dataset(root / "data", num_train=16, num_val=6)
+    run = root / "run"
+    command = [
+        sys.executable, str(REPO / "tools" / "train.py"), str(REPO / "configs" / "demo.yaml"),
+        f"data.root={data['root']}", f"output_dir={run}", "trainer.max_epochs=1", "model.image_size=128",
+        "data.num_workers=0", "data.batch_size=4",
+    ]
+    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800)
+    assert completed.returncode == 0, f"training failed:\n{completed.stdout[-2000:]}\n{completed.stderr[-4000:]}"
+    best = run / "checkpoints" / "best.ckpt"
+    assert best.is_file(), f"no best.ckpt in {run}"
+    return {"data": data, "run": run, "best": best, "metrics": run / "metrics.json"}

@@ -1,0 +1,317 @@
+"""tools/eval.py and tools/infer.py, called through their main(argv)."""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from effdet import Predictor, create_model
+from effdet.evaluation import STAT_KEYS
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_tool(name: str):
+    spec = importlib.util.spec_from_file_location(f"effdet_tool_{name}", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+eval_tool = load_tool("eval")
+infer_tool = load_tool("infer")
+
+
+def run(main, argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory) -> dict:
+    """3 small demo images (categories 7 triangle, 1 circle, 3 square: non-contiguous ids)."""
+    from effdet.data import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("small_set"), num_train=0, num_val=3,
+                             width_range=(96, 160), height_range=(64, 128), object_size=(16, 48))
+
+
+@pytest.fixture(scope="module")
+def untrained_ckpt(tmp_path_factory) -> Path:
+    """A checkpoint in training's format (EMA under ``ema.module.``) of an untrained Lite0 at 64 px:
+    its class bias -log(99) gives ~100 low-score detections per image, enough to test plumbing."""
+    torch.manual_seed(0)
+    model = create_model("efficientdet_lite0", num_classes=3, image_size=64)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state.update({f"ema.module.{k}": v for k, v in model.state_dict().items()})
+    path = tmp_path_factory.mktemp("ckpt") / "best.ckpt"
+    torch.save({
+        "state_dict": state, "effdet_model_config": model.config.to_dict(),
+        "class_names": ["circle", "square", "triangle"], "category_ids": [1, 3, 7],
+        "effdet_train_config": {
+            "eval": {"score_threshold": 0.001, "pre_nms_top_k": 5000, "nms": "hard", "iou_threshold": 0.5,
+                     "soft_nms_sigma": 0.5, "max_detections": 100, "every_n_epochs": 1, "backend": "pycocotools"},
+            "data": {"batch_size": 2, "val_batch_size": None}},
+        "effdet_format": "effdet-lightning/1",
+    }, path)
+    return path
+
+
+def gt_results(annotations: dict, shift: float = 0.0) -> list[dict]:
+    return [{"image_id": a["image_id"], "category_id": a["category_id"], "score": 1.0 - 0.001 * i,
+             "bbox": [a["bbox"][0] + shift, a["bbox"][1], a["bbox"][2], a["bbox"][3]]}
+            for i, a in enumerate(annotations["annotations"])]
+
+
+# ------------------------------------------------------------------------------------------ eval
+
+
+def test_eval_detections_keep_dataset_category_ids_and_match_predict(small_set, untrained_ckpt, tmp_path):
+    out = tmp_path / "eval"
+    code, stdout, stderr = run(eval_tool.main, [
+        "--weights", untrained_ckpt, "--images", small_set["val_images"], "--annotations",
+        small_set["val_annotations"], "--out", out, "--batch-size", 1, "--workers", 0])
+    assert code == 0, stderr
+    assert stdout.count("Average Precision  (AP) @[") == 6 and stdout.count("Average Recall     (AR) @[") == 6
+    assert "class" in stdout and "triangle" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(STAT_KEYS) <= set(metrics)
+    assert set(metrics["per_class"]) == {"circle", "square", "triangle"}
+    assert metrics["checkpoint"] == str(untrained_ckpt)
+
+    results = json.loads((out / "detections.json").read_text())
+    assert {r["category_id"] for r in results} == {1, 3, 7}  # dataset ids, not labels 0..2
+    # the same detections as Predictor.predict on the files: label i -> category_ids[i], xyxy -> xywh
+    predictor = Predictor.from_checkpoint(untrained_ckpt, device="cpu")
+    annotations = json.loads(Path(small_set["val_annotations"]).read_text())
+    for image in annotations["images"]:
+        predicted = predictor.predict(Path(small_set["val_images"]) / image["file_name"])[0]
+        mine = [r for r in results if r["image_id"] == image["id"]]
+        assert len(mine) == len(predicted["scores"]) > 0
+        expected_ids = [predictor.category_ids[label] for label in predicted["labels"]]
+        assert [r["category_id"] for r in mine] == expected_ids
+        xyxy = predicted["boxes"]
+        xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+        np.testing.assert_allclose([r["bbox"] for r in mine], xywh, atol=0.011)
+        np.testing.assert_allclose([r["score"] for r in mine], predicted["scores"], atol=1e-5)
+        boxes = np.asarray([r["bbox"] for r in mine])
+        assert (boxes[:, 0] + boxes[:, 2] <= image["width"] + 0.01).all()
+        assert (boxes[:, 1] + boxes[:, 3] <= image["height"] + 0.01).all()
+
+
+def test_eval_scores_a_results_file_like_pycocotools(small_set, tmp_path):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    annotations = json.loads(Path(small_set["val_annotations"]).read_text())
+    perfect, shifted = tmp_path / "perfect.json", tmp_path / "shifted.json"
+    perfect.write_text(json.dumps(gt_results(annotations)))
+    shifted.write_text(json.dumps(gt_results(annotations, shift=4.0)))
+
+    code, stdout, _ = run(eval_tool.main, ["--results", perfect, "--annotations", small_set["val_annotations"],
+                                           "--out", tmp_path / "a"])
+    assert code == 0
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    for key in ("AP", "AP50", "AP75", "AR10", "AR100"):  # at most 6 objects per image
+        assert metrics[key] == pytest.approx(1.0), key
+    for key in ("APs", "APm", "APl", "ARs", "ARm", "ARl"):  # -1: no ground truth of that size
+        assert metrics[key] == pytest.approx(1.0) or metrics[key] == -1.0, key
+    assert all(ap == pytest.approx(1.0) for ap in metrics["per_class"].values() if ap is not None)
+    assert not (tmp_path / "a" / "detections.json").exists()
+
+    coco = COCO(small_set["val_annotations"])
+    reference = COCOeval(coco, coco.loadRes(str(shifted)), "bbox")
+    with contextlib.redirect_stdout(io.StringIO()):
+        reference.evaluate(), reference.accumulate(), reference.summarize()
+    for backend in ("pycocotools", "faster_coco_eval"):
+        code, _, _ = run(eval_tool.main, ["--results", shifted, "--annotations", small_set["val_annotations"],
+                                          "--out", tmp_path / backend, "--backend", backend])
+        assert code == 0
+        metrics = json.loads((tmp_path / backend / "metrics.json").read_text())
+        assert [metrics[k] for k in STAT_KEYS] == pytest.approx(list(reference.stats), abs=1e-12), backend
+        assert 0.0 < metrics["AP"] < 1.0
+
+
+def test_eval_test_dev_style_writes_only_detections(small_set, untrained_ckpt, tmp_path):
+    images = Path(tmp_path / "images")
+    shutil.copytree(small_set["val_images"], images)
+    (images / "readme.txt").write_text("not an image")  # not listed: only image extensions are
+    (images / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")  # listed, unreadable: reported
+    out = tmp_path / "sequential"
+    code, stdout, stderr = run(eval_tool.main, ["--weights", untrained_ckpt, "--images", images, "--out", out,
+                                                "--workers", 0, "max_detections=5"])
+    assert code == 0, stderr
+    assert not (out / "metrics.json").exists()
+    mapping = json.loads((out / "image_ids.json").read_text())["images"]
+    assert [(m["id"], m["file_name"]) for m in mapping] == [(1, "val_00000.jpg"), (2, "val_00001.jpg"),
+                                                            (3, "val_00002.jpg")]
+    skipped = json.loads((out / "image_ids.json").read_text())["skipped"]
+    assert [s["file_name"] for s in skipped] == ["zz_broken.jpg"] and "zz_broken.jpg" in stderr
+    results = json.loads((out / "detections.json").read_text())
+    per_image = {i: sum(r["image_id"] == i for r in results) for i in (1, 2, 3)}
+    assert per_image == {1: 5, 2: 5, 3: 5}  # the override max_detections=5 applies
+
+    info = tmp_path / "image_info.json"
+    info.write_text(json.dumps({"images": [{"id": 501, "file_name": "val_00002.jpg"},
+                                           {"id": 42, "file_name": "val_00000.jpg"}]}))
+    out = tmp_path / "with_info"
+    code, _, stderr = run(eval_tool.main, ["--weights", untrained_ckpt, "--images", images, "--image-info", info,
+                                           "--out", out, "--workers", 0])
+    assert code == 0, stderr
+    assert {r["image_id"] for r in json.loads((out / "detections.json").read_text())} == {501, 42}
+    assert not (out / "image_ids.json").exists() and not (out / "metrics.json").exists()
+
+
+def test_eval_argument_errors(small_set, untrained_ckpt, tmp_path):
+    code, _, stderr = run(eval_tool.main, ["--weights", untrained_ckpt, "--images", small_set["val_images"],
+                                           "--annotations", small_set["val_annotations"], "--out", tmp_path,
+                                           "nms_threshold=0.6"])
+    assert code == 2
+    assert "unknown post-processing option(s) ['nms_threshold']" in stderr and "iou_threshold" in stderr
+    with pytest.raises(SystemExit) as error, contextlib.redirect_stderr(io.StringIO()):
+        eval_tool.main(["--results", str(tmp_path / "r.json")])
+    assert error.value.code == 2
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as message:
+        eval_tool.main(["--images", small_set["val_images"]])
+    assert "--weights" in message.getvalue()
+
+
+@pytest.mark.slow
+def test_eval_reproduces_the_val_metrics_training_logged(trained_demo_run, tmp_path):
+    logged = json.loads(trained_demo_run["metrics"].read_text())
+    assert logged["checkpoint"] == str(trained_demo_run["best"])
+    data = trained_demo_run["data"]
+    code, stdout, stderr = run(eval_tool.main, [
+        "--weights", trained_demo_run["best"], "--images", data["val_images"], "--annotations",
+        data["val_annotations"], "--out", tmp_path, "--workers", 0])
+    assert code == 0, stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [metrics[k] for k in STAT_KEYS] == [logged[k] for k in STAT_KEYS]  # the same 12 numbers
+    assert metrics["per_class"] == logged["per_class"]
+    assert metrics["AR100"] > 0  # not a trivial all-zero comparison
+
+
+# ------------------------------------------------------------------------------------------ infer
+
+
+def mixed_folder(small_set, folder: Path) -> Path:
+    folder.mkdir()
+    for name in ("val_00000.jpg", "val_00001.jpg"):
+        shutil.copy(Path(small_set["val_images"]) / name, folder / name)
+    data = (Path(small_set["val_images"]) / "val_00002.jpg").read_bytes()
+    (folder / "broken.jpg").write_bytes(data[: len(data) // 2])  # truncated JPEG
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_infer_processes_good_images_and_reports_bad_ones(small_set, untrained_ckpt, tmp_path):
+    folder = mixed_folder(small_set, tmp_path / "mixed")
+    out = tmp_path / "out"
+    code, stdout, stderr = run(infer_tool.main, [folder, "--weights", untrained_ckpt, "--out", out,
+                                                 "--score-thr", 0.005])
+    assert code == 0, stderr
+    assert "broken.jpg" in stderr and "notes.txt" in stderr
+    assert sorted(p.name for p in out.glob("*.jpg")) == ["val_00000.jpg", "val_00001.jpg"]
+    records = json.loads((out / "detections.json").read_text())
+    assert [Path(r["file"]).name for r in records] == ["val_00000.jpg", "val_00001.jpg"]
+    for record in records:
+        assert set(record) == {"file", "width", "height", "boxes", "scores", "labels", "names"}
+        assert len(record["boxes"]) == len(record["scores"]) == len(record["names"]) > 0
+        assert min(record["scores"]) >= 0.005
+        assert set(record["names"]) <= {"circle", "square", "triangle"}
+        assert record["names"] == [["circle", "square", "triangle"][i] for i in record["labels"]]
+        boxes = np.asarray(record["boxes"])
+        assert (boxes >= 0).all() and (boxes[:, [0, 2]] <= record["width"]).all()
+        assert (boxes[:, [1, 3]] <= record["height"]).all()
+    lines = stdout.strip().splitlines()
+    assert sum("val_0000" in line and "detection" in line for line in lines) == 2  # one line per image
+    assert lines[-1] == f"annotated images: {out.resolve()}"
+    annotated = cv2.imread(str(out / "val_00000.jpg"))
+    original = cv2.imread(str(folder / "val_00000.jpg"))
+    assert annotated.shape == original.shape and not np.array_equal(annotated, original)
+
+
+def test_infer_fails_only_when_nothing_is_processed(small_set, untrained_ckpt, tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "empty.png").write_bytes(b"")
+    code, _, stderr = run(infer_tool.main, [folder, tmp_path / "missing.jpg", "--weights", untrained_ckpt,
+                                            "--out", tmp_path / "out"])
+    assert code == 1
+    assert "nothing could be processed" in stderr
+    assert "notes.txt" in stderr and "empty.png" in stderr and "missing.jpg" in stderr
+
+
+def test_infer_without_weights_explains_how_to_get_them(monkeypatch, tmp_path, small_set, untrained_ckpt):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(infer_tool, "PROJECT_ROOT", tmp_path / "project")
+    code, _, stderr = run(infer_tool.main, [small_set["val_images"]])
+    assert code == 2
+    for hint in ("--weights", "make demo", "python tools/train.py configs/demo.yaml", "tools/convert_weights.py"):
+        assert hint in stderr
+    # the demo run's checkpoint is used (and named) when it exists
+    demo = tmp_path / "project" / "runs" / "demo" / "checkpoints"
+    demo.mkdir(parents=True)
+    shutil.copy(untrained_ckpt, demo / "best.ckpt")
+    code, stdout, stderr = run(infer_tool.main, [Path(small_set["val_images"]) / "val_00000.jpg", "--out",
+                                                 tmp_path / "out"])
+    assert code == 0, stderr
+    assert f"using the demo run's checkpoint {demo / 'best.ckpt'}" in stdout
+
+
+def test_infer_on_a_video_and_a_glob_with_limit(small_set, untrained_ckpt, tmp_path):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write MJPG video")
+    for index in range(6):
+        frame = np.full((64, 96, 3), 40 * index, np.uint8)
+        cv2.rectangle(frame, (10 + 5 * index, 10), (50 + 5 * index, 50), (0, 0, 255), -1)
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / "out"
+    code, stdout, stderr = run(infer_tool.main, [video, "--weights", untrained_ckpt, "--out", out, "--limit", 4,
+                                                 "--score-thr", 0.005, "--show"])
+    assert code == 0, stderr
+    records = json.loads((out / "detections.json").read_text())
+    assert [r["frame"] for r in records] == [0, 1, 2, 3]
+    assert {(r["width"], r["height"]) for r in records} == {(96, 64)}
+    written = out / "clip.mp4"
+    frames_dir = out / "clip"
+    assert written.exists() or len(list(frames_dir.glob("*.jpg"))) == 4
+    if written.exists():
+        assert cv2.VideoCapture(str(written)).get(cv2.CAP_PROP_FRAME_COUNT) == 4
+    assert "4 frames" in stdout
+
+    pattern = str(Path(small_set["val_images"]) / "val_*.jpg")
+    code, stdout, stderr = run(infer_tool.main, [pattern, "--weights", untrained_ckpt, "--out", tmp_path / "glob",
+                                                 "--limit", 2])
+    assert code == 0, stderr
+    assert len(json.loads((tmp_path / "glob" / "detections.json").read_text())) == 2
+
+
+@pytest.mark.slow
+def test_infer_like_make_demo_prints_where_the_annotated_images_are(trained_demo_run, tmp_path):
+    out = tmp_path / "infer"
+    code, stdout, stderr = run(infer_tool.main, [trained_demo_run["data"]["val_images"], "--limit", 4, "--weights",
+                                                 trained_demo_run["best"], "--out", out])
+    assert code == 0, stderr
+    assert len(list(out.glob("*.jpg"))) == 4
+    assert len(json.loads((out / "detections.json").read_text())) == 4
+    assert stdout.strip().splitlines()[-1] == f"annotated images: {out.resolve()}"
