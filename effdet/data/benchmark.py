@@ -40,6 +40,7 @@ def benchmark_loader(
     previous_threads = cv2.getNumThreads()
     cv2.setNumThreads(opencv_threads)
     try:
+        image_ids = dataset.image_ids
         dataset[0]  # warm-up (imports, allocator)
         decode = augment = collate = 0.0
         batch = []
@@ -52,7 +53,7 @@ def benchmark_loader(
             boxes, labels, crowd = dataset.targets(index)
             sample = transform(DetectionSample(image, boxes, labels, crowd))
             batch.append({"image": sample.image, "boxes": sample.boxes, "labels": sample.labels,
-                          "crowd_boxes": sample.crowd_boxes, "image_id": dataset.image_ids[index],
+                          "crowd_boxes": sample.crowd_boxes, "image_id": image_ids[index],
                           "orig_size": image.shape[:2], "scale": sample.scale})
             t2 = time.perf_counter()
             if len(batch) == batch_size or step == num_images - 1:

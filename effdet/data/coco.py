@@ -21,10 +21,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
 
-import cv2
 import numpy as np
 from pycocotools.coco import COCO
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from effdet.data.transforms import DetectionSample
 from effdet.preprocess import ImageReadError, load_image
@@ -176,7 +175,6 @@ class CocoDetection(Dataset):
         self.max_load_attempts = int(max_load_attempts)
         self.failed_files: Set[str] = set()
         self._size_warned: Set[str] = set()
-        self._worker_configured = False
         self._build(check_files)
 
     # ------------------------------------------------------------------ construction and validation
@@ -398,7 +396,6 @@ class CocoDetection(Dataset):
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for a dataset of {len(self)} images")
-        self._configure_worker()
         attempts = min(self.max_load_attempts, len(self))
         for step in range(attempts):
             current = (index + step) % len(self)
@@ -447,13 +444,6 @@ class CocoDetection(Dataset):
             "orig_size": (orig_h, orig_w),
             "scale": float(sample.scale),
         }
-
-    def _configure_worker(self) -> None:
-        """In a DataLoader worker, use one OpenCV thread (workers already are the parallelism)."""
-        if not self._worker_configured:
-            self._worker_configured = True
-            if get_worker_info() is not None:
-                cv2.setNumThreads(1)
 
     def __repr__(self) -> str:
         return (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence
 
-import cv2
 import numpy as np
 import torch
 
@@ -71,9 +70,11 @@ def collate_detection(samples: Sequence[Dict[str, Any]]) -> Dict[str, torch.Tens
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one OpenCV thread per worker (the workers are the parallelism).
+    """DataLoader ``worker_init_fn``: seed numpy's legacy global generator from the worker's torch seed.
 
-    Random transforms need nothing here: they derive their generator from ``torch.initial_seed()``,
-    which DataLoader already sets per worker (see ``effdet.data.transforms``).
+    Our transforms already draw from torch's generator, which DataLoader seeds per worker; this
+    protects user code that calls ``np.random.*`` from repeating the same numbers in every worker.
+    It deliberately does NOT call ``cv2.setNumThreads``: doing that in a forked worker deadlocks
+    (see ``effdet.data``); the package sets OpenCV to one thread in the parent instead.
     """
-    cv2.setNumThreads(1)
+    np.random.seed(torch.initial_seed() % 2**32)

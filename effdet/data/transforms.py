@@ -11,12 +11,12 @@ A transform is a callable ``DetectionSample -> DetectionSample``. A sample holds
 
 Randomness
 ----------
-Random transforms draw from a numpy ``Generator``. Pass ``rng=`` for a fixed stream (tests). By default
-they share one generator per process derived from ``torch.initial_seed()``: DataLoader gives every
-worker a different torch seed (``base_seed + worker_id``, with a fresh ``base_seed`` each epoch unless
-workers persist), and in the main process it is the seed set by ``torch.manual_seed`` /
-``lightning.seed_everything``. When that seed changes the generator is re-created, so workers never
-repeat each other's augmentations and a seeded run is reproducible.
+Random transforms draw from a numpy ``Generator``. Pass ``rng=`` for a fixed stream (tests). By
+default each call uses :func:`torch_seeded_rng`, a generator seeded by one draw from torch's default
+generator, so augmentation follows the torch seed: DataLoader seeds torch differently in every worker
+(``base_seed + worker_id``), so workers never repeat each other; the stream moves on from epoch to
+epoch (also with persistent workers); and with ``num_workers=0`` it follows ``torch.manual_seed`` /
+``lightning.seed_everything``, so a seeded run is reproducible. ``worker_init_fn`` needs nothing.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from effdet.preprocess import (
+    AREA_INTERPOLATION_BELOW,
     IMAGENET_MEAN,
     SizeLike,
-    AREA_INTERPOLATION_BELOW,
     as_size,
     fill_from_mean,
     image_to_tensor,
@@ -46,7 +46,7 @@ __all__ = [
     "RandomScaleCrop",
     "ToTensor",
     "eval_transforms",
-    "process_rng",
+    "torch_seeded_rng",
     "train_transforms",
 ]
 
@@ -66,16 +66,11 @@ class DetectionSample:
 
 Transform = Callable[[DetectionSample], DetectionSample]
 
-_process_rng: Optional[Tuple[int, np.random.Generator]] = None
 
-
-def process_rng() -> np.random.Generator:
-    """The generator shared by random transforms in this process, keyed by ``torch.initial_seed()``."""
-    global _process_rng
-    seed = torch.initial_seed()
-    if _process_rng is None or _process_rng[0] != seed:
-        _process_rng = (seed, np.random.default_rng(seed))
-    return _process_rng[1]
+def torch_seeded_rng() -> np.random.Generator:
+    """A numpy generator seeded by one 63-bit draw from torch's default generator (about 20 us)."""
+    seed = int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
+    return np.random.default_rng(seed)
 
 
 def _fill_value(fill: FillLike) -> Tuple[int, int, int]:
@@ -156,7 +151,7 @@ class RandomScaleCrop:
         return f"RandomScaleCrop(output_size={self.output_size}, scale_range={self.scale_range})"
 
     def __call__(self, sample: DetectionSample) -> DetectionSample:
-        rng = self.rng if self.rng is not None else process_rng()
+        rng = self.rng if self.rng is not None else torch_seeded_rng()
         image = sample.image
         in_h, in_w = image.shape[:2]
         out_h, out_w = self.output_size
@@ -240,7 +235,7 @@ class RandomHorizontalFlip:
         return f"RandomHorizontalFlip(p={self.p})"
 
     def __call__(self, sample: DetectionSample) -> DetectionSample:
-        rng = self.rng if self.rng is not None else process_rng()
+        rng = self.rng if self.rng is not None else torch_seeded_rng()
         if rng.random() >= self.p:
             return sample
         width = sample.image.shape[1]
