@@ -149,6 +149,8 @@ class DetectionModule(L.LightningModule):
             raise ConfigError(f"model.num_classes={self.model_config.num_classes} but the dataset has "
                               f"{len(self.class_names)} categories {self.class_names}; remove model.num_classes")
         self.model = self._build_model()
+        if self.cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         decay = self.cfg.optim.ema_decay
         self.ema = (AveragedModel(self.model, multi_avg_fn=ema_update_fn(decay), use_buffers=True)
                     if decay else None)
@@ -202,6 +204,8 @@ class DetectionModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int):
         images = normalize(batch["images"], self.model_config.mean, self.model_config.std)
+        if self.cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         class_outputs, box_outputs = self.model(images)
         anchors = self._anchors(images.shape[-2:])
         cls_targets, box_targets, num_positives = self.matcher(

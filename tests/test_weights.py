@@ -225,6 +225,15 @@ def test_plain_and_tf_names_with_a_reference_checkpoint():
     assert len(error.value.missing) == 1 + 5 + 3 * 8 + 2 * 3
 
 
+def test_only_d6_and_d7_share_their_shapes():
+    from effdet.weights import _matching_variants
+
+    d7 = effdet.model_config("efficientdet_d7").to_dict()
+    assert _matching_variants(d7) == ["efficientdet_d6", "efficientdet_d7"]  # shapes only; anchor scale differs
+    assert _matching_variants(effdet.model_config("efficientdet_d7x").to_dict()) == ["efficientdet_d7x"]
+    assert _matching_variants(effdet.model_config("efficientdet_lite3x").to_dict()) == ["efficientdet_lite3x"]
+
+
 def test_timm_backbone_keys_cover_our_backbones():
     for se, name in ((True, "efficientnet_b0"), (False, "efficientnet_lite0")):
         for classes in (0, 1000):
@@ -276,7 +285,13 @@ def test_lightning_checkpoint_prefers_ema_and_falls_back_to_model_weights(tmp_pa
     assert info.class_names == ["x", "y", "z"] and info.category_ids == [3, 4, 9]
     loaded = effdet.create_model(weights=path)
     assert torch.equal(loaded.state_dict()["fpn.layers.1.nodes.3.fusion_weights"], ema["fpn.layers.1.nodes.3.fusion_weights"])
+    # EMA as an AveragedModel attribute `ema` of the LightningModule (what effdet/training.py writes).
     del checkpoint["ema_state_dict"]
+    checkpoint["state_dict"].update({f"ema.module.{k}": v for k, v in ema.items()}, **{"ema.n_averaged": torch.tensor(4)})
+    torch.save(checkpoint, path)
+    info = read_weights(path)
+    assert info.used_ema and torch.equal(info.state_dict["backbone.stem.conv.weight"], ema["backbone.stem.conv.weight"])
+    checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("ema.")}
     torch.save(checkpoint, path)
     info = read_weights(path)
     assert not info.used_ema
@@ -319,11 +334,13 @@ def test_corrupt_and_unknown_files_fail_clearly(tmp_path):
 # ------------------------------------------------------------------------------------------------------------
 def test_wrong_variant_lists_what_did_not_fit():
     checkpoint = small_model().state_dict()
-    target = effdet.create_model("efficientdet_lite0", num_classes=3, image_size=128)
+    target = effdet.create_model("efficientdet_lite0", num_classes=5, image_size=128)
     with pytest.raises(WeightsMismatchError) as error:
         load_weights(target, checkpoint)
     message, err = str(error.value), error.value
-    assert err.unexpected and err.mismatched  # B0 has SE convs Lite0 lacks; same names, other shapes elsewhere
+    # B0 has SE convs and D0 fusion weights that Lite0 lacks; the class heads differ in shape.
+    assert len(err.unexpected) == 16 * 4 + 3 * 8 and not err.missing
+    assert [m[0] for m in err.mismatched] == ["class_net.predict.pointwise.weight", "class_net.predict.pointwise.bias"]
     assert f"{len(err.missing)} missing, {len(err.unexpected)} unexpected, {len(err.mismatched)} with another shape" in message
     assert "se.reduce.weight" in message and "more" in message
     listed = [line for line in message.splitlines() if line.startswith("    ")]
@@ -360,7 +377,7 @@ def test_create_model_num_classes_needs_reset_class_head(tmp_path):
     with pytest.raises(WeightsMismatchError, match="reset_class_head=True"):
         effdet.create_model(weights=path, num_classes=5)
     model = effdet.create_model(weights=path, num_classes=5, reset_class_head=True)
-    assert model.config.num_classes == 5 and model(torch.zeros(1, 3, 64, 64))[0][0].shape[1] == 45
+    assert model.config.num_classes == 5 and model.eval()(torch.zeros(1, 3, 64, 64))[0][0].shape[1] == 45
 
 
 def test_non_strict_load_reports_and_loads_what_fits():

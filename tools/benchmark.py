@@ -106,7 +106,8 @@ def worker_train(impl: str, runs: int, name: str = "efficientdet_d0", batch: int
         from effdet.inference import anchors_for
         from effdet.loss import DetectionLoss
 
-        model = effdet.create_model(name, image_size=size).train()
+        model = effdet.create_model(name, image_size=size).train().to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)  # as DetectionModule (channels_last: true)
         matcher, criterion = AnchorMatcher(0.5, 0.4), DetectionLoss(90)
         anchors = anchors_for(model.config, (size, size), images.device)
         optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
@@ -121,7 +122,7 @@ def worker_train(impl: str, runs: int, name: str = "efficientdet_d0", batch: int
     else:
         from effdet import create_model  # the reference package (PYTHONPATH)
 
-        bench = create_model(name, bench_task="train", pretrained_backbone=False, num_classes=90,
+        bench = create_model(name, bench_task="train", bench_labeler=True, pretrained_backbone=False, num_classes=90,
                              image_size=(size, size)).train()
         optimizer = torch.optim.SGD(bench.parameters(), lr=1e-3, momentum=0.9)
         target = {"bbox": boxes[..., [1, 0, 3, 2]], "cls": labels.float() + 1}  # reference: yxyx, 1-based
