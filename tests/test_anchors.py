@@ -1,55 +1,11 @@
 import math
-import os
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
-from typing import Optional
 
 import pytest
 import torch
 
 from effdet.anchors import BoxCoder, feature_sizes, flatten_outputs, generate_anchors
 
-# --- reference runner (same helper in the other parity test files) ---------------------------------
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _reference_path() -> Optional[Path]:
-    for candidate in (os.environ.get("EFFDET_PARITY_PATH"), REPO / ".parity", "/tmp/parity"):
-        if candidate and (Path(candidate) / "effdet" / "anchors.py").is_file():
-            return Path(candidate)
-    return None
-
-
-REFERENCE = _reference_path()
-needs_reference = pytest.mark.skipif(
-    REFERENCE is None,
-    reason="reference effdet 0.4.1 not found (set EFFDET_PARITY_PATH or run `make parity-env` to fill .parity/)",
-)
-
-# Loads the reference's modules without its package __init__ (which would import timm).
-_PRELUDE = """
-import sys, types, torch
-_pkg = types.ModuleType("effdet"); _pkg.__path__ = [sys.argv[1] + "/effdet"]; sys.modules["effdet"] = _pkg
-inputs = torch.load(sys.argv[2])
-"""
-
-
-def run_reference(script: str, inputs: dict) -> dict:
-    """Run ``script`` against the reference in a subprocess; it reads ``inputs`` and sets ``outputs``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        in_path, out_path = Path(tmp) / "in.pt", Path(tmp) / "out.pt"
-        torch.save(inputs, in_path)
-        code = _PRELUDE + script + "\ntorch.save(outputs, sys.argv[3])\n"
-        env = dict(os.environ, PYTHONPATH=str(REFERENCE), HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
-        done = subprocess.run(
-            [sys.executable, "-c", code, str(REFERENCE), str(in_path), str(out_path)],
-            env=env, capture_output=True, text=True, timeout=600,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        return torch.load(out_path)
-# -----------------------------------------------------------------------------------------------------
+from reference import needs_reference, run_reference  # noqa: E402  (tests/reference.py)
 
 
 def test_feature_sizes_ceil_halving():

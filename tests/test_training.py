@@ -1,7 +1,6 @@
 """Training: config schema and errors, schedule, EMA, atomic checkpoints, non-finite losses, resume, DDP."""
 import glob
 import json
-import math
 import os
 import subprocess
 import sys
