@@ -16,6 +16,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 PADDING_MODES = ("symmetric", "same")
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -103,6 +104,8 @@ def batch_norm(channels: int, eps: float, momentum: float) -> nn.BatchNorm2d:
 class ConvBnAct(nn.Sequential):
     """conv → batch norm → optional activation. Shapes: [B, Cin, H, W] → [B, Cout, ⌈H/s⌉, ⌈W/s⌉]."""
 
+    conv_bn_pair = ("conv", "bn")  # see fuse_batchnorm
+
     def __init__(
         self,
         in_channels: int,
@@ -130,6 +133,8 @@ class SeparableConv2d(nn.Module):
     Shapes: [B, Cin, H, W] → [B, Cout, H, W].
     """
 
+    conv_bn_pair = ("pointwise", "bn")  # see fuse_batchnorm
+
     def __init__(
         self,
         in_channels: int,
@@ -151,6 +156,26 @@ class SeparableConv2d(nn.Module):
         if self.bn is not None:
             x = self.bn(x)
         return x
+
+
+def fuse_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold batch norms into the convolutions before them, in place, for inference.
+
+    Every submodule that declares ``conv_bn_pair = (conv attribute, bn attribute)`` gets its conv replaced by
+    one whose weights and bias include the BN's (running) statistics and its BN by ``nn.Identity``. Outputs are
+    unchanged up to float rounding; BNs without a conv of their own (e.g. the heads' per-level BNs after a
+    shared conv) stay. The module must be in eval mode; it cannot be trained afterwards.
+    """
+    if module.training:
+        raise RuntimeError("fuse_batchnorm needs a module in eval mode (call .eval() first)")
+    for m in list(module.modules()):
+        pair = getattr(m, "conv_bn_pair", None)
+        if pair is None or not isinstance(getattr(m, pair[1], None), nn.BatchNorm2d):
+            continue
+        conv_name, bn_name = pair
+        setattr(m, conv_name, fuse_conv_bn_eval(getattr(m, conv_name), getattr(m, bn_name)))
+        setattr(m, bn_name, nn.Identity())
+    return module
 
 
 class DropPath(nn.Module):

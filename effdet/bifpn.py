@@ -75,6 +75,8 @@ def output_ids(nodes: Sequence[FusionNode], min_level: int, max_level: int) -> l
 class ChannelProjection(nn.Sequential):
     """1×1 conv + BN bringing an input to ``fpn_channels`` (only where its width differs)."""
 
+    conv_bn_pair = ("conv", "bn")  # see backbones.layers.fuse_batchnorm
+
     def __init__(self, in_channels: int, out_channels: int, conv_bias: bool, bn_eps: float, bn_momentum: float):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=conv_bias)

@@ -15,6 +15,8 @@ as validation does, and decoded by :func:`effdet.inference.detect_batch`, the st
 """
 from __future__ import annotations
 
+import copy
+
 import dataclasses
 import os
 from pathlib import Path
@@ -24,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
+
+from backbones.layers import fuse_batchnorm
 
 from .config import ModelConfig
 from .inference import PostprocessSettings, detect_batch
@@ -250,6 +254,7 @@ class Predictor:
         category_ids: Optional[Sequence[int]] = None,
         settings: Optional[PostprocessSettings] = None,
         device: Union[str, torch.device, None] = None,
+        fuse_bn: bool = True,
     ) -> None:
         config: ModelConfig = model.config
         if len(class_names) != config.num_classes:
@@ -262,8 +267,12 @@ class Predictor:
             parameter = next(model.parameters(), None)
             device = parameter.device if parameter is not None else _default_device()
         self.device = torch.device(device)
-        # channels-last convolutions run 1.3-1.6x faster on CPU (and suit tensor cores on GPU)
-        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        # Inference copy: batch norms folded into their convs (``fuse_bn``; the caller's model is untouched) and
+        # channels-last convolutions, which run 1.3-1.6x faster on CPU (and suit tensor cores on GPU).
+        model = copy.deepcopy(model).eval()
+        if fuse_bn:
+            fuse_batchnorm(model)
+        self.model = model.to(self.device, memory_format=torch.channels_last)
         self.config = config
         self.class_names = [str(n) for n in class_names]
         self.category_ids = [int(c) for c in category_ids]
@@ -280,6 +289,7 @@ class Predictor:
         cls,
         path: PathLike,
         device: Union[str, torch.device, None] = None,
+        fuse_bn: bool = True,
         **postprocess_overrides: Any,
     ) -> "Predictor":
         """Load a self-describing checkpoint (``best.ckpt`` / ``last.ckpt`` of ``tools/train.py``).
@@ -287,7 +297,8 @@ class Predictor:
         Uses the EMA weights when present (else the raw ones), the stored class names and category ids,
         and the post-processing of the stored training config's ``eval`` section; keyword arguments
         override it (``score_threshold=0.3``, ``nms="hard"``, ``hflip_tta=True`` ...; unknown names fail
-        listing the valid ones). ``device`` defaults to CUDA when available, else the CPU.
+        listing the valid ones). ``device`` defaults to CUDA when available, else the CPU. ``fuse_bn``: fold
+        batch norms into convs for speed (same outputs up to float rounding).
         """
         make_postprocess_settings(None, postprocess_overrides)  # bad option names fail before the file is read
         described = _describe_checkpoint(read_checkpoint(path), path)
@@ -305,7 +316,7 @@ class Predictor:
         category_ids = described["category_ids"] or list(range(1, config.num_classes + 1))
         class_names = described["class_names"] or [str(c) for c in category_ids]
         predictor = cls(model, class_names, category_ids, settings,
-                        device=device if device is not None else _default_device())
+                        device=device if device is not None else _default_device(), fuse_bn=fuse_bn)
         predictor.train_config = train_config
         predictor.checkpoint_path = str(path)
         predictor.weights_kind = described["weights"]

@@ -242,3 +242,29 @@ def test_error_messages():
         model(torch.randn(1, 3, 100, 128))
     with pytest.raises(ValueError, match=r"expected images \[B, 3, H, W\]"):
         model(torch.randn(1, 1, 128, 128))
+
+
+@pytest.mark.parametrize("name", ["tf_efficientdet_d0", "efficientdet_lite0"])
+def test_fused_batchnorm_keeps_outputs(name):
+    import copy
+
+    from backbones.layers import fuse_batchnorm
+
+    torch.manual_seed(0)
+    model = effdet.create_model(name, image_size=128)
+    with torch.no_grad():  # non-trivial statistics, so folding them actually changes the weights
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+    model.eval()
+    fused = fuse_batchnorm(copy.deepcopy(model))
+    count = lambda m: sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # noqa: E731
+    assert count(fused) == 2 * 3 * 5  # only the heads' per-level BNs after shared convs remain
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        for a, b in zip(sum(model(x), []), sum(fused(x), [])):
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    with pytest.raises(RuntimeError, match="eval mode"):
+        fuse_batchnorm(model.train())

@@ -190,7 +190,7 @@ def write_lightning_checkpoint(path, image_size: int = 64, eval_section: dict | 
 def test_from_checkpoint_uses_ema_weights_names_ids_and_eval_settings(tmp_path):
     path = tmp_path / "best.ckpt"
     nets = write_lightning_checkpoint(path)
-    predictor = Predictor.from_checkpoint(path, device="cpu", max_detections=20)
+    predictor = Predictor.from_checkpoint(path, device="cpu", fuse_bn=False, max_detections=20)
     assert predictor.weights_kind == "ema"
     loaded = predictor.model.state_dict()
     for key, value in nets["ema"].state_dict().items():

@@ -88,6 +88,7 @@ def worker_model(name: str, runs: int) -> dict:
     images = torch.randn(1, 3, *model.config.image_size)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(images)
+    model = model.to(memory_format=torch.channels_last)  # as the Predictor and training run it
     with torch.no_grad():
         latency = _timed(lambda: model(images), runs)
     return {"params": params, "macs": counter.get_total_flops() / 2, "latency_s": latency,
@@ -171,7 +172,7 @@ def worker_raw_forward(impl: str, runs: int, name: str, size: int) -> dict:
     if impl == "ours":
         import effdet
 
-        model = effdet.create_model(name, image_size=size).eval()
+        model = effdet.create_model(name, image_size=size).eval().to(memory_format=torch.channels_last)
     else:
         from effdet import create_model
 
@@ -304,6 +305,11 @@ def bench_predict(args) -> list[str]:
         rows.append(f"| reference DetBenchPredict (tensor in: no pre-processing) | {fmt_time(ref['predict_s'])} | "
                     f"{ref['peak_rss_mib']:.0f} |")
         rows.append(f"| ratio ours/reference | ×{ours['predict_s']['median'] / ref['predict_s']['median']:.2f} | |")
+        ours_fwd = run_worker("forward", "ours", args.runs, "efficientdet_d0", 512, threads=args.threads)
+        ref_fwd = run_worker("forward", "ref", args.runs, "tf_efficientdet_d0", 512, reference=True,
+                             threads=args.threads)
+        rows.append(f"| raw forward only: ours {fmt_time(ours_fwd['forward_s'])}, reference "
+                    f"{fmt_time(ref_fwd['forward_s'])} | ×{ours_fwd['forward_s']['median'] / ref_fwd['forward_s']['median']:.2f} | |")
     for row in rows[2:]:
         print(row, flush=True)
     return rows
