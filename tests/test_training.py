@@ -1,5 +1,6 @@
 """Training: config schema and errors, schedule, EMA, atomic checkpoints, non-finite losses, resume, DDP."""
 import glob
+import math
 import json
 import os
 import subprocess
@@ -229,3 +230,21 @@ def test_ddp_two_processes_score_each_val_image_once(tmp_path, tiny_data):
     for key in ("AP", "AP50", "AP75", "AR1", "AR10", "AR100"):
         assert ddp_metrics[key] == pytest.approx(single_metrics[key], abs=1e-9), key
     assert ddp_metrics["AR100"] > 0 or single_metrics["AR100"] == 0
+
+
+@pytest.mark.slow
+def test_mixed_precision_through_trainer_precision(tmp_path, tiny_data):
+    """`trainer.precision=bf16-mixed` (the CPU's mixed precision; 16-mixed on GPUs) trains and validates;
+    the loss is computed in float32 under autocast and the checkpoint stays float32."""
+    out = tmp_path / "run"
+    result = run_train([str(ROOT / "configs" / "demo.yaml"), *tiny_overrides(tiny_data, out, **{
+        "trainer.precision": "bf16-mixed", "model.pretrained_backbone": "null", "trainer.log_every_n_steps": 1})])
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["state_dict"]["model.class_net.predict.pointwise.weight"].dtype == torch.float32
+    rows = (out / "logs" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    losses = [float(r.split(",")[header.index("train/loss")]) for r in rows[1:]
+              if r.split(",")[header.index("train/loss")]]
+    assert losses and all(math.isfinite(v) for v in losses)
+    assert "AP50" in json.loads((out / "metrics.json").read_text())
