@@ -16,10 +16,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-LITE_MEAN = (127.0, 127.0, 127.0)
-LITE_STD = (128.0, 128.0, 128.0)
+from .preprocess import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD  # 0..255 pixel units
+
 DEFAULT_ASPECT_RATIOS = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
 
 

@@ -78,57 +78,29 @@ def read_checkpoint(path: PathLike) -> dict[str, Any]:
             "complete checkpoint written by tools/train.py or tools/convert_weights.py?") from None
 
 
-def _lightning_detector_state(checkpoint: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
-    """The detector weights of our Lightning ``.ckpt`` and which copy: ``"ema"`` (preferred: the
-    ``ema.module.*`` keys of ``state_dict``, or an ``ema_state_dict`` entry) or ``"model"`` (raw weights)."""
-    state = checkpoint.get("state_dict") or {}
-    ema = {k[len("ema.module."):]: v for k, v in state.items() if k.startswith("ema.module.")}
-    if ema:
-        return ema, "ema"
-    if isinstance(checkpoint.get("ema_state_dict"), Mapping) and checkpoint["ema_state_dict"]:
-        return dict(checkpoint["ema_state_dict"]), "ema"
-    raw = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
-    if raw:
-        return raw, "model"
-    raise ValueError("the checkpoint has a model config but no detector weights ('state_dict' keys "
-                     "'ema.module.*' or 'model.*')")
-
-
-def _model_config(values: Mapping[str, Any], path: PathLike) -> ModelConfig:
-    valid = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = sorted(set(values) - valid)
-    if unknown:
-        raise ValueError(f"'{path}': unknown model config key(s) {unknown} (written by a newer version?); "
-                         f"this version knows {sorted(valid)}")
-    return ModelConfig(**dict(values))
-
-
 def _describe_checkpoint(checkpoint: dict[str, Any], path: PathLike) -> dict[str, Any]:
-    """What a predictor needs from a checkpoint: ``config``, ``state``, ``weights`` (ema|model|...),
+    """What a predictor needs from a checkpoint: ``config``, ``state``, ``weights`` (ema|model|<format>),
     ``class_names``, ``category_ids`` (None when not stored) and ``train_config`` (None when not stored).
 
-    Our Lightning ``.ckpt`` is read here (EMA weights preferred); every other detector format (our plain
-    export, converted / reference checkpoints) goes through ``effdet.weights.read_weights``.
+    Every detector format goes through ``effdet.weights.read_weights`` (our Lightning ``.ckpt`` with its EMA
+    weights preferred, our plain export, converted or reference checkpoints).
     """
-    if "effdet_model_config" in checkpoint:
-        state, kind = _lightning_detector_state(checkpoint)
-        train_config = checkpoint.get("effdet_train_config")
-        return {"config": _model_config(checkpoint["effdet_model_config"], path), "state": state, "weights": kind,
-                "class_names": checkpoint.get("class_names"), "category_ids": checkpoint.get("category_ids"),
-                "train_config": dict(train_config) if isinstance(train_config, Mapping) else None}
-    from .weights import config_for_checkpoint, read_weights
+    from .weights import FORMAT_LIGHTNING, config_for_checkpoint, read_weights
 
     try:
         info = read_weights(checkpoint)
+        config = config_for_checkpoint(info) if info.is_detector else None
     except ValueError as error:
         raise ValueError(f"'{path}': {error}") from None
-    if not info.is_detector:
+    if config is None:
         raise ValueError(
             f"'{path}' holds {info.describe()} weights, not a detector. Use a checkpoint written by "
             "tools/train.py (runs/<name>/checkpoints/best.ckpt) or a converted detector (tools/convert_weights.py)")
-    return {"config": config_for_checkpoint(info), "state": dict(info.state_dict),
-            "weights": "ema" if info.used_ema else info.format, "class_names": info.class_names,
-            "category_ids": info.category_ids, "train_config": None}
+    train_config = checkpoint.get("effdet_train_config")
+    kind = "ema" if info.used_ema else ("model" if info.format == FORMAT_LIGHTNING else info.format)
+    return {"config": config, "state": dict(info.state_dict), "weights": kind, "class_names": info.class_names,
+            "category_ids": info.category_ids,
+            "train_config": dict(train_config) if isinstance(train_config, Mapping) else None}
 
 
 # ------------------------------------------------------------------------------ post-processing settings
