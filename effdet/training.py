@@ -151,6 +151,9 @@ class DetectionModule(L.LightningModule):
         self.model = self._build_model()
         if self.cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if self.cfg.optim.freeze_bn:  # statistics stay (see train()) and affine parameters are not optimised
+            for m in self._batch_norms():
+                m.requires_grad_(False)
         decay = self.cfg.optim.ema_decay
         self.ema = (AveragedModel(self.model, multi_avg_fn=ema_update_fn(decay), use_buffers=True)
                     if decay else None)
@@ -190,12 +193,14 @@ class DetectionModule(L.LightningModule):
     def _anchors(self, image_size) -> torch.Tensor:
         return anchors_for(self.model_config, image_size, self.device)
 
+    def _batch_norms(self) -> list[nn.Module]:
+        return [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
     def train(self, mode: bool = True):
         super().train(mode)
         if mode and self.cfg.optim.freeze_bn:
-            for m in self.model.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
+            for m in self._batch_norms():
+                m.eval()
         if self.ema is not None:
             self.ema.eval()  # the EMA copy is never trained; its BN statistics are averaged
         return self

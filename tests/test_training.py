@@ -248,3 +248,18 @@ def test_mixed_precision_through_trainer_precision(tmp_path, tiny_data):
               if r.split(",")[header.index("train/loss")]]
     assert losses and all(math.isfinite(v) for v in losses)
     assert "AP50" in json.loads((out / "metrics.json").read_text())
+
+
+def test_freeze_bn_keeps_statistics_and_affine_parameters():
+    cfg = load_train_config(None, DATA_KEYS + ["model.name=efficientdet_lite0", "model.image_size=128",
+                                               "optim.freeze_bn=true", "optim.ema_decay=null"])
+    module = DetectionModule(cfg, ["a", "b"], [1, 2]).train()
+    norms = [m for m in module.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(not m.training for m in norms)
+    assert all(not p.requires_grad for m in norms for p in m.parameters())
+    before = norms[0].running_mean.clone()
+    images = torch.randn(2, 3, 128, 128)
+    module.model(images)
+    assert torch.equal(norms[0].running_mean, before)
+    convs = [m for m in module.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(m.weight.requires_grad for m in convs) and module.model.training
