@@ -17,7 +17,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from .assign import AnchorMatcher
-from .config import ConfigError, resolve_data_path, resolve_model_config
+from .config import ConfigError, model_overrides, resolve_data_path, resolve_model_config
 from .data import CocoDetection, collate_detection, eval_transforms, train_transforms, worker_init_fn
 from .evaluation import STAT_KEYS, CocoEvaluator
 from .inference import PostprocessSettings, anchors_for, detect_batch
@@ -169,14 +169,18 @@ class DetectionModule(L.LightningModule):
         self._consecutive_nonfinite = 0
 
     def _build_model(self) -> EfficientDet:
+        """The variant of the config; with ``model.weights``, the model that checkpoint needs (its padding,
+        biases and BN settings come from the checkpoint; keys set in the config still apply) with its weights."""
         section = self.cfg.model
-        overrides = {k: v for k, v in self.model_config.to_dict().items() if k != "name"}
-        model = create_model(self.model_config.name, **overrides)
         if section.weights:
-            from .weights import load_weights
-
-            load_weights(model, section.weights, reset_class_head=section.reset_class_head,
-                         trust=section.trust_checkpoint)
+            name = section.phi if section.phi is not None else section.name
+            model = create_model(name, weights=section.weights, reset_class_head=section.reset_class_head,
+                                 trust_checkpoint=section.trust_checkpoint,
+                                 **dict(model_overrides(section), num_classes=self.model_config.num_classes))
+            self.model_config = model.config
+        else:
+            overrides = {k: v for k, v in self.model_config.to_dict().items() if k != "name"}
+            model = create_model(self.model_config.name, **overrides)
         if section.pretrained_backbone:
             from .weights import load_pretrained_backbone
 

@@ -263,3 +263,22 @@ def test_freeze_bn_keeps_statistics_and_affine_parameters():
     assert torch.equal(norms[0].running_mean, before)
     convs = [m for m in module.model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(m.weight.requires_grad for m in convs) and module.model.training
+
+
+def test_model_weights_start_fine_tuning_with_a_new_class_head(tmp_path):
+    import effdet
+    from effdet.weights import WeightsMismatchError, save_weights
+
+    source = effdet.create_model("tf_efficientdet_lite0", num_classes=5, image_size=128)
+    path = tmp_path / "start.pt"
+    save_weights(source, path)
+    keys = ["model.name=efficientdet_lite0", "model.image_size=128", f"model.weights={path}"]
+    cfg = load_train_config(None, DATA_KEYS + keys + ["model.reset_class_head=true"])
+    module = DetectionModule(cfg, ["a", "b"], [1, 2])
+    # the checkpoint's TF-port settings are taken over, the class head is rebuilt for the dataset's 2 classes
+    assert module.model.config.padding == "same" and module.model.config.conv_bias
+    assert module.model_config.num_classes == 2
+    assert module.model.class_net.predict.pointwise.out_channels == 9 * 2
+    assert torch.equal(module.model.backbone.stem.conv.weight, source.backbone.stem.conv.weight)
+    with pytest.raises(WeightsMismatchError, match="reset_class_head"):
+        DetectionModule(load_train_config(None, DATA_KEYS + keys), ["a", "b"], [1, 2])
