@@ -226,7 +226,7 @@ def test_plain_and_tf_names_with_a_reference_checkpoint():
 
 
 def test_only_d6_and_d7_share_their_shapes():
-    from effdet.weights import _matching_variants
+    from effdet.checkpoint_formats import _matching_variants
 
     d7 = effdet.model_config("efficientdet_d7").to_dict()
     assert _matching_variants(d7) == ["efficientdet_d6", "efficientdet_d7"]  # shapes only; anchor scale differs
