@@ -13,6 +13,7 @@ import lightning as L
 import torch
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
@@ -298,12 +299,14 @@ class DetectionModule(L.LightningModule):
         self.evaluator.update(batch["image_ids"].tolist(), [{k: v.cpu() for k, v in d.items()} for d in detections])
 
     def on_validation_epoch_end(self) -> None:
-        metrics = self.evaluator.compute()  # gathers all ranks, scores every val image exactly once
+        self.evaluator, evaluator = None, self.evaluator
+        metrics = evaluator.compute()  # gathers all ranks, scores every val image exactly once
         self.last_metrics = metrics
+        if self.trainer.state.fn != TrainerFn.FITTING:
+            return  # a stand-alone validate() (e.g. of best.ckpt after training) is reported, not logged as an epoch
         for key in STAT_KEYS:
             # identical on every rank already: no further reduction needed
             self.log(f"val/{key}", float(metrics[key]), prog_bar=key in ("AP", "AP50"), sync_dist=False)
-        self.evaluator = None
 
     # ------------------------------------------------------------------ checkpoints
 
