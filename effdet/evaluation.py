@@ -28,13 +28,13 @@ import math
 import os
 import statistics
 import time
-import uuid
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 import torch
+
+from .fileio import write_json_atomic  # noqa: F401  (part of this module's API)
 
 logger = logging.getLogger(__name__)
 
@@ -351,27 +351,6 @@ def format_per_class_table(per_class: Mapping[str, float | None], sort_by: str =
 # ---------------------------------------------------------------------------------------------
 # files
 # ---------------------------------------------------------------------------------------------
-
-def write_json_atomic(path: PathLike, obj: Any, *, indent: int | None = 2) -> None:
-    """Write ``obj`` as strict JSON (no NaN/Infinity) to ``path`` atomically.
-
-    The text is serialised first, written to a temporary file in the same folder, flushed to disk
-    and moved over ``path`` with ``os.replace``; if anything fails the previous file is untouched.
-    """
-    path = Path(path)
-    text = json.dumps(obj, indent=indent, allow_nan=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "x", encoding="utf-8") as handle:
-            handle.write(text + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
 
 def _json_safe(value: Any) -> Any:
     """numpy/torch scalars -> python; NaN/inf -> None; recurses through dicts and lists."""

@@ -26,6 +26,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from .evaluation import STAT_KEYS, format_coco_summary, format_per_class_table, save_metrics
+from .fileio import atomic_path
 from .training import CocoDataModule, DetectionModule
 
 logger = logging.getLogger("effdet.runner")
@@ -36,17 +37,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     process killed mid-write leaves the previous checkpoint intact."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
 
 
 def _is_global_zero() -> bool:
@@ -112,9 +104,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = CocoDataModule(cfg.data, provisional.image_size, provisional.mean)
     resume_from = prepare_output_dir(cfg)
     if _is_global_zero():
-        tmp = out / ".config.yaml.tmp"
-        OmegaConf.save(cfg, tmp, resolve=True)
-        os.replace(tmp, out / "config.yaml")
+        with atomic_path(out / "config.yaml") as tmp:
+            OmegaConf.save(cfg, tmp, resolve=True)
     module = DetectionModule(cfg, datamodule.class_names, datamodule.category_ids)
     trainer = build_trainer(cfg, out)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)

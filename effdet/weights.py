@@ -73,6 +73,7 @@ from .checkpoint_formats import (
     detect_format, infer_backbone, infer_detector_config, spec_signature,
 )
 from .config import MODEL_ALIASES, ModelConfig, model_config
+from .fileio import atomic_path
 from .model import EfficientDet
 
 logger = logging.getLogger(__name__)
@@ -716,9 +717,11 @@ def save_weights(model: nn.Module, path: PathLike, class_names: Optional[Sequenc
         for key in ("model_config", "class_names", "category_ids", "backbone"):
             if key in payload:
                 metadata[key] = json.dumps(payload[key])
-        save_file(payload["state_dict"], str(path), metadata=metadata)
+        with atomic_path(path) as tmp:
+            save_file(payload["state_dict"], str(tmp), metadata=metadata)
     else:
-        torch.save(payload, path)
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
     return path
 
 

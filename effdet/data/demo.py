@@ -12,7 +12,6 @@ from ``(seed, split, index)``, so the same call writes the same JSON bytes and t
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -20,6 +19,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import cv2
 import numpy as np
+
+from effdet.fileio import write_json_atomic
 
 __all__ = ["DEMO_CATEGORIES", "make_demo_dataset", "render_scene"]
 
@@ -152,13 +153,6 @@ def render_scene(
     return image, objects
 
 
-def _write_json_atomic(path: Path, data: Dict[str, Any]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, separators=(",", ":"))
-    os.replace(temporary, path)
-
-
 def _make_split(root: Path, split: str, count: int, seed: int, width_range: Tuple[int, int],
                 height_range: Tuple[int, int], scene_options: Dict[str, Any]) -> Path:
     image_dir = root / split
@@ -196,7 +190,7 @@ def _make_split(root: Path, split: str, count: int, seed: int, width_range: Tupl
     annotation_dir = root / "annotations"
     annotation_dir.mkdir(parents=True, exist_ok=True)
     json_path = annotation_dir / f"instances_{split}.json"
-    _write_json_atomic(json_path, data)
+    write_json_atomic(json_path, data, indent=None)
     return json_path
 
 
