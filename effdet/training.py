@@ -311,9 +311,10 @@ class DetectionModule(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Make the checkpoint self-describing with plain (weights_only-loadable) values."""
-        checkpoint["effdet_model_config"] = self.model_config.to_dict()
-        checkpoint["class_names"] = list(self.class_names)
-        checkpoint["category_ids"] = list(self.category_ids)
+        """Make the checkpoint self-describing with plain (weights_only-loadable) values; the EMA weights are
+        already in ``state_dict`` as ``ema.module.*`` (see ``effdet.weights.lightning_checkpoint_fields``)."""
+        from .weights import lightning_checkpoint_fields
+
+        checkpoint.update(lightning_checkpoint_fields(self.model_config, self.class_names, self.category_ids))
         checkpoint["effdet_train_config"] = OmegaConf.to_container(self.cfg, resolve=True)
         checkpoint["effdet_format"] = "effdet-lightning/1"

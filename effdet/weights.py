@@ -81,7 +81,7 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, "os.PathLike[str]"]
 EXPORT_FORMAT_TAG = "effdet-weights"
 EXPORT_FORMAT_VERSION = 1
-# Keys of our Lightning checkpoints (the training module writes exactly these; see lightning_checkpoint_fields).
+# Keys of our Lightning checkpoints (effdet/training.py writes them with lightning_checkpoint_fields).
 LIGHTNING_CONFIG_KEY = "effdet_model_config"
 LIGHTNING_EMA_KEY = "ema_state_dict"
 LIGHTNING_MODEL_PREFIX = "model."
