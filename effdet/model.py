@@ -39,29 +39,14 @@ class EfficientDet(nn.Module):
             act=config.backbone_act,
             out_strides=tuple(2 ** level for level in range(config.min_level, 6)),
         )
-        self.fpn = BiFPN(
-            self.backbone.feature_channels,
-            config.fpn_channels,
-            config.fpn_layers,
-            min_level=config.min_level,
-            max_level=config.max_level,
-            fusion=config.fusion,
-            act=config.act,
-            padding=config.padding,
-            conv_bias=config.conv_bias,
-            bn_eps=config.bn_eps,
-            bn_momentum=config.bn_momentum,
-        )
-        head_kwargs: dict[str, Any] = dict(
-            num_anchors=config.num_anchors,
-            num_layers=config.head_layers,
-            num_levels=config.num_levels,
-            act=config.act,
-            padding=config.padding,
-            pointwise_bias=config.conv_bias,
-            bn_eps=config.bn_eps,
-            bn_momentum=config.bn_momentum,
-        )
+        # settings the BiFPN and both heads share
+        common: dict[str, Any] = dict(act=config.act, padding=config.padding, bn_eps=config.bn_eps,
+                                      bn_momentum=config.bn_momentum)
+        self.fpn = BiFPN(self.backbone.feature_channels, config.fpn_channels, config.fpn_layers,
+                         min_level=config.min_level, max_level=config.max_level, fusion=config.fusion,
+                         conv_bias=config.conv_bias, **common)
+        head_kwargs: dict[str, Any] = dict(num_anchors=config.num_anchors, num_layers=config.head_layers,
+                                           num_levels=config.num_levels, pointwise_bias=config.conv_bias, **common)
         self.class_net = class_head(config.fpn_channels, config.num_classes, **head_kwargs)
         self.box_net = box_head(config.fpn_channels, **head_kwargs)
         self._head_kwargs = head_kwargs
