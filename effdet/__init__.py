@@ -1,9 +1,22 @@
-"""EfficientDet: compound-scaled EfficientNet + BiFPN detectors (D0–D7x, Lite0–4), trained with Lightning."""
-from .config import ModelConfig, list_models, model_config
-from .model import EfficientDet, create_model
+"""EfficientDet: compound-scaled EfficientNet + BiFPN detectors (D0–D7x, Lite0–4), trained with Lightning.
 
-__all__ = ["EfficientDet", "ModelConfig", "create_model", "list_models", "model_config"]
-from .weights import load_weights
-__all__ += ["load_weights"]
-from .predictor import Predictor  # noqa: E402
-__all__ += ["Predictor"]
+``import effdet`` loads the model code only (no OpenCV, no Lightning); the Predictor is loaded on first use.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .checkpoint import load_weights
+from .config import ModelConfig, model_config
+from .factory import create_model, list_models
+from .model import EfficientDet
+
+__all__ = ["EfficientDet", "ModelConfig", "Predictor", "create_model", "list_models", "load_weights", "model_config"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Predictor":  # needs image pre-processing (OpenCV): imported when asked for
+        from .predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

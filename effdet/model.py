@@ -93,4 +93,9 @@ class EfficientDet(nn.Module):
         return self.class_net(pyramid), self.box_net(pyramid)
 
 
-__all__ = ["EfficientDet"]
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters of ``module`` (all of them, trainable or not)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+__all__ = ["EfficientDet", "count_parameters"]

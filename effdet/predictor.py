@@ -5,7 +5,7 @@
     results[0]["boxes"], results[0]["scores"], results[0]["labels"], results[0]["names"]
 
 Everything a prediction needs comes from the checkpoint (written by
-``effdet.training.DetectionModule.on_save_checkpoint``; other detector formats via ``effdet.weights``): the model
+``effdet.training.DetectionModule.on_save_checkpoint``; other detector formats via ``effdet.checkpoint``): the model
 config (architecture, input size, normalisation), the EMA weights, the class names and dataset category
 ids, and the post-processing settings of the training config's ``eval`` section (overridable).
 
@@ -60,11 +60,11 @@ DEFAULT_BATCH_SIZE = 8
 def read_checkpoint(path: PathLike) -> dict[str, Any]:
     """Read a checkpoint file into a plain dict without running code from it, on the CPU.
 
-    The ONE place the predictor reads checkpoint files: it uses ``effdet.weights.load_checkpoint``
+    The ONE place the predictor reads checkpoint files: it uses ``effdet.checkpoint.load_checkpoint``
     (``torch.load(weights_only=True)``, or safetensors; files that need full unpickling are refused).
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file that is not a safe checkpoint.
     """
-    from .weights import UntrustedCheckpointError, load_checkpoint
+    from .checkpoint import UntrustedCheckpointError, load_checkpoint
 
     try:
         return load_checkpoint(path, trust=False)
@@ -82,10 +82,11 @@ def _describe_checkpoint(checkpoint: dict[str, Any], path: PathLike) -> dict[str
     """What a predictor needs from a checkpoint: ``config``, ``state``, ``weights`` (ema|model|<format>),
     ``class_names``, ``category_ids`` (None when not stored) and ``train_config`` (None when not stored).
 
-    Every detector format goes through ``effdet.weights.read_weights`` (our Lightning ``.ckpt`` with its EMA
+    Every detector format goes through ``effdet.checkpoint.read_weights`` (our Lightning ``.ckpt`` with its EMA
     weights preferred, our plain export, converted or reference checkpoints).
     """
-    from .weights import FORMAT_LIGHTNING, config_for_checkpoint, read_weights
+    from .checkpoint import FORMAT_LIGHTNING, config_for_checkpoint, read_weights
+    from .checkpoint.fields import TRAIN_CONFIG_KEY
 
     try:
         info = read_weights(checkpoint)
@@ -96,7 +97,7 @@ def _describe_checkpoint(checkpoint: dict[str, Any], path: PathLike) -> dict[str
         raise ValueError(
             f"'{path}' holds {info.describe()} weights, not a detector. Use a checkpoint written by "
             "tools/train.py (runs/<name>/checkpoints/best.ckpt) or a converted detector (tools/convert_weights.py)")
-    train_config = checkpoint.get("effdet_train_config")
+    train_config = checkpoint.get(TRAIN_CONFIG_KEY)
     kind = "ema" if info.used_ema else ("model" if info.format == FORMAT_LIGHTNING else info.format)
     return {"config": config, "state": dict(info.state_dict), "weights": kind, "class_names": info.class_names,
             "category_ids": info.category_ids,

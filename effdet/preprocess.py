@@ -19,7 +19,6 @@ import os
 from pathlib import Path
 from typing import Sequence, Tuple, Union
 
-import cv2
 import numpy as np
 import torch
 
@@ -120,6 +119,8 @@ def normalize(
 
 def resize_interpolation(scale: float) -> int:
     """OpenCV interpolation for a resize by ``scale``: INTER_AREA below 0.5x, else INTER_LINEAR."""
+    import cv2  # imported where used: `import effdet` does not load OpenCV
+
     return cv2.INTER_AREA if scale < AREA_INTERPOLATION_BELOW else cv2.INTER_LINEAR
 
 
@@ -141,6 +142,8 @@ def letterbox(
         to ``box * scale`` and back with ``box / scale``. Resizing uses INTER_LINEAR, or INTER_AREA
         when shrinking below 0.5x.
     """
+    import cv2  # imported where used: `import effdet` does not load OpenCV
+
     out_h, out_w = as_size(size)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"letterbox expects an H x W x 3 image, got shape {image.shape}")
@@ -177,6 +180,8 @@ def to_rgb(image: np.ndarray, bgr: bool) -> np.ndarray:
     Returns:
         ``H x W x 3`` uint8 RGB, contiguous (a new array unless the input already was exactly that).
     """
+    import cv2  # imported where used: `import effdet` does not load OpenCV
+
     if not isinstance(image, np.ndarray):
         raise TypeError(f"expected a numpy array, got {type(image).__name__}")
     if image.ndim == 3 and image.shape[2] == 1:
@@ -196,6 +201,8 @@ def to_rgb(image: np.ndarray, bgr: bool) -> np.ndarray:
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
+    import cv2  # imported where used: `import effdet` does not load OpenCV
+
     if image.dtype == np.uint8:
         return image
     if image.dtype == np.uint16:
@@ -247,6 +254,8 @@ def load_image(path: Union[PathLike, bytes]) -> np.ndarray:
     Raises:
         ImageReadError: missing file, a folder, empty, truncated JPEG, or anything OpenCV cannot decode.
     """
+    import cv2  # imported where used: `import effdet` does not load OpenCV
+
     if isinstance(path, (bytes, bytearray, memoryview)):
         data, name = bytes(path), "<bytes>"
     else:

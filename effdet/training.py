@@ -18,12 +18,14 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from .assign import AnchorMatcher
+from .checkpoint.fields import lightning_checkpoint_fields
 from .config import ConfigError, model_overrides, resolve_data_path, resolve_model_config
 from .data import CocoDetection, collate_detection, eval_transforms, train_transforms, worker_init_fn
 from .evaluation import STAT_KEYS, CocoEvaluator
 from .inference import PostprocessSettings, anchors_for, detect_batch
 from .loss import DetectionLoss
-from .model import EfficientDet, create_model
+from .factory import create_model
+from .model import EfficientDet
 from .preprocess import fill_from_mean, normalize
 
 logger = logging.getLogger("effdet.training")
@@ -183,7 +185,7 @@ class DetectionModule(L.LightningModule):
             overrides = {k: v for k, v in self.model_config.to_dict().items() if k != "name"}
             model = create_model(self.model_config.name, **overrides)
         if section.pretrained_backbone:
-            from .weights import load_pretrained_backbone
+            from .checkpoint import load_pretrained_backbone
 
             load_pretrained_backbone(model.backbone, section.pretrained_backbone)
         return model
@@ -312,9 +314,6 @@ class DetectionModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Make the checkpoint self-describing with plain (weights_only-loadable) values; the EMA weights are
-        already in ``state_dict`` as ``ema.module.*`` (see ``effdet.weights.lightning_checkpoint_fields``)."""
-        from .weights import lightning_checkpoint_fields
-
-        checkpoint.update(lightning_checkpoint_fields(self.model_config, self.class_names, self.category_ids))
-        checkpoint["effdet_train_config"] = OmegaConf.to_container(self.cfg, resolve=True)
-        checkpoint["effdet_format"] = "effdet-lightning/1"
+        already in ``state_dict`` as ``ema.module.*`` (see ``effdet.checkpoint.fields``, the one definition of these entries)."""
+        checkpoint.update(lightning_checkpoint_fields(self.model_config, self.class_names, self.category_ids,
+                                                      train_config=OmegaConf.to_container(self.cfg, resolve=True)))

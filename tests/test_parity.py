@@ -27,7 +27,7 @@ import effdet
 from backbones import create_backbone
 from effdet.anchors import generate_anchors
 from effdet.postprocess import postprocess
-from effdet.weights import load_weights, read_weights
+from effdet.checkpoint import load_weights, read_weights
 from reference import reference_path  # noqa: E402  (tests/reference.py)
 
 pytestmark = [pytest.mark.parity, pytest.mark.slow]

