@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .checkpoint import load_weights
-from .config import ModelConfig, model_config
+from .variants import ModelConfig, model_config
 from .factory import create_model, list_models
 from .model import EfficientDet
 

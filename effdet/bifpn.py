@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 from backbones.layers import SeparableConv2d, batch_norm, make_activation, make_max_pool
 
-FUSION_METHODS = ("fast", "attn", "sum")
+from .choices import FUSION_METHODS
+
 FAST_FUSION_EPS = 1e-4
 
 

@@ -34,6 +34,7 @@ from typing import Any, Union
 import numpy as np
 import torch
 
+from .choices import EVAL_BACKENDS
 from .fileio import write_json_atomic  # noqa: F401  (part of this module's API)
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ STAT_KEYS: tuple[str, ...] = (
     "AP", "AP50", "AP75", "APs", "APm", "APl",
     "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
 )
-BACKENDS: tuple[str, ...] = ("pycocotools", "faster_coco_eval")
+BACKENDS = EVAL_BACKENDS  # the name this module has always exported
 
 # (title, IoU range, area, maxDets) of each stat, in COCOeval.summarize() order.
 _STAT_LAYOUT: tuple[tuple[str, str, str, int], ...] = (

@@ -1,14 +1,14 @@
 """Build detectors by name: ``create_model``, ``list_models`` and the name/alias resolution.
 
 The network itself is :class:`effdet.model.EfficientDet` (modules only); the variant table is
-:mod:`effdet.config`; checkpoints are read by :mod:`effdet.checkpoint`.
+:mod:`effdet.variants`; checkpoints are read by :mod:`effdet.checkpoint`.
 """
 from __future__ import annotations
 
 from typing import Any, Optional
 
 from .checkpoint.load import config_for_checkpoint, load_weights, read_weights
-from .config import list_models, model_config
+from .variants import list_models, model_config
 from .model import EfficientDet
 
 
@@ -23,7 +23,7 @@ def create_model(
 ) -> EfficientDet:
     """Build an EfficientDet variant by name (see :func:`list_models`) or by φ (0–7 → D0–D7).
 
-    Any :class:`~effdet.config.ModelConfig` field can be overridden (``image_size``, ``fpn_channels``,
+    Any :class:`~effdet.variants.ModelConfig` field can be overridden (``image_size``, ``fpn_channels``,
     ``max_level``, ``padding``, ``act`` …). The reference package's names (``tf_efficientdet_d0`` …) are
     accepted as aliases that select the settings of its TF-ported checkpoints. Without ``weights`` the
     defaults are ``efficientdet_d0`` and 90 classes.

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from .anchors import generate_anchors
-from .config import ModelConfig
+from .variants import ModelConfig
 from .postprocess import flip_boxes_horizontal, merge_detections, postprocess, scale_boxes_to_original
 from .preprocess import normalize
 

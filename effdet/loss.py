@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torchvision.ops import generalized_box_iou_loss
 
 from effdet.anchors import BoxCoder
+from effdet.choices import BOX_LOSSES
 
 
 def focal_loss(
@@ -131,8 +132,8 @@ class DetectionLoss(nn.Module):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
-        if box_loss_type not in ("huber", "giou"):
-            raise ValueError(f"box_loss_type must be 'huber' or 'giou', got {box_loss_type!r}")
+        if box_loss_type not in BOX_LOSSES:
+            raise ValueError(f"box_loss_type must be one of {list(BOX_LOSSES)}, got {box_loss_type!r}")
         self.num_classes = num_classes
         self.alpha = alpha
         self.gamma = gamma

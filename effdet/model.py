@@ -12,7 +12,7 @@ from backbones import create_backbone
 from heads import box_head, class_head
 
 from .bifpn import BiFPN
-from .config import ModelConfig
+from .variants import ModelConfig
 
 
 class EfficientDet(nn.Module):

@@ -13,6 +13,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from effdet.anchors import BoxCoder
+from effdet.choices import NMS_METHODS
 
 Detections = Dict[str, torch.Tensor]
 ImageSize = Tuple[float, float]
@@ -236,7 +237,7 @@ def _suppress(
     elif method == "soft":
         keep, kept_scores = soft_nms(boxes, scores, classes, soft_nms_sigma, score_threshold, max_detections)
     else:
-        raise ValueError(f"nms method must be 'hard' or 'soft', got {method!r}")
+        raise ValueError(f"nms method must be one of {list(NMS_METHODS)}, got {method!r}")
     return {"boxes": boxes[keep], "scores": kept_scores, "labels": classes[keep].long()}
 
 

@@ -29,7 +29,8 @@ from torch.utils.data import Dataset
 
 from backbones.layers import fuse_batchnorm
 
-from .config import ModelConfig
+from .choices import NMS_METHODS
+from .variants import ModelConfig
 from .inference import PostprocessSettings, detect_batch
 from .model import EfficientDet
 from .preprocess import ImageReadError, fill_from_mean, image_to_tensor, letterbox, load_image, to_rgb
@@ -50,7 +51,6 @@ PathLike = Union[str, os.PathLike]
 ImageInput = Union[PathLike, np.ndarray]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-NMS_METHODS: tuple[str, ...] = ("soft", "hard")
 DEFAULT_BATCH_SIZE = 8
 
 

@@ -98,7 +98,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.output_dir)
     # Data first: both annotation files are validated before a Trainer or a model is built.
-    from .config import resolve_model_config
+    from .schema import resolve_model_config
 
     provisional = resolve_model_config(cfg.model, num_classes=1)
     datamodule = CocoDataModule(cfg.data, provisional.image_size, provisional.mean)

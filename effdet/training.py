@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from .assign import AnchorMatcher
 from .checkpoint.fields import lightning_checkpoint_fields
-from .config import ConfigError, model_overrides, resolve_data_path, resolve_model_config
+from .schema import ConfigError, model_overrides, resolve_data_path, resolve_model_config
 from .data import CocoDetection, collate_detection, eval_transforms, train_transforms, worker_init_fn
 from .evaluation import STAT_KEYS, CocoEvaluator
 from .inference import PostprocessSettings, anchors_for, detect_batch

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from effdet import Predictor, create_model
 from effdet.anchors import BoxCoder
-from effdet.config import model_config
+from effdet.variants import model_config
 from effdet.inference import PostprocessSettings, anchors_for
 from effdet.predictor import make_postprocess_settings, parse_overrides
 

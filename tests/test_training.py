@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from effdet.config import ConfigError, load_train_config
+from effdet.schema import ConfigError, load_train_config
 from effdet.runner import AtomicCheckpointIO
 from effdet.training import MAX_CONSECUTIVE_NONFINITE, DetectionModule, WarmupCosine, ema_update_fn
 

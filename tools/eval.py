@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="images per forward pass (default: the validation batch size of the training run)")
     parser.add_argument("--workers", type=int, default=2, help="data loader worker processes (default 2)")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda if available)")
-    parser.add_argument("--backend", choices=("pycocotools", "faster_coco_eval"), default=None,
+    from effdet.choices import EVAL_BACKENDS
+
+    parser.add_argument("--backend", choices=EVAL_BACKENDS, default=None,
                         help="COCO evaluator (default: the training config's eval.backend, else pycocotools)")
     parser.add_argument("--results", help="score this COCO results JSON against --annotations (no model)")
     parser.add_argument("--image-info", help="test-dev style: COCO JSON whose 'images' give ids and file names")

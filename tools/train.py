@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from effdet.config import ConfigError, load_train_config  # noqa: E402
+from effdet.schema import ConfigError, load_train_config  # noqa: E402
 
 
 def main(argv=None) -> int:

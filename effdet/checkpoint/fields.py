@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from backbones.efficientnet import EfficientNet
 
-from ..config import ModelConfig
+from ..variants import ModelConfig
 from ..model import EfficientDet
 from ..types import PathLike
 from .formats import StateDict, UnknownCheckpointFormatError, infer_backbone

@@ -18,7 +18,7 @@ import torch
 from backbones.efficientnet import EFFICIENTNET_VARIANTS, scaled_stages
 
 from ..bifpn import bifpn_graph
-from ..config import NATIVE_PORT_SETTINGS, TF_PORT_SETTINGS, VARIANT_PHI, model_config
+from ..variants import NATIVE_PORT_SETTINGS, TF_PORT_SETTINGS, VARIANT_PHI, model_config
 
 logger = logging.getLogger("effdet.checkpoint")
 StateDict = dict[str, torch.Tensor]

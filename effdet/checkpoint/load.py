@@ -12,7 +12,7 @@ Formats recognised (from the keys, never from the file name)
 ``lightning``           our Lightning ``.ckpt``: ``state_dict`` holds the detector under ``model.`` and, with
                         EMA, its average under ``ema.module.`` (a ``torch.optim.swa_utils.AveragedModel`` named
                         ``ema``) or in a top-level ``ema_state_dict`` (bare keys); EMA weights are preferred;
-                        ``effdet_model_config`` (plain dict of :class:`~effdet.config.ModelConfig` fields),
+                        ``effdet_model_config`` (plain dict of :class:`~effdet.variants.ModelConfig` fields),
                         ``class_names``, ``category_ids``. :func:`~effdet.checkpoint.fields.lightning_checkpoint_fields` builds these.
 ``effdet``              a bare state dict of our :class:`~effdet.model.EfficientDet` (``backbone.stem.conv`` …).
 ``effdet-backbone``     a bare state dict of our :class:`~backbones.efficientnet.EfficientNet` (``stem.conv`` …),
@@ -63,7 +63,7 @@ import torch.nn as nn
 
 from backbones.efficientnet import EFFICIENTNET_VARIANTS, EfficientNet
 
-from ..config import MODEL_ALIASES, ModelConfig, model_config
+from ..variants import MODEL_ALIASES, ModelConfig, model_config
 from ..data.coco_names import COCO90_CATEGORY_IDS, COCO90_CLASS_NAMES
 from ..model import EfficientDet
 from ..types import PathLike

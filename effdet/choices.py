@@ -1,0 +1,12 @@
+"""Every closed list of choices, defined once; the training schema, the command-line tools' ``argparse``
+and the Predictor import them from here. No imports: any module may use it."""
+from __future__ import annotations
+
+NMS_METHODS: tuple[str, ...] = ("soft", "hard")  # Gaussian soft-NMS (the official evaluation) | hard NMS
+EVAL_BACKENDS: tuple[str, ...] = ("pycocotools", "faster_coco_eval")  # COCO mAP implementations
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
+LR_SCHEDULES: tuple[str, ...] = ("cosine", "constant")
+BOX_LOSSES: tuple[str, ...] = ("huber", "giou")
+FUSION_METHODS: tuple[str, ...] = ("fast", "attn", "sum")  # BiFPN feature fusion
+
+__all__ = ["BOX_LOSSES", "EVAL_BACKENDS", "FUSION_METHODS", "LR_SCHEDULES", "NMS_METHODS", "OPTIMIZERS"]

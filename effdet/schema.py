@@ -1,0 +1,238 @@
+"""The training configuration: one OmegaConf schema for YAML files merged with ``key=value`` overrides,
+its choices (from :mod:`effdet.choices`), validation (unknown keys, choices, ``trainer.*`` arguments) and the
+resolution of the ``model:`` section into a :class:`~effdet.variants.ModelConfig`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from .choices import BOX_LOSSES, EVAL_BACKENDS, LR_SCHEDULES, NMS_METHODS, OPTIMIZERS
+from .variants import ModelConfig, model_config
+
+
+# Keys of the `model:` section besides the ModelConfig fields (which are all optional overrides there).
+MODEL_SECTION_EXTRA = ("phi", "weights", "pretrained_backbone", "reset_class_head", "trust_checkpoint")
+
+
+def _model_section_class():
+    """`model:` section: ``name``/``phi`` select the variant; every ModelConfig field may override it.
+
+    Generated from :class:`ModelConfig` so that a new model field is a valid config key at once.
+    ``None`` means "the variant's value" (for ``num_classes``: the dataset's number of categories).
+    """
+    fields = [("name", str, field(default="efficientdet_d0"))]
+    for f in dataclasses.fields(ModelConfig):
+        if f.name != "name":
+            fields.append((f.name, Optional[Any], field(default=None)))
+    fields += [
+        ("phi", Optional[int], field(default=None)),
+        ("weights", Optional[str], field(default=None)),  # checkpoint to start from (any supported format)
+        ("pretrained_backbone", Optional[str], field(default=None)),  # e.g. efficientnet_lite0 or a path
+        ("reset_class_head", bool, field(default=False)),  # re-initialise the class net if classes differ
+        ("trust_checkpoint", bool, field(default=False)),  # allow checkpoints that need full unpickling
+    ]
+    return dataclasses.make_dataclass("ModelSection", fields)
+
+
+ModelSection = _model_section_class()
+
+
+@dataclass
+class DataSplit:
+    images: str = "???"  # images folder (relative paths resolve against data.root)
+    annotations: str = "???"  # COCO instances JSON
+
+
+@dataclass
+class DataConfig:
+    root: Optional[str] = None  # base folder of relative split paths
+    train: DataSplit = field(default_factory=lambda: DataSplit("train2017", "annotations/instances_train2017.json"))
+    val: DataSplit = field(default_factory=lambda: DataSplit("val2017", "annotations/instances_val2017.json"))
+    batch_size: int = 8  # per device
+    val_batch_size: Optional[int] = None  # default: batch_size
+    num_workers: int = 4
+    scale_range: list[float] = field(default_factory=lambda: [0.1, 2.0])  # paper's scale jitter
+    hflip: float = 0.5
+    check_files: bool = True  # skip annotation entries whose image file is missing (counted)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adamw
+    lr: float = 0.08  # learning rate for a global batch of `lr_batch_size` images
+    lr_batch_size: Optional[int] = 64  # scale lr linearly to the real global batch; null: use lr as is
+    momentum: float = 0.9
+    weight_decay: float = 4e-5  # not applied to batch-norm weights and biases
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
+    warmup_epochs: float = 1.0
+    warmup_start_factor: float = 0.1  # lr starts at factor * lr (paper: 0.008 for 0.08)
+    schedule: str = "cosine"  # cosine | constant
+    min_lr_factor: float = 0.0  # cosine ends at factor * lr
+    grad_clip: Optional[float] = 10.0  # gradient-norm clipping (Lightning's gradient_clip_val)
+    ema_decay: Optional[float] = 0.9998  # EMA of weights; null disables. Warm-up: min(decay, (1+t)/(10+t))
+    freeze_bn: bool = False  # keep batch-norm statistics and affine parameters fixed (small batches)
+
+
+@dataclass
+class LossConfig:
+    alpha: float = 0.25
+    gamma: float = 1.5
+    delta: float = 0.1  # huber
+    box_loss_weight: Optional[float] = None  # null: 50 for huber, 1 for giou
+    box_loss: str = "huber"  # huber | giou
+    label_smoothing: float = 0.0
+    match_threshold: float = 0.5  # anchors with IoU >= this are positives
+    unmatched_threshold: float = 0.4  # IoU < this: background; in between: ignored
+
+
+@dataclass
+class EvalConfig:
+    score_threshold: float = 0.001
+    pre_nms_top_k: int = 5000
+    nms: str = "soft"  # soft (Gaussian, the official evaluation) | hard
+    iou_threshold: float = 0.5  # hard NMS
+    soft_nms_sigma: float = 0.5
+    max_detections: int = 100
+    every_n_epochs: int = 1
+    backend: str = "pycocotools"  # pycocotools | faster_coco_eval
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)  # type: ignore[valid-type]
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    # Handed to lightning.Trainer (max_epochs, max_steps, precision, accelerator, devices, strategy,
+    # num_nodes, ...); keys are checked against Trainer's signature.
+    trainer: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 300})
+    output_dir: str = "runs/exp"
+    seed: int = 0
+    resume: bool = True  # continue from output_dir/checkpoints/last.ckpt when it exists
+    channels_last: bool = True  # NHWC activations: faster convolutions on CPU (~1.2x training) and tensor cores
+
+
+class ConfigError(ValueError):
+    """A configuration problem found before anything heavy starts; the message names the key."""
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "optim.name": OPTIMIZERS,
+    "optim.schedule": LR_SCHEDULES,
+    "loss.box_loss": BOX_LOSSES,
+    "eval.nms": NMS_METHODS,
+    "eval.backend": EVAL_BACKENDS,
+}
+
+
+def _valid_keys(schema: Any, dotted: str) -> list[str]:
+    from omegaconf import OmegaConf
+
+    node = schema
+    for part in [p for p in dotted.split(".")[:-1] if p]:
+        node = node[part] if part in node else None
+        if node is None or not OmegaConf.is_dict(node):
+            return []
+    return sorted(str(k) for k in node.keys())
+
+
+def trainer_arguments() -> list[str]:
+    """Keyword arguments ``lightning.Trainer`` accepts (the valid ``trainer.*`` keys)."""
+    import inspect
+
+    import lightning
+
+    params = inspect.signature(lightning.Trainer.__init__).parameters
+    return sorted(name for name in params if name != "self")
+
+
+def load_train_config(path: Optional[str] = None, overrides: Sequence[str] = ()) -> Any:
+    """Read a YAML config, merge ``key=value`` overrides, validate, and return an OmegaConf DictConfig.
+
+    Fails with :class:`ConfigError` naming the file/key and the valid choices for: a missing file, bad
+    YAML, an unknown key (with a close-match suggestion), a wrong type, an invalid choice, unknown
+    ``trainer.*`` arguments, a model name/override the variant table rejects, missing data paths.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    schema = OmegaConf.structured(TrainConfig)
+    layers = []
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file '{path}' does not exist")
+        try:
+            layers.append(OmegaConf.load(path))
+        except Exception as error:  # yaml.YAMLError and friends
+            raise ConfigError(f"config file '{path}' is not valid YAML: {error}") from None
+    bad = [item for item in overrides if "=" not in item]
+    if bad:
+        raise ConfigError(f"command-line overrides must look like key=value, got {bad}")
+    layers.append(OmegaConf.from_dotlist(list(overrides)))
+    source = path or "command line"
+    cfg = schema
+    for layer, where in zip(layers, [source] * (len(layers) - 1) + ["command line"]):
+        try:
+            cfg = OmegaConf.merge(cfg, layer)
+        except ConfigKeyError as error:
+            key = getattr(error, "full_key", None) or str(error)
+            valid = _valid_keys(schema, str(key))
+            raise ConfigError(f"unknown config key '{key}' (from {where}); valid keys there: {valid}. "
+                              f"{str(error).splitlines()[0]}") from None
+        except OmegaConfBaseException as error:
+            key = getattr(error, "full_key", "?")
+            raise ConfigError(f"bad value for config key '{key}' (from {where}): {str(error).splitlines()[0]}") \
+                from None
+    _validate(cfg)
+    return cfg
+
+
+def _validate(cfg: Any) -> None:
+    from omegaconf import OmegaConf
+
+    for key, choices in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"config key '{key}' is {value!r}; valid choices: {list(choices)}")
+    unknown = sorted(set(cfg.trainer.keys()) - set(trainer_arguments()))
+    if unknown:
+        raise ConfigError(f"unknown trainer argument(s) {unknown} in 'trainer'; valid: {trainer_arguments()}")
+    for split in ("train", "val"):
+        for part in ("images", "annotations"):
+            if OmegaConf.is_missing(cfg.data[split], part):
+                raise ConfigError(f"config key 'data.{split}.{part}' is required (a path, relative to data.root)")
+    if cfg.data.batch_size < 1:
+        raise ConfigError(f"config key 'data.batch_size' must be >= 1, got {cfg.data.batch_size}")
+    try:
+        resolve_model_config(cfg.model, num_classes=1)
+    except ValueError as error:
+        raise ConfigError(f"model section: {error}") from None
+
+
+def model_overrides(section: Any) -> dict[str, Any]:
+    """ModelConfig overrides set in a ``model:`` section (None = keep the variant's value)."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(section, resolve=True) if OmegaConf.is_config(section) else dict(section)
+    return {k: v for k, v in plain.items()
+            if v is not None and k not in MODEL_SECTION_EXTRA and k != "name"}
+
+
+def resolve_model_config(section: Any, num_classes: Optional[int] = None) -> ModelConfig:
+    """ModelConfig of a ``model:`` section; ``num_classes`` fills in when the section leaves it unset."""
+    overrides = model_overrides(section)
+    if overrides.get("num_classes") is None and num_classes is not None:
+        overrides["num_classes"] = num_classes
+    name = section["phi"] if section["phi"] is not None else section["name"]
+    return model_config(name, **overrides)
+
+
+def resolve_data_path(root: Optional[str], path: str) -> str:
+    """``path`` if absolute or no root is set, else ``root/path``."""
+    if root and not os.path.isabs(path):
+        return os.path.join(root, path)
+    return path
