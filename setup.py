@@ -6,6 +6,16 @@ setup(
     description="EfficientDet (D0-D7x, Lite0-4) in PyTorch, trained with Lightning from OmegaConf YAML",
     packages=find_packages(include=["effdet", "effdet.*", "backbones", "backbones.*", "heads", "heads.*"]),
     python_requires=">=3.9",
+    entry_points={
+        "console_scripts": [
+            "effdet-train=effdet.cli.train:main",
+            "effdet-eval=effdet.cli.eval:main",
+            "effdet-infer=effdet.cli.infer:main",
+            "effdet-convert-weights=effdet.cli.convert_weights:main",
+            "effdet-benchmark=effdet.cli.benchmark:main",
+            "effdet-make-demo-data=effdet.cli.make_demo_data:main",
+        ],
+    },
     install_requires=[
         "torch>=2.2",
         "torchvision>=0.17",

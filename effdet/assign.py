@@ -6,37 +6,10 @@ from typing import Optional, Tuple
 import torch
 
 from effdet.anchors import BoxCoder
+from effdet.boxes import pairwise_ioa, pairwise_iou
 
 BACKGROUND = -1
 IGNORE = -2
-
-
-def pairwise_iou(boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-    """IoU of xyxy ``boxes [M, 4]`` with xyxy ``anchors [N, 4]`` -> ``[M, N]``.
-
-    Same arithmetic as ``torchvision.ops.box_iou`` (bit-identical results, tested) but built from
-    ``[M, N]`` planes over contiguous anchor coordinates instead of ``[M, N, 2]`` corner tensors,
-    which makes it about 4x faster for the 49k anchors of D0.
-    """
-    ax1, ay1, ax2, ay2 = anchors.t().contiguous()  # each [N]
-    bx1, by1, bx2, by2 = boxes[:, 0:1], boxes[:, 1:2], boxes[:, 2:3], boxes[:, 3:4]  # each [M, 1]
-    inter_w = torch.min(bx2, ax2).sub_(torch.max(bx1, ax1)).clamp_(min=0)
-    inter_h = torch.min(by2, ay2).sub_(torch.max(by1, ay1)).clamp_(min=0)
-    inter = inter_w.mul_(inter_h)
-    union = ((bx2 - bx1) * (by2 - by1) + (ax2 - ax1) * (ay2 - ay1)).sub_(inter)
-    return inter.div_(union)
-
-
-def _intersection_over_first_area(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """``|first ∩ second| / |first|`` for xyxy ``first [N, 4]``, ``second [K, 4]`` -> ``[N, K]``.
-
-    A zero-area ``first`` box gives 0.
-    """
-    top_left = torch.max(first[:, None, :2], second[None, :, :2])
-    bottom_right = torch.min(first[:, None, 2:], second[None, :, 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(dim=-1)
-    area = ((first[:, 2] - first[:, 0]) * (first[:, 3] - first[:, 1]))[:, None]
-    return torch.where(area > 0, inter / area.clamp(min=torch.finfo(inter.dtype).tiny), torch.zeros_like(inter))
 
 
 class AnchorMatcher:
@@ -158,7 +131,7 @@ class AnchorMatcher:
         """``[B, N]`` bool: anchor covered by a crowd region for more than ``crowd_ioa_threshold`` of its area."""
         batch, num_crowd = crowd_boxes.shape[:2]
         crowd_boxes = crowd_boxes.to(device=anchors.device, dtype=anchors.dtype)
-        ioa = _intersection_over_first_area(anchors, crowd_boxes.reshape(-1, 4))  # [N, B*K]
+        ioa = pairwise_ioa(anchors, crowd_boxes.reshape(-1, 4))  # [N, B*K]
         ioa = ioa.view(-1, batch, num_crowd).permute(1, 0, 2)  # [B, N, K]
         if crowd_mask is not None:
             ioa = ioa.masked_fill(~crowd_mask.to(device=anchors.device, dtype=torch.bool)[:, None, :], 0.0)

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import statistics
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Union
@@ -34,7 +33,9 @@ from typing import Any, Union
 import numpy as np
 import torch
 
+from .boxes import xyxy_to_xywh
 from .choices import EVAL_BACKENDS
+from .types import Detections, PathLike
 from .fileio import write_json_atomic  # noqa: F401  (part of this module's API)
 
 logger = logging.getLogger(__name__)
@@ -61,8 +62,6 @@ _STAT_LAYOUT: tuple[tuple[str, str, str, int], ...] = (
     ("Average Recall     (AR)", "0.50:0.95", "large", 100),
 )
 
-PathLike = Union[str, os.PathLike]
-Detections = Mapping[str, Any]  # {"boxes": [K,4] xyxy px, "scores": [K], "labels": [K]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,7 +113,7 @@ def detections_to_coco_results(
                 f"image {int(image_id)}: label {int(labels.min() if labels.min() < 0 else labels.max())} "
                 f"is outside 0..{len(category_lookup) - 1} (len(category_ids) = {len(category_lookup)})"
             )
-        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).round(box_decimals)
+        xywh = xyxy_to_xywh(boxes).round(box_decimals)
         scores = scores.round(score_decimals)
         cats = category_lookup[labels]
         image_id = int(image_id)
@@ -451,6 +450,11 @@ class CocoEvaluator:
         for image_id, det in zip(image_ids, detections):
             self._results_by_image[image_id] = detections_to_coco_results([image_id], [det], self.category_ids)
 
+    def results(self, merged: dict[int, list[dict]] | None = None) -> list[dict]:
+        """The stored COCO result dicts (this rank's, or ``merged``), ordered by image id."""
+        merged = self._results_by_image if merged is None else merged
+        return [r for image_id in sorted(merged) for r in merged[image_id]]
+
     def _gather(self) -> dict[int, list[dict]]:
         """Union of every rank's per-image results; the lowest rank wins for a repeated image id."""
         world_size = _distributed_world_size(self.process_group)
@@ -471,7 +475,7 @@ class CocoEvaluator:
                 "%d of %d ground-truth images received no predictions on any rank; they count as misses",
                 unseen, len(self.gt.getImgIds()),
             )
-        results = [r for image_id in sorted(merged) for r in merged[image_id]]
+        results = self.results(merged)
         return evaluate_coco(
             self.gt, results, backend=self.backend, class_names=self.class_names, verbose=print_summary
         )
@@ -501,84 +505,94 @@ class CocoEvaluator:
 
 
 # ---------------------------------------------------------------------------------------------
-# synthetic data and timing
+# running a Predictor over a dataset
 # ---------------------------------------------------------------------------------------------
 
-def synthetic_coco_data(
-    num_images: int = 500,
-    dets_per_image: int = 100,
-    num_classes: int = 80,
-    seed: int = 0,
-    image_size: tuple[int, int] = (640, 480),
-) -> tuple[dict, list[dict]]:
-    """Random COCO ground truth and detections of realistic shape, for timing and backend checks.
+def _loader(dataset: Any, batch_size: int, workers: int, collate: Any) -> Any:
+    from torch.utils.data import DataLoader
 
-    Each image gets 1..15 objects (small, medium and large) with sparse category ids; detections are
-    jittered copies of the objects (some with a wrong class) plus random boxes, ``dets_per_image``
-    in total per image, with distinct scores in 0..1.
+    from .data.collate import worker_init_fn
 
-    Returns:
-        (COCO ground-truth dict, list of COCO result dicts)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
+                      worker_init_fn=worker_init_fn, pin_memory=torch.cuda.is_available())
+
+
+def _progress(iterable: Any, total: int, enabled: bool) -> Any:
+    if not enabled:
+        return iterable
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, unit="batch", desc="eval", dynamic_ncols=True, file=sys.stderr)
+
+
+def category_warnings(predictor: Any, dataset: Any) -> list[str]:
+    """What differs between the model's classes and a dataset's categories (ids it cannot predict, renamed
+    categories), as messages; empty when they agree."""
+    model_ids = dict(zip(predictor.category_ids, predictor.class_names))
+    warnings = []
+    not_predicted = [c for c in dataset.category_ids if c not in model_ids]
+    if not_predicted:
+        warnings.append(f"the model does not predict categories {not_predicted} of the annotations "
+                        f"(model category ids {predictor.category_ids}); they score AP 0")
+    renamed = [(c, model_ids[c], n) for c, n in zip(dataset.category_ids, dataset.class_names)
+               if c in model_ids and model_ids[c] != n]
+    if renamed:
+        warnings.append(f"category names differ between model and annotations (id, model, annotations): "
+                        f"{renamed[:5]}")
+    return warnings
+
+
+def evaluate(predictor: Any, dataset: Any, *, batch_size: int = 8, workers: int = 0,
+             backend: str = "pycocotools", progress: bool = False) -> dict[str, Any]:
+    """COCO metrics of ``predictor`` (an :class:`effdet.Predictor`) on ``dataset`` (an
+    :class:`effdet.data.CocoDetection` with ``eval_transforms``), made as validation makes them: batches
+    through ``predictor.detect`` into a :class:`CocoEvaluator` (one entry per image id).
+
+    Returns the metrics of :func:`evaluate_coco` plus ``results`` (COCO result dicts ordered by image id)
+    and ``seconds`` (detection time).
     """
-    rng = np.random.default_rng(seed)
-    width, height = image_size
-    category_ids = [1 + 2 * k for k in range(num_classes)]  # gaps, like COCO's 1..90
-    images, annotations, results = [], [], []
+    from .data.collate import collate_detection
 
-    def random_boxes(count: int) -> np.ndarray:
-        side = np.exp(rng.uniform(np.log(4), np.log(min(width, height) * 0.8), size=(count, 2)))
-        x = rng.uniform(0, width - side[:, 0])
-        y = rng.uniform(0, height - side[:, 1])
-        return np.stack([x, y, side[:, 0], side[:, 1]], axis=1)  # xywh
-
-    for image_id in range(1, num_images + 1):
-        images.append({"id": image_id, "width": width, "height": height, "file_name": f"{image_id:06d}.jpg"})
-        num_objects = int(rng.integers(1, 16))
-        gt_boxes = random_boxes(num_objects)
-        gt_cats = rng.choice(category_ids, size=num_objects)
-        for box, cat in zip(gt_boxes, gt_cats):
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": int(cat),
-                "bbox": [round(float(v), 2) for v in box], "area": float(box[2] * box[3]), "iscrowd": 0,
-            })
-        num_near = min(dets_per_image, num_objects * 2)
-        source = rng.integers(0, num_objects, size=num_near)
-        near = gt_boxes[source].copy()
-        near[:, :2] += rng.normal(0, 0.1, size=(num_near, 2)) * near[:, 2:]
-        near[:, 2:] *= np.exp(rng.normal(0, 0.15, size=(num_near, 2)))
-        near_cats = np.where(rng.random(num_near) < 0.8, gt_cats[source], rng.choice(category_ids, size=num_near))
-        far = random_boxes(dets_per_image - num_near)
-        far_cats = rng.choice(category_ids, size=len(far))
-        boxes = np.concatenate([near, far])
-        cats = np.concatenate([near_cats, far_cats])
-        scores = np.concatenate([rng.uniform(0.3, 1.0, num_near), rng.uniform(0.0, 0.5, len(far))])
-        for box, cat, score in zip(boxes, cats, scores):
-            results.append({
-                "image_id": image_id, "category_id": int(cat),
-                "bbox": [round(float(v), 2) for v in box], "score": round(float(score), 6),
-            })
-    categories = [{"id": c, "name": f"class_{c}", "supercategory": "thing"} for c in category_ids]
-    return {"images": images, "annotations": annotations, "categories": categories}, results
+    evaluator = CocoEvaluator(dataset.coco, predictor.category_ids, predictor.class_names, backend)
+    loader = _loader(dataset, batch_size, workers, collate_detection)
+    start = time.perf_counter()
+    for batch in _progress(loader, len(loader), progress):
+        detections = predictor.detect(batch["images"], batch["scales"], batch["orig_sizes"])
+        evaluator.update(batch["image_ids"].tolist(), detections)
+    seconds = time.perf_counter() - start
+    metrics = evaluator.compute()
+    metrics["results"] = evaluator.results()
+    metrics["seconds"] = seconds
+    return metrics
 
 
-def benchmark_coco_eval(
-    num_images: int = 500,
-    dets_per_image: int = 100,
-    backend: str = "pycocotools",
-    *,
-    repeats: int = 3,
-    seed: int = 0,
-) -> float:
-    """Median wall-clock seconds of one :func:`evaluate_coco` call on :func:`synthetic_coco_data`.
+def detect(predictor: Any, dataset: Any, *, batch_size: int = 8, workers: int = 0, progress: bool = False,
+           root: PathLike | None = None) -> dict[str, Any]:
+    """Test-dev style: detections of ``predictor`` on an :class:`effdet.data.sources.ImageFileDataset` without
+    ground truth. Returns ``results`` (COCO result dicts), ``images`` (``{"id", "file_name", "width", "height"}``
+    of each image read; file names relative to ``root`` when given), ``skipped`` (``{"file_name", "reason"}``
+    of unreadable files) and ``failed`` (``[(path, reason)]``)."""
+    from .data.sources import collate_image_files
 
-    Timed: loading the results, evaluate, accumulate, summarize and per-class AP (the GT index is
-    built once beforehand, as :class:`CocoEvaluator` does).
-    """
-    gt_dict, results = synthetic_coco_data(num_images, dets_per_image, seed=seed)
-    gt = load_coco_gt(gt_dict, backend)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        evaluate_coco(gt, results, backend=backend, verbose=False)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    loader = _loader(dataset, batch_size, workers, collate_image_files)
+    results: list[dict] = []
+    images: list[dict] = []
+    failed: list[tuple[str, str]] = []
+    for collated in _progress(loader, len(loader), progress):
+        failed.extend(collated["failed"])
+        batch = collated["batch"]
+        if batch is None:
+            continue
+        detections = predictor.detect(batch["images"], batch["scales"], batch["orig_sizes"])
+        image_ids = batch["image_ids"].tolist()
+        results.extend(detections_to_coco_results(image_ids, detections, predictor.category_ids))
+        for image_id, path, (height, width) in zip(image_ids, collated["paths"], batch["orig_sizes"].tolist()):
+            images.append({"id": image_id, "file_name": _relative(path, root), "width": width, "height": height})
+    skipped = [{"file_name": _relative(path, root), "reason": reason} for path, reason in failed]
+    return {"results": results, "images": images, "skipped": skipped, "failed": failed}
+
+
+def _relative(path: str, root: PathLike | None) -> str:
+    return os.path.relpath(path, root) if root is not None else str(path)

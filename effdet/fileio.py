@@ -10,9 +10,9 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterator
+from .types import PathLike
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 @contextlib.contextmanager

@@ -10,10 +10,11 @@ import torch.nn as nn
 
 from .anchors import generate_anchors
 from .variants import ModelConfig
-from .postprocess import flip_boxes_horizontal, merge_detections, postprocess, scale_boxes_to_original
+from .boxes import flip_boxes_horizontal
+from .postprocess import merge_detections, postprocess, scale_boxes_to_original
 from .preprocess import normalize
+from .types import Detections
 
-Detections = dict[str, torch.Tensor]
 
 
 @dataclass

@@ -6,9 +6,9 @@ from typing import Dict, Optional, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.ops import generalized_box_iou_loss
 
 from effdet.anchors import BoxCoder
+from effdet.boxes import giou_loss
 from effdet.choices import BOX_LOSSES
 
 
@@ -50,13 +50,6 @@ def huber_loss(input: torch.Tensor, target: torch.Tensor, delta: float = 0.1) ->
     abs_error = (input - target).abs()
     quadratic = abs_error.clamp(max=delta)
     return 0.5 * quadratic * quadratic + delta * (abs_error - quadratic)
-
-
-def giou_loss(pred_xyxy: torch.Tensor, target_xyxy: torch.Tensor) -> torch.Tensor:
-    """Element-wise ``1 - GIoU`` of matching xyxy boxes ``[..., 4]`` -> ``[...]``."""
-    shape = pred_xyxy.shape[:-1]
-    loss = generalized_box_iou_loss(pred_xyxy.reshape(-1, 4), target_xyxy.reshape(-1, 4), reduction="none")
-    return loss.view(shape)
 
 
 class _LevelFocalSum(torch.autograd.Function):

@@ -5,17 +5,16 @@ Detections are dicts ``{"boxes": [K, 4] xyxy float, "scores": [K] float, "labels
 from __future__ import annotations
 
 import math
-import statistics
-import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torchvision.ops import batched_nms
 
 from effdet.anchors import BoxCoder
+from effdet.boxes import clip_boxes, paired_iou
 from effdet.choices import NMS_METHODS
+from effdet.types import Detections
 
-Detections = Dict[str, torch.Tensor]
 ImageSize = Tuple[float, float]
 
 
@@ -115,25 +114,6 @@ def _gather_box_codes(box_outputs: Sequence[torch.Tensor], image: int, anchor_id
     return codes[anchor_idx]
 
 
-def _clip_boxes(boxes: torch.Tensor, height: float, width: float) -> torch.Tensor:
-    """Clamp xyxy boxes ``[K, 4]`` into ``[0, width] x [0, height]``."""
-    limits = boxes.new_tensor([width, height, width, height])
-    return torch.min(boxes.clamp(min=0), limits)
-
-
-def _paired_iou(boxes: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
-    """IoU of ``boxes[i]`` with ``others[i]`` (xyxy ``[K, 4]`` each) -> ``[K]``; 0 where the union is empty.
-
-    Same arithmetic as ``torchvision.ops.box_iou`` with ``others`` as the first argument.
-    """
-    width_height = (torch.min(boxes[:, 2:], others[:, 2:]) - torch.max(boxes[:, :2], others[:, :2])).clamp(min=0)
-    inter = width_height[:, 0] * width_height[:, 1]
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    other_area = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    union = other_area + area - inter
-    return torch.where(union > 0, inter / union, torch.zeros_like(inter))
-
-
 def soft_nms(
     boxes: torch.Tensor,
     scores: torch.Tensor,
@@ -192,7 +172,7 @@ def soft_nms(
         chosen_box_of_group[group[chosen]] = boxes[chosen]
         has_choice = torch.zeros(num_groups, dtype=torch.bool, device=device)
         has_choice[group[chosen]] = True
-        iou = _paired_iou(boxes, chosen_box_of_group[group])
+        iou = paired_iou(boxes, chosen_box_of_group[group])
         decay = torch.where(has_choice[group], torch.exp(-(iou * iou) / sigma), torch.ones_like(iou))
         current = current * decay
         current[current <= score_threshold] = -math.inf
@@ -287,7 +267,7 @@ def postprocess(
         codes = _gather_box_codes(box_outputs, image, anchor_idx).float()
         boxes = coder.decode(codes, anchors[anchor_idx])
         if image_sizes is not None:
-            boxes = _clip_boxes(boxes, float(image_sizes[image][0]), float(image_sizes[image][1]))
+            boxes = clip_boxes(boxes, float(image_sizes[image][0]), float(image_sizes[image][1]))
         scores = logits.float().sigmoid()
         detections.append(
             _suppress(boxes, scores, classes, nms_method, iou_threshold, soft_nms_sigma, score_threshold,
@@ -302,12 +282,7 @@ def scale_boxes_to_original(boxes: torch.Tensor, scale: float, orig_size: Tuple[
     Images are letterboxed at the top-left corner (resized by ``scale``, padded right/bottom), so this
     only divides by ``scale`` and clips to the original ``(h, w)``.
     """
-    return _clip_boxes(boxes / scale, float(orig_size[0]), float(orig_size[1]))
-
-
-def flip_boxes_horizontal(boxes: torch.Tensor, width: float) -> torch.Tensor:
-    """Mirror xyxy boxes ``[K, 4]`` in an image of ``width``: ``x1' = width - x2``, ``x2' = width - x1``."""
-    return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+    return clip_boxes(boxes / scale, float(orig_size[0]), float(orig_size[1]))
 
 
 def merge_detections(
@@ -330,26 +305,3 @@ def merge_detections(
     scores = torch.cat([d["scores"] for d in detections])
     labels = torch.cat([d["labels"] for d in detections]).long()
     return _suppress(boxes, scores, labels, method, iou_threshold, soft_nms_sigma, score_threshold, max_detections)
-
-
-def benchmark_postprocess(
-    num_classes: int = 90, image_size: int = 512, repeats: int = 20, nms_method: str = "hard", batch_size: int = 1
-) -> float:
-    """Median milliseconds of ``postprocess`` for D0-like outputs at ``image_size`` (P3-P7, 9 anchors).
-
-    Logits ~ N(-4.6, 1) (a freshly initialised head, class bias -log(99)), box codes ~ N(0, 0.5).
-    """
-    from effdet.anchors import feature_sizes, generate_anchors
-
-    generator = torch.Generator().manual_seed(0)
-    sizes = feature_sizes((image_size, image_size), 3, 7)
-    class_outputs = [torch.randn(batch_size, 9 * num_classes, h, w, generator=generator) - 4.6 for h, w in sizes]
-    box_outputs = [torch.randn(batch_size, 36, h, w, generator=generator) * 0.5 for h, w in sizes]
-    anchors = generate_anchors(image_size)
-    postprocess(class_outputs, box_outputs, anchors, nms_method=nms_method)  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        postprocess(class_outputs, box_outputs, anchors, nms_method=nms_method)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)

@@ -25,32 +25,26 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import Dataset
 
 from backbones.layers import fuse_batchnorm
 
 from .choices import NMS_METHODS
 from .variants import ModelConfig
+from .data.sources import iter_batches
 from .inference import PostprocessSettings, detect_batch
 from .model import EfficientDet
 from .preprocess import ImageReadError, fill_from_mean, image_to_tensor, letterbox, load_image, to_rgb
+from .types import PathLike
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
-    "ImageFileDataset",
     "Predictor",
-    "collate_image_files",
-    "iter_batches",
-    "list_image_files",
     "make_postprocess_settings",
     "parse_overrides",
     "read_checkpoint",
 ]
 
-PathLike = Union[str, os.PathLike]
 ImageInput = Union[PathLike, np.ndarray]
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_BATCH_SIZE = 8
 
 
@@ -380,76 +374,6 @@ class Predictor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         items: Iterable[ImageInput] = [images] if _is_single_image(images) else images
         results: list[dict[str, Any]] = []
-        batch: list[np.ndarray] = []
-        for item in items:
-            batch.append(self._to_rgb(item, bgr))
-            if len(batch) == batch_size:
-                results.extend(self.predict_rgb(batch))
-                batch = []
-        results.extend(self.predict_rgb(batch))
+        for batch in iter_batches((self._to_rgb(item, bgr) for item in items), batch_size):
+            results.extend(self.predict_rgb(batch))
         return results
-
-
-# ------------------------------------------------------------------------ image folders (no annotations)
-
-
-def list_image_files(folder: PathLike) -> list[Path]:
-    """Image files (by extension, see :data:`IMAGE_EXTENSIONS`) directly in ``folder``, sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image folder '{folder}' does not exist")
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
-
-
-class ImageFileDataset(Dataset):
-    """Image files with ids, letterboxed like validation, for a DataLoader with :func:`collate_image_files`.
-
-    Items are the samples of :class:`effdet.data.CocoDetection` (no objects), or
-    ``{"image_id", "path", "error"}`` when a file cannot be read (reported, not raised).
-    """
-
-    def __init__(self, items: Sequence[tuple[int, PathLike]], image_size: Sequence[int], fill: Sequence[int]) -> None:
-        self.items = [(int(i), Path(p)) for i, p in items]
-        self.image_size = [int(s) for s in image_size]
-        self.fill = tuple(int(v) for v in fill)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image_id, path = self.items[index]
-        try:
-            image = load_image(path)
-        except ImageReadError as error:
-            return {"image_id": image_id, "path": str(path), "error": error.reason}
-        canvas, scale = letterbox(image, self.image_size, self.fill)
-        empty = np.zeros((0, 4), np.float32)
-        return {"image": image_to_tensor(canvas), "boxes": empty, "labels": np.zeros((0,), np.int64),
-                "crowd_boxes": empty, "image_id": image_id, "orig_size": tuple(image.shape[:2]), "scale": scale,
-                "path": str(path)}
-
-
-def collate_image_files(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Batch :class:`ImageFileDataset` items: ``collate_detection`` of the readable ones (``None`` if there
-    are none) under ``"batch"``, their ``"paths"``, and ``"failed"``: ``[(path, reason), ...]``."""
-    from .data import collate_detection
-
-    good = [s for s in samples if "error" not in s]
-    return {
-        "batch": collate_detection(good) if good else None,
-        "paths": [s["path"] for s in good],
-        "failed": [(s["path"], s["error"]) for s in samples if "error" in s],
-    }
-
-
-def iter_batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    """Consecutive lists of ``size`` items (the last may be shorter)."""
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -21,6 +21,7 @@ from typing import Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from effdet.types import PathLike
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -42,7 +43,6 @@ IMAGENET_STD: Tuple[float, float, float] = (0.229 * 255, 0.224 * 255, 0.225 * 25
 LITE_MEAN: Tuple[float, float, float] = (127.0, 127.0, 127.0)
 LITE_STD: Tuple[float, float, float] = (128.0, 128.0, 128.0)
 
-PathLike = Union[str, os.PathLike]
 SizeLike = Union[int, Sequence[int]]
 
 # Shrinking by more than this factor switches cv2.resize from INTER_LINEAR to INTER_AREA, which

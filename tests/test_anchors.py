@@ -5,7 +5,7 @@ import torch
 
 from effdet.anchors import BoxCoder, feature_sizes, flatten_outputs, generate_anchors
 
-from reference import needs_reference, run_reference  # noqa: E402  (tests/reference.py)
+from reference import needs_reference, run_reference  # tests/reference.py
 
 
 def test_feature_sizes_ceil_halving():

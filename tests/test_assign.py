@@ -6,7 +6,7 @@ from torchvision.ops import box_iou
 from effdet.anchors import BoxCoder, generate_anchors
 from effdet.assign import AnchorMatcher, pairwise_iou
 
-from reference import needs_reference, run_reference  # noqa: E402  (tests/reference.py)
+from reference import needs_reference, run_reference  # tests/reference.py
 
 # Anchors whose IoU with the box [0, 0, 10, 10] is 1, 0.5, 0.4, 100/225 = 0.444 and 100/260 = 0.385.
 HAND_ANCHORS = torch.tensor([

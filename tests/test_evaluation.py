@@ -11,17 +11,16 @@ import numpy as np
 import pytest
 import torch
 
+from effdet.benchmarks.cocoeval import benchmark_coco_eval, synthetic_coco_data
 from effdet.evaluation import (
     STAT_KEYS,
     CocoEvaluator,
-    benchmark_coco_eval,
     detections_to_coco_results,
     evaluate_coco,
     format_coco_summary,
     format_per_class_table,
     format_stats_table,
     save_metrics,
-    synthetic_coco_data,
     write_json_atomic,
 )
 

@@ -8,7 +8,7 @@ from effdet.anchors import BoxCoder, feature_sizes, flatten_outputs, generate_an
 from effdet.assign import AnchorMatcher
 from effdet.loss import DetectionLoss, _LevelFocalSum, focal_loss, giou_loss, huber_loss
 
-from reference import needs_reference, run_reference  # noqa: E402  (tests/reference.py)
+from reference import needs_reference, run_reference  # tests/reference.py
 
 NUM_CLASSES = 4
 

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import effdet
+from effdet.benchmarks.figures import OFFICIAL
 from backbones import create_backbone, list_backbones
 from backbones.layers import Conv2dSame, make_conv2d, make_max_pool, same_padding
 from effdet.bifpn import BiFPN, bifpn_graph
@@ -20,15 +21,11 @@ BACKBONE_CHANNELS = {
     "efficientnet_lite2": [48, 120, 352], "efficientnet_lite3": [48, 136, 384],
     "efficientnet_lite4": [56, 160, 448],
 }
-# Official parameter counts (millions, 90 classes) of the detectors.
-OFFICIAL_PARAMS = {
-    "efficientdet_d0": 3.9, "efficientdet_d1": 6.6, "efficientdet_d2": 8.1, "efficientdet_d3": 12.0,
-    "efficientdet_d4": 20.7, "efficientdet_d5": 33.7, "efficientdet_d6": 51.9, "efficientdet_d7": 51.9,
-    "efficientdet_d7x": 77.0, "efficientdet_lite0": 3.2, "efficientdet_lite1": 4.2, "efficientdet_lite2": 5.3,
-    "efficientdet_lite3": 8.4, "efficientdet_lite4": 15.1, "efficientdet_lite3x": 9.3,
-}
-# Paper FLOPs (multiply-adds) of D0-D3, in billions.
-PAPER_MACS = {"efficientdet_d0": 2.54, "efficientdet_d1": 6.10, "efficientdet_d2": 11.0, "efficientdet_d3": 24.9}
+# Official parameter counts (millions, 90 classes) and paper multiply-adds of D0-D3 (billions): the one table
+# the model benchmark also reports against.
+OFFICIAL_PARAMS = {name: row.params_m for name, row in OFFICIAL.items()}
+PAPER_MACS = {name: OFFICIAL[name].macs_b for name in ("efficientdet_d0", "efficientdet_d1", "efficientdet_d2",
+                                                       "efficientdet_d3")}
 
 
 def count_params(model):

@@ -1,6 +1,6 @@
 """Numerical parity with the reference `effdet` package (PyPI effdet 0.4.1 + timm).
 
-The reference runs in a subprocess (tests/reference_runner.py) with ONLY the reference on its PYTHONPATH: it
+The reference runs in a subprocess (effdet/benchmarks/reference_runner.py) with ONLY the reference on its PYTHONPATH: it
 builds each model with seeded random weights, saves its state dict, a random input, its per-level outputs and
 its DetBenchPredict-style detections. Here the state dict goes through our converter and
 ``effdet.create_model(weights=...)`` (nothing told about the variant), runs on the same input, and must give
@@ -28,12 +28,11 @@ from backbones import create_backbone
 from effdet.anchors import generate_anchors
 from effdet.postprocess import postprocess
 from effdet.checkpoint import load_weights, read_weights
-from reference import reference_path  # noqa: E402  (tests/reference.py)
+from effdet.benchmarks.reference import RUNNER, reference_path
 
 pytestmark = [pytest.mark.parity, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
-RUNNER = Path(__file__).with_name("reference_runner.py")
 OUTPUT_TOLERANCE = 1e-4
 
 # (reference name, input (h, w)): native sizes for D0 and Lite0; D1 at a size whose pyramid has odd sizes at

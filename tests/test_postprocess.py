@@ -6,10 +6,10 @@ import torch
 from torchvision.ops import batched_nms, box_iou
 
 from effdet.anchors import BoxCoder, feature_sizes, flatten_outputs, generate_anchors
+from effdet.benchmarks.postprocess import benchmark_postprocess
+from effdet.boxes import flip_boxes_horizontal
 from effdet.postprocess import (
     _hard_nms_top,
-    benchmark_postprocess,
-    flip_boxes_horizontal,
     merge_detections,
     postprocess,
     scale_boxes_to_original,
@@ -17,7 +17,7 @@ from effdet.postprocess import (
     topk_logits,
 )
 
-from reference import needs_reference, run_reference  # noqa: E402  (tests/reference.py)
+from reference import needs_reference, run_reference  # tests/reference.py
 
 SIZE = (64, 96)
 NUM_CLASSES = 5

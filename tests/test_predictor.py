@@ -13,6 +13,8 @@ from effdet.variants import model_config
 from effdet.inference import PostprocessSettings, anchors_for
 from effdet.predictor import make_postprocess_settings, parse_overrides
 
+from checkpoints import write_training_checkpoint  # tests/checkpoints.py
+
 NETWORK_SIZE = 512
 TRUE_CLASS = 2
 
@@ -171,19 +173,12 @@ def write_lightning_checkpoint(path, image_size: int = 64, eval_section: dict | 
     """A checkpoint shaped like training's best.ckpt: raw weights under ``model.``, EMA weights (here a
     different network) under ``ema.module.``, plus the self-describing entries."""
     raw, ema = tiny_detector(seed=1, image_size=image_size), tiny_detector(seed=2, image_size=image_size)
-    state = {f"model.{k}": v for k, v in raw.state_dict().items()}
-    state.update({f"ema.module.{k}": v for k, v in ema.state_dict().items()})
-    state["ema.n_averaged"] = torch.tensor(7)
     eval_section = eval_section or {"score_threshold": 0.001, "pre_nms_top_k": 5000, "nms": "hard",
                                     "iou_threshold": 0.5, "soft_nms_sigma": 0.5, "max_detections": 100,
                                     "every_n_epochs": 1, "backend": "pycocotools"}
-    torch.save({
-        "epoch": 3, "global_step": 12, "state_dict": state,
-        "effdet_model_config": raw.config.to_dict(),
-        "class_names": ["circle", "square", "triangle"], "category_ids": [1, 3, 7],
-        "effdet_train_config": {"eval": eval_section, "data": {"batch_size": 4, "val_batch_size": None}},
-        "effdet_format": "effdet-lightning/1",
-    }, path)
+    write_training_checkpoint(path, raw, ["circle", "square", "triangle"], [1, 3, 7], ema=ema, epoch=3,
+                              global_step=12,
+                              train_config={"eval": eval_section, "data": {"batch_size": 4, "val_batch_size": None}})
     return {"raw": raw, "ema": ema}
 
 

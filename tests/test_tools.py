@@ -1,8 +1,8 @@
-"""tools/eval.py and tools/infer.py, called through their main(argv)."""
+"""tools/eval.py and tools/infer.py: their main(argv) (effdet.cli.eval / effdet.cli.infer), and the real scripts
+in a subprocess."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import shutil
@@ -15,21 +15,15 @@ import pytest
 import torch
 
 from effdet import Predictor, create_model
+from effdet.cli import eval as eval_tool
+from effdet.cli import infer as infer_tool
 from effdet.evaluation import STAT_KEYS
+
+from checkpoints import write_training_checkpoint  # tests/checkpoints.py
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def load_tool(name: str):
-    spec = importlib.util.spec_from_file_location(f"effdet_tool_{name}", REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-eval_tool = load_tool("eval")
-infer_tool = load_tool("infer")
 
 
 def run(main, argv: list[str]) -> tuple[int, str, str]:
@@ -57,18 +51,11 @@ def untrained_ckpt(tmp_path_factory) -> Path:
     its class bias -log(99) gives ~100 low-score detections per image, enough to test plumbing."""
     torch.manual_seed(0)
     model = create_model("efficientdet_lite0", num_classes=3, image_size=64)
-    state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    state.update({f"ema.module.{k}": v for k, v in model.state_dict().items()})
     path = tmp_path_factory.mktemp("ckpt") / "best.ckpt"
-    torch.save({
-        "state_dict": state, "effdet_model_config": model.config.to_dict(),
-        "class_names": ["circle", "square", "triangle"], "category_ids": [1, 3, 7],
-        "effdet_train_config": {
-            "eval": {"score_threshold": 0.001, "pre_nms_top_k": 5000, "nms": "hard", "iou_threshold": 0.5,
-                     "soft_nms_sigma": 0.5, "max_detections": 100, "every_n_epochs": 1, "backend": "pycocotools"},
-            "data": {"batch_size": 2, "val_batch_size": None}},
-        "effdet_format": "effdet-lightning/1",
-    }, path)
+    write_training_checkpoint(path, model, ["circle", "square", "triangle"], [1, 3, 7], ema=model, train_config={
+        "eval": {"score_threshold": 0.001, "pre_nms_top_k": 5000, "nms": "hard", "iou_threshold": 0.5,
+                 "soft_nms_sigma": 0.5, "max_detections": 100, "every_n_epochs": 1, "backend": "pycocotools"},
+        "data": {"batch_size": 2, "val_batch_size": None}})
     return path
 
 

@@ -26,8 +26,7 @@ from effdet.checkpoint import (PACKAGED_BACKBONES, UnknownCheckpointFormatError,
 from effdet.checkpoint.load import PACKAGED_BACKBONE_MEAN, PACKAGED_BACKBONE_STD
 from effdet.data.coco_names import COCO90_CLASS_NAMES
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-import convert_weights  # noqa: E402
+from effdet.cli import convert_weights
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)

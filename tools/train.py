@@ -1,38 +1,7 @@
-#!/usr/bin/env python
-"""Train an EfficientDet on a COCO-format dataset.
-
-    python tools/train.py CONFIG.yaml [key=value ...]
-
-The YAML is merged with the command-line overrides into one validated config (unknown keys fail here,
-naming the key and the valid choices). Training again with the same output_dir resumes from
-checkpoints/last.ckpt; pass resume=false to start fresh (the old run is moved aside, not deleted).
-"""
-import argparse
-import logging
-import os
+"""`python tools/train.py --help`: the command line of effdet.cli.train (also installed as effdet-train)."""
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from effdet.schema import ConfigError, load_train_config  # noqa: E402
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="YAML config file (see configs/)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_epochs=10")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_train_config(args.config, args.overrides)
-        from effdet.runner import train
-
-        train(cfg)
-    except (ConfigError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
+from effdet.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from effdet.data.collate import limit_opencv_threads
 from effdet.data.transforms import DetectionSample
 from effdet.preprocess import ImageReadError, load_image
+from effdet.types import PathLike
 
 __all__ = ["CocoDetection", "MIN_BOX_SIZE"]
 
@@ -38,7 +39,6 @@ MIN_BOX_SIZE = 1.0
 # How many report examples (ids / file names) to keep per problem.
 _EXAMPLES = 10
 
-PathLike = Union[str, os.PathLike]
 SampleDict = Dict[str, Any]
 
 _REQUIRED_IMAGE_KEYS = ("id", "file_name", "width", "height")

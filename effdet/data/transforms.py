@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 
+from effdet.boxes import flip_boxes_horizontal
 from effdet.preprocess import (
     AREA_INTERPOLATION_BELOW,
     IMAGENET_MEAN,
@@ -242,16 +243,9 @@ class RandomHorizontalFlip:
         return replace(
             sample,
             image=cv2.flip(sample.image, 1),
-            boxes=_flip_boxes(sample.boxes, width),
-            crowd_boxes=_flip_boxes(sample.crowd_boxes, width),
+            boxes=flip_boxes_horizontal(sample.boxes, width),
+            crowd_boxes=flip_boxes_horizontal(sample.crowd_boxes, width),
         )
-
-
-def _flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
-    flipped = boxes.astype(np.float32, copy=True)
-    flipped[:, 0] = width - boxes[:, 2]
-    flipped[:, 2] = width - boxes[:, 0]
-    return flipped
 
 
 class Letterbox:

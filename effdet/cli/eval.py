@@ -1,0 +1,158 @@
+"""COCO evaluation of a trained checkpoint (or of an existing results file).
+
+    python tools/eval.py --weights CKPT --images DIR --annotations JSON [--out DIR] [key=value ...]
+    python tools/eval.py --weights CKPT --images DIR [--image-info JSON] [--out DIR]     (test-dev style)
+    python tools/eval.py --results RESULTS.json --annotations JSON [--out DIR]          (score a file)
+
+With annotations: runs the model over the set (the same dataset, letterbox and decoding as training's
+validation, so the numbers match what training logged), prints the 12-line COCO table and a per-class AP
+table, writes OUT/metrics.json (the 12 stats AP AP50 AP75 APs APm APl AR1 AR10 AR100 ARs ARm ARl as 0..1
+floats, plus per_class) and OUT/detections.json (COCO results: image_id, category_id of the dataset,
+bbox xywh, score).
+
+Without annotations: writes only OUT/detections.json for every image in --images (for a submission).
+Image ids come from --image-info (a COCO JSON with an "images" list, e.g. image_info_test-dev2017.json),
+else they are 1..N in file-name order and OUT/image_ids.json maps them to file names (and lists the
+files that could not be read).
+
+Post-processing defaults to the checkpoint's training config `eval` section; key=value arguments
+override it: score_threshold, pre_nms_top_k, nms (soft|hard), iou_threshold, soft_nms_sigma,
+max_detections, hflip_tta (true|false).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from effdet.choices import EVAL_BACKENDS
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="effdet-eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="post-processing overrides, e.g. nms=hard score_threshold=0.05 hflip_tta=true")
+    parser.add_argument("--weights", help="checkpoint (.ckpt written by tools/train.py)")
+    parser.add_argument("--images", help="folder the annotation file names are relative to")
+    parser.add_argument("--annotations", help="COCO instances JSON (ground truth); omit for test-dev style")
+    parser.add_argument("--out", default="runs/eval", help="output folder (default runs/eval)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="images per forward pass (default: the validation batch size of the training run)")
+    parser.add_argument("--workers", type=int, default=2, help="data loader worker processes (default 2)")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda if available)")
+    parser.add_argument("--backend", choices=EVAL_BACKENDS, default=None,
+                        help="COCO evaluator (default: the training config's eval.backend, else pycocotools)")
+    parser.add_argument("--results", help="score this COCO results JSON against --annotations (no model)")
+    parser.add_argument("--image-info", help="test-dev style: COCO JSON whose 'images' give ids and file names")
+    parser.add_argument("--sort-classes", choices=("name", "ap"), default="name", help="per-class table order")
+    return parser
+
+
+def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.results:
+        if not args.annotations:
+            parser.error("--results needs --annotations (the ground truth to score against)")
+        if args.overrides:
+            parser.error("key=value post-processing overrides have no effect with --results")
+        return
+    missing = [name for name in ("weights", "images") if not getattr(args, name)]
+    if missing:
+        parser.error(f"missing {' and '.join('--' + m for m in missing)} (or pass --results to score a file)")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
+    if args.workers < 0:
+        parser.error("--workers must be >= 0")
+    for name in ("weights", "annotations", "results", "image_info"):
+        value = getattr(args, name)
+        if value and not Path(value).is_file():
+            parser.error(f"--{name.replace('_', '-')} '{value}' does not exist")
+    if args.images and not Path(args.images).is_dir():
+        parser.error(f"--images '{args.images}' is not a folder")
+
+
+def _report(args: argparse.Namespace, metrics: dict[str, Any], extra: dict[str, Any]) -> Path:
+    """Print the COCO and per-class tables; write OUT/metrics.json."""
+    from effdet.evaluation import STAT_KEYS, format_coco_summary, format_per_class_table, save_metrics
+
+    print(format_coco_summary(metrics) + "\n\n" + format_per_class_table(metrics["per_class"], sort_by=args.sort_classes))
+    path = Path(args.out) / "metrics.json"
+    save_metrics(path, dict({key: metrics[key] for key in STAT_KEYS}, per_class=metrics["per_class"]), extra=extra)
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    from effdet.data import CocoDetection, eval_transforms
+    from effdet.data.sources import ImageFileDataset, image_items
+    from effdet.evaluation import category_warnings, detect, evaluate, evaluate_coco
+    from effdet.fileio import write_json_atomic
+    from effdet.predictor import Predictor, parse_overrides
+
+    out = Path(args.out)
+    if args.results:
+        backend = args.backend or "pycocotools"
+        metrics = evaluate_coco(args.annotations, args.results, backend=backend, verbose=False)
+        path = _report(args, metrics, {"results": str(args.results), "annotations": str(args.annotations),
+                                       "backend": backend})
+        print(f"\nscored {args.results} ({backend}); metrics: {path}")
+        return 0
+    predictor = Predictor.from_checkpoint(args.weights, device=args.device, **parse_overrides(args.overrides))
+    print(f"{predictor}", file=sys.stderr)
+    train_config = predictor.train_config or {}
+    data = train_config.get("data") or {}  # training's validation batch size: even float rounding matches
+    loading = dict(batch_size=args.batch_size or int(data.get("val_batch_size") or data.get("batch_size") or 8),
+                   workers=args.workers, progress=True)
+    if args.annotations:
+        dataset = CocoDetection(args.images, args.annotations,
+                                transform=eval_transforms(predictor.image_size, predictor.fill), check_files=True)
+        for warning in category_warnings(predictor, dataset):
+            print(f"warning: {warning}", file=sys.stderr)
+        backend = args.backend or str((train_config.get("eval") or {}).get("backend") or "pycocotools")
+        metrics = evaluate(predictor, dataset, backend=backend, **loading)
+        if dataset.failed_files:
+            print(f"warning: {len(dataset.failed_files)} image(s) could not be read and count as misses: "
+                  f"{sorted(dataset.failed_files)[:5]}", file=sys.stderr)
+        write_json_atomic(out / "detections.json", metrics["results"], indent=None)
+        print(f"\n{args.weights} on {len(dataset)} images of {args.annotations}")
+        path = _report(args, metrics, {"checkpoint": str(args.weights), "annotations": str(args.annotations),
+                                       "images": str(args.images), "backend": backend,
+                                       "postprocess": vars(predictor.settings).copy()})
+        print(f"\n{len(dataset)} images in {metrics['seconds']:.1f} s "
+              f"({len(dataset) / max(metrics['seconds'], 1e-9):.1f} img/s); metrics: {path}; "
+              f"detections: {out / 'detections.json'}")
+        return 0
+    items, from_info = image_items(args.images, args.image_info)
+    if not items:
+        print(f"error: no images found in {args.images}", file=sys.stderr)
+        return 1
+    found = detect(predictor, ImageFileDataset(items, predictor.image_size, predictor.fill), root=args.images,
+                   **loading)
+    for path, reason in found["failed"]:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    write_json_atomic(out / "detections.json", found["results"], indent=None)
+    message = f"\n{len(found['images'])} images, {len(found['results'])} detections: {out / 'detections.json'}"
+    if not from_info:
+        write_json_atomic(out / "image_ids.json", {"images": found["images"], "skipped": found["skipped"]})
+        message += f" (image ids -> file names: {out / 'image_ids.json'})"
+    print(message)
+    return 0 if found["images"] else 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_arguments(parser, args)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
