@@ -1,6 +1,7 @@
 """Shared fixtures."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +11,20 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def tool_env(*first_on_path: Path) -> dict:
+    """Environment for running tools/*.py in a subprocess: this checkout's package first on the path (the tools
+    import the installed package; a checkout that is not the installed one must still test itself)."""
+    paths = [str(p) for p in first_on_path] + [str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+
+
 @pytest.fixture(scope="session")
 def trained_demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A real (tiny) training run, made once per test session: the synthetic demo set (16 train / 6 val
     images), configs/demo.yaml with 1 epoch of EfficientDet-Lite0 at 128 px, via tools/train.py.
 
-    Returns ``{"data": make_demo_dataset paths, "run": run dir, "best": best.ckpt, "metrics": metrics.json}``.
+    Returns ``{"data": make_demo_dataset paths, "run": run dir, "best": best.ckpt, "metrics": metrics.json,
+    "stdout"/"stderr": what the tool printed}``.
     About 40 s on 2 CPU cores; tests that use it are marked ``slow``.
     """
     from effdet.data import make_demo_dataset
@@ -28,8 +37,9 @@ def trained_demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         f"data.root={data['root']}", f"output_dir={run}", "trainer.max_epochs=1", "model.image_size=128",
         "data.num_workers=0", "data.batch_size=4",
     ]
-    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800)
+    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800, env=tool_env())
     assert completed.returncode == 0, f"training failed:\n{completed.stdout[-2000:]}\n{completed.stderr[-4000:]}"
     best = run / "checkpoints" / "best.ckpt"
     assert best.is_file(), f"no best.ckpt in {run}"
-    return {"data": data, "run": run, "best": best, "metrics": run / "metrics.json"}
+    return {"data": data, "run": run, "best": best, "metrics": run / "metrics.json", "stdout": completed.stdout,
+            "stderr": completed.stderr}

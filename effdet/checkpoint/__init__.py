@@ -8,14 +8,14 @@ from .formats import (
     FORMAT_EXPORT, FORMAT_LIGHTNING, UnknownCheckpointFormatError, convert_state_dict, detect_format, infer_backbone,
     infer_detector_config,
 )
-from .io import UntrustedCheckpointError, load_checkpoint, write_checkpoint
+from .io import MissingPackageError, UntrustedCheckpointError, load_checkpoint, write_checkpoint
 from .load import (
     PACKAGED_BACKBONES, CheckpointInfo, LoadReport, WeightsMismatchError, config_for_checkpoint,
     load_pretrained_backbone, load_weights, packaged_weights_path, read_weights,
 )
 
 __all__ = [
-    "CheckpointInfo", "EXPORT_FORMAT_TAG", "FORMAT_EXPORT", "FORMAT_LIGHTNING", "FORMAT_VERSION", "LoadReport",
+    "CheckpointInfo", "EXPORT_FORMAT_TAG", "FORMAT_EXPORT", "FORMAT_LIGHTNING", "FORMAT_VERSION", "LoadReport", "MissingPackageError",
     "PACKAGED_BACKBONES", "UnknownCheckpointFormatError", "UnsupportedFormatVersionError", "UntrustedCheckpointError",
     "WeightsMismatchError", "config_for_checkpoint", "convert_state_dict", "detect_format", "export_dict",
     "infer_backbone", "infer_detector_config", "lightning_checkpoint_fields", "load_checkpoint",

@@ -24,6 +24,10 @@ from ..types import PathLike
 logger = logging.getLogger("effdet.checkpoint")
 
 
+class MissingPackageError(ImportError):
+    """An optional package that a file or a setting needs is not installed; the message says what to install."""
+
+
 class UntrustedCheckpointError(RuntimeError):
     """The file needs arbitrary unpickling (it contains Python objects other than tensors and plain containers)."""
 
@@ -99,7 +103,7 @@ def _load_safetensors(path: str) -> dict[str, Any]:
         from safetensors import safe_open
         from safetensors.torch import load_file
     except ImportError:
-        raise ImportError(f"reading '{path}' needs the safetensors package: pip install safetensors") from None
+        raise MissingPackageError(f"reading '{path}' needs the safetensors package: pip install safetensors") from None
     tensors = load_file(path)
     with safe_open(path, framework="pt") as handle:
         metadata = handle.metadata() or {}
@@ -131,4 +135,4 @@ def write_checkpoint(path: PathLike, payload: Mapping[str, Any]) -> Path:
     return path
 
 
-__all__ = ["UntrustedCheckpointError", "load_checkpoint", "write_checkpoint"]
+__all__ = ["MissingPackageError", "UntrustedCheckpointError", "load_checkpoint", "write_checkpoint"]

