@@ -20,7 +20,7 @@ def run_worker(kind: str, *args, reference: bool = False, threads: int = 2, time
         path = reference_path()
         if path is None:
             raise RuntimeError("reference package not found: run `make parity-env` or set EFFDET_PARITY_PATH")
-        env["PYTHONPATH"] = path  # the reference `effdet` shadows nothing of ours: ours is not on this path
+        env["PYTHONPATH"] = str(path)  # the reference `effdet` shadows nothing of ours: ours is not on this path
         cwd = tempfile.gettempdir()
     else:
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
