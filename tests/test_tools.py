@@ -302,3 +302,29 @@ def test_infer_like_make_demo_prints_where_the_annotated_images_are(trained_demo
     assert len(list(out.glob("*.jpg"))) == 4
     assert len(json.loads((out / "detections.json").read_text())) == 4
     assert stdout.strip().splitlines()[-1] == f"annotated images: {out.resolve()}"
+
+
+def test_eval_and_infer_scripts_run_as_real_subprocesses(small_set, untrained_ckpt, tmp_path):
+    """`python tools/eval.py` and `python tools/infer.py` as a user runs them (the shims over effdet.cli)."""
+    import subprocess
+
+    from conftest import tool_env
+
+    annotations = json.loads(Path(small_set["val_annotations"]).read_text())
+    perfect = tmp_path / "perfect.json"
+    perfect.write_text(json.dumps(gt_results(annotations)))
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "eval.py"), "--results", str(perfect),
+                           "--annotations", small_set["val_annotations"], "--out", str(tmp_path / "eval")],
+                          capture_output=True, text=True, timeout=600, env=tool_env(), cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["AP"] == pytest.approx(1.0)
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 1.000" in done.stdout
+
+    image = sorted(Path(small_set["val_images"]).glob("*.jpg"))[0]
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "infer.py"), str(image), "--weights",
+                           str(untrained_ckpt), "--out", str(tmp_path / "infer"), "--score-thr", "0.005",
+                           "--device", "cpu"], capture_output=True, text=True, timeout=600, env=tool_env(), cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    records = json.loads((tmp_path / "infer" / "detections.json").read_text())
+    assert [Path(r["file"]).name for r in records] == [image.name] and len(records[0]["scores"]) > 0
+    assert (tmp_path / "infer" / image.name).is_file()
