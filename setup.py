@@ -15,9 +15,11 @@ setup(
         "lightning>=2.2",
         "omegaconf>=2.3",
         "tqdm>=4.60",
+        "pillow>=9.1",  # image headers (size, EXIF) without decoding: data checks, decompression-bomb guard
+        "pyyaml>=5.4",  # YOLO data.yaml
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.21", "faster-coco-eval>=1.5"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.21", "faster-coco-eval>=1.5", "hypothesis>=6.80"],
         "plot": ["matplotlib>=3.6"],
         "fast-eval": ["faster-coco-eval>=1.5"],
         "tensorboard": ["tensorboard>=2.10"],
@@ -29,5 +31,11 @@ setup(
         # The reference package is also called `effdet`: never install it into this environment.
         # `make parity-env` puts it in its own folder (.parity/) that tests import in a subprocess.
         "parity": ["effdet==0.4.1", "timm>=0.9", "huggingface_hub", "safetensors", "pyyaml"],
+    },
+    entry_points={
+        "console_scripts": [
+            "effdet-check-data=effdet.cli.check_data:main",
+            "effdet-convert-dataset=effdet.cli.convert_dataset:main",
+        ],
     },
 )
