@@ -231,6 +231,10 @@ class DataConfig:
     scale_range: list[float] = field(default_factory=lambda: [0.1, 2.0])  # paper's scale jitter
     hflip: float = 0.5
     check_files: bool = True  # skip annotation entries whose image file is missing (counted)
+    format: str = "coco"  # coco | voc | yolo (converted in memory; see effdet/data/formats.py)
+    classes: Optional[Any] = None  # class names: a list, or a classes.txt / data.yaml path (voc, yolo)
+    allow_outside_images: bool = False  # accept file_name values that are absolute or leave the images folder
+    max_image_pixels: Optional[int] = None  # decompression-bomb limit (null: 178956970 or $EFFDET_MAX_IMAGE_PIXELS)
 
 
 @dataclass
@@ -300,6 +304,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.box_loss": ("huber", "giou"),
     "eval.nms": ("soft", "hard"),
     "eval.backend": ("pycocotools", "faster_coco_eval"),
+    "data.format": ("coco", "voc", "yolo"),
 }
 
 
