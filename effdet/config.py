@@ -276,6 +276,8 @@ class EvalConfig:
     max_detections: int = 100
     every_n_epochs: int = 1
     backend: str = "pycocotools"  # pycocotools | faster_coco_eval
+    plots: bool = True  # final validation: PR curves, confusion matrix, error breakdown, gallery (effdet/analysis.py)
+    gallery: int = 8  # images with the most errors drawn by `plots`
 
 
 @dataclass

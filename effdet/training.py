@@ -302,6 +302,7 @@ class DetectionModule(L.LightningModule):
         self.evaluator, evaluator = None, self.evaluator
         metrics = evaluator.compute()  # gathers all ranks, scores every val image exactly once
         self.last_metrics = metrics
+        self.last_evaluator = evaluator  # its detections feed the error analysis of the final validation
         if self.trainer.state.fn != TrainerFn.FITTING:
             return  # a stand-alone validate() (e.g. of best.ckpt after training) is reported, not logged as an epoch
         for key in STAT_KEYS:

@@ -53,7 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", help="score this COCO results JSON against --annotations (no model)")
     parser.add_argument("--image-info", help="test-dev style: COCO JSON whose 'images' give ids and file names")
     parser.add_argument("--sort-classes", choices=("name", "ap"), default="name", help="per-class table order")
+    # error analysis (effdet/analysis.py): written next to metrics.json
+    parser.add_argument("--plots", action="store_true", help="also write pr_curves.png, per_class_ap.png, "
+                        "confusion_matrix.png/.json, errors.png/.json/.txt (TIDE breakdown) and gallery/")
+    parser.add_argument("--plot-score-thr", type=float, default=0.5, help="score threshold of the confusion "
+                        "matrix and gallery (default 0.5; IoU 0.5)")
+    parser.add_argument("--gallery", type=int, default=8, help="images with the most errors drawn (default 8)")
     return parser
+
+
+def _write_plots(args: argparse.Namespace, coco_gt: Any, results: list, out: Path, names: Any = None) -> None:
+    from effdet.analysis import analyze, format_error_table
+
+    summary = analyze(coco_gt, results, out, images_dir=args.images, class_names=names,
+                      score_threshold=args.plot_score_thr, gallery=args.gallery)
+    print("\n" + format_error_table(summary["errors"]))
+    print(f"error analysis: {len(summary['files'])} files in {out}")
 
 
 def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -119,6 +134,8 @@ def score_results(args: argparse.Namespace) -> int:
     path = _save(out, metrics, {"results": str(args.results), "annotations": str(args.annotations),
                                 "backend": backend})
     print(f"\nscored {args.results} in {time.perf_counter() - start:.1f} s ({backend}); metrics: {path}")
+    if args.plots:
+        _write_plots(args, args.annotations, args.results, out)
     return 0
 
 
@@ -187,6 +204,8 @@ def evaluate_checkpoint(args: argparse.Namespace, predictor: Any) -> int:
         "backend": backend, "postprocess": vars(predictor.settings).copy()})
     print(f"\n{len(dataset)} images in {seconds:.1f} s ({len(dataset) / max(seconds, 1e-9):.1f} img/s); "
           f"metrics: {metrics_path}; detections: {detections_path}")
+    if args.plots:
+        _write_plots(args, dataset.coco, results, out, names)
     return 0
 
 
