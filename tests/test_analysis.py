@@ -155,3 +155,18 @@ def test_eval_tool_plots_next_to_metrics_json(tmp_path, small_gt):
     matrix = np.array(json.loads((tmp_path / "eval" / "confusion_matrix.json").read_text())["matrix"])
     n7 = sum(1 for a in small_gt["annotations"] if a["category_id"] == 7)
     assert matrix[3, 0] == n7 and matrix[3, 3] == 0
+
+
+@pytest.mark.slow
+def test_training_final_validation_writes_the_error_analysis(trained_demo_run):
+    run = trained_demo_run["run"]
+    for name in ("metrics.json", "pr_curves.png", "per_class_ap.png", "confusion_matrix.png", "errors.png"):
+        assert (run / name).is_file(), name
+    confusion = json.loads((run / "confusion_matrix.json").read_text())
+    assert confusion["classes"] == ["circle", "square", "triangle", "background"]
+    data = json.loads(Path(trained_demo_run["data"]["val_annotations"]).read_text())
+    objects = len([a for a in data["annotations"] if not a.get("iscrowd")])
+    assert sum(sum(row) for row in confusion["matrix"][:-1]) == objects  # every val object in one row cell
+    errors = json.loads((run / "errors.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert errors["ap50"] == pytest.approx(100 * metrics["AP50"], abs=0.05)  # the same detections as metrics.json

@@ -533,8 +533,9 @@ def _check_annotations(report: DataReport, anns: List[Dict[str, Any]], category_
         ann_id, image_id = ann["id"], ann["image_id"]
         file = image_by_id[image_id]["file_name"] if image_id in image_by_id else None
         if ann["category_id"] not in category_names:
-            report.add("fatal", "unknown_category", f"category_id {ann['category_id']!r} is not in 'categories' "
-                       f"(valid ids: {sorted(category_names, key=str)[:20]})", annotation_id=ann_id,
+            report.add("fatal", "unknown_category", f"annotation id {ann_id} has category_id {ann['category_id']!r}, "
+                       f"which is not in 'categories' (valid ids: {sorted(category_names, key=str)[:20]})",
+                       annotation_id=ann_id,
                        image_id=image_id, file=file)
         if image_id not in image_by_id:
             report.add("error", "orphan_annotation", f"image_id {image_id!r} is not in 'images'",

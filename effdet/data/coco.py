@@ -190,6 +190,7 @@ class CocoDetection(Dataset):
     def _build(self, check_files: bool) -> None:
         path = self.annotations_json
         data = _read_json(path) if self._annotations_data is None else self._annotations_data
+        self._annotations_data = None  # not kept: workers must not inherit millions of Python objects
         _check_entries(path, "categories", data["categories"], _REQUIRED_CATEGORY_KEYS)
         _check_entries(path, "images", data["images"], _REQUIRED_IMAGE_KEYS)
         _check_entries(path, "annotations", data["annotations"], _REQUIRED_ANNOTATION_KEYS)

@@ -15,6 +15,7 @@ classes file sits beside the data; for VOC the default is the sorted names found
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Optional
 
 from effdet.data.checks import preflight
@@ -54,10 +55,13 @@ def dataset_sources(data_cfg: Any) -> Dict[str, Dict[str, Any]]:
     splits = ("train", "val")
     sources: Dict[str, Dict[str, Any]] = {}
     if fmt == "coco":
+        from effdet.data.checks import load_annotations
+
         for split in splits:
-            sources[split] = {"images_dir": _resolve(root, data_cfg[split].images),
-                              "annotations_json": _resolve(root, data_cfg[split].annotations),
-                              "annotations_data": None}
+            path = _resolve(root, data_cfg[split].annotations)
+            data = load_annotations(path) if path and os.path.isfile(path) else None  # read once, for both uses
+            sources[split] = {"images_dir": _resolve(root, data_cfg[split].images), "annotations_json": path,
+                              "annotations_data": data}
     elif fmt == "voc":
         from effdet.data.voc import read_voc_xml, voc_sources, voc_to_coco
 
