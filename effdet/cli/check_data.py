@@ -12,7 +12,6 @@ transforms augment them (right) into --out, so you see exactly what the model le
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
