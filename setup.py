@@ -14,6 +14,8 @@ setup(
             "effdet-convert-weights=effdet.cli.convert_weights:main",
             "effdet-benchmark=effdet.cli.benchmark:main",
             "effdet-make-demo-data=effdet.cli.make_demo_data:main",
+            "effdet-check-data=effdet.cli.check_data:main",
+            "effdet-convert-dataset=effdet.cli.convert_dataset:main",
         ],
     },
     install_requires=[
@@ -25,9 +27,11 @@ setup(
         "lightning>=2.2",
         "omegaconf>=2.3",
         "tqdm>=4.60",
+        "pillow>=9.1",  # image headers (size, EXIF) without decoding: data checks, decompression-bomb guard
+        "pyyaml>=5.4",  # YOLO data.yaml
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.21", "faster-coco-eval>=1.5"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.21", "faster-coco-eval>=1.5", "hypothesis>=6.80"],
         "plot": ["matplotlib>=3.6"],
         "fast-eval": ["faster-coco-eval>=1.5"],
         "tensorboard": ["tensorboard>=2.10"],

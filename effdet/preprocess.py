@@ -244,6 +244,16 @@ def _jpeg_is_truncated(data: bytes) -> bool:
     return True
 
 
+def _check_pixel_limit(data: bytes, name: str) -> None:
+    """Decompression-bomb guard (``effdet.imageinfo``): refuse, from the header, images above the pixel limit."""
+    from .imageinfo import ImageTooLargeError, check_pixel_limit
+
+    try:
+        check_pixel_limit(data, name)
+    except ImageTooLargeError as error:
+        raise ImageReadError(name, error.reason) from None  # type: ignore[attr-defined]
+
+
 def load_image(path: Union[PathLike, bytes]) -> np.ndarray:
     """Read an image file (or encoded bytes) as ``H x W x 3`` uint8 RGB.
 
@@ -252,7 +262,9 @@ def load_image(path: Union[PathLike, bytes]) -> np.ndarray:
     COCO-style annotations are drawn by tools that read raw pixels.
 
     Raises:
-        ImageReadError: missing file, a folder, empty, truncated JPEG, or anything OpenCV cannot decode.
+        ImageReadError: missing file, a folder, empty, truncated JPEG, more pixels than
+            ``effdet.imageinfo.max_image_pixels()`` (checked from the header, before decoding), or anything
+            OpenCV cannot decode.
     """
     import cv2  # imported where used: `import effdet` does not load OpenCV
 
@@ -271,6 +283,7 @@ def load_image(path: Union[PathLike, bytes]) -> np.ndarray:
             raise ImageReadError(name, f"cannot open the file ({error.strerror or error})") from error
     if not data:
         raise ImageReadError(name, "file is empty")
+    _check_pixel_limit(data, name)
     if data[:2] == b"\xff\xd8" and _jpeg_is_truncated(data):
         raise ImageReadError(name, "JPEG data is truncated (no end-of-image marker)")
     decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)

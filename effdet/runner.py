@@ -123,14 +123,34 @@ def finalize(cfg: DictConfig, trainer: L.Trainer, module: DetectionModule, datam
     result["per_class"] = metrics.get("per_class", {})
     if module.nonfinite_steps:
         result["skipped_nonfinite_steps"] = module.nonfinite_steps
+    evaluator = getattr(module, "last_evaluator", None)
+    merged = evaluator._gather() if cfg.eval.get("plots") and evaluator is not None else None  # every rank
     if trainer.is_global_zero:
         save_metrics(out / "metrics.json", result, extra={"checkpoint": ckpt_path, "epoch": trainer.current_epoch})
         plot_curves(out)
+        if merged is not None:
+            write_error_analysis(out, merged, datamodule, module, int(cfg.eval.get("gallery", 8)))
         print(f"\nValidation of {ckpt_path or 'the final weights'} ({len(datamodule.val_set)} images):")
         print(format_coco_summary(result))
         print(format_per_class_table(result["per_class"]))
         print(f"\nrun directory: {out}  (metrics.json, checkpoints/, logs/)")
     return result
+
+
+def write_error_analysis(out: Path, results_by_image: dict, datamodule: CocoDataModule, module: DetectionModule,
+                         gallery: int) -> None:
+    """Error analysis of the final validation next to metrics.json (``eval.plots``; see effdet/analysis.py)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        logger.info("matplotlib not installed: no error analysis plots (pip install matplotlib)")
+        return
+    from .analysis import analyze
+
+    results = [r for image_id in sorted(results_by_image) for r in results_by_image[image_id]]
+    names = dict(zip(module.category_ids, module.class_names))
+    analyze(datamodule.val_set.coco, results, out, images_dir=datamodule.val_set.images_dir, class_names=names,
+            gallery=gallery)
 
 
 def plot_curves(out: Path) -> Optional[Path]:

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from .choices import BOX_LOSSES, EVAL_BACKENDS, LR_SCHEDULES, NMS_METHODS, OPTIMIZERS
+from .choices import BOX_LOSSES, DATA_FORMATS, EVAL_BACKENDS, LR_SCHEDULES, NMS_METHODS, OPTIMIZERS
 from .variants import ModelConfig, model_config
 
 
@@ -57,6 +57,10 @@ class DataConfig:
     scale_range: list[float] = field(default_factory=lambda: [0.1, 2.0])  # paper's scale jitter
     hflip: float = 0.5
     check_files: bool = True  # skip annotation entries whose image file is missing (counted)
+    format: str = "coco"  # coco | voc | yolo (converted in memory; see effdet/data/formats.py)
+    classes: Optional[Any] = None  # class names: a list, or a classes.txt / data.yaml path (voc, yolo)
+    allow_outside_images: bool = False  # accept file_name values that are absolute or leave the images folder
+    max_image_pixels: Optional[int] = None  # decompression-bomb limit (null: 178956970 or $EFFDET_MAX_IMAGE_PIXELS)
 
 
 @dataclass
@@ -98,6 +102,8 @@ class EvalConfig:
     max_detections: int = 100
     every_n_epochs: int = 1
     backend: str = "pycocotools"  # pycocotools | faster_coco_eval
+    plots: bool = True  # final validation: PR curves, confusion matrix, error breakdown, gallery (effdet/analysis.py)
+    gallery: int = 8  # images with the most errors drawn by `plots`
 
 
 @dataclass
@@ -126,6 +132,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.box_loss": BOX_LOSSES,
     "eval.nms": NMS_METHODS,
     "eval.backend": EVAL_BACKENDS,
+    "data.format": DATA_FORMATS,
 }
 
 

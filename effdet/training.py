@@ -48,14 +48,14 @@ class CocoDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg = data_cfg
         fill = fill_from_mean(mean)
-        root = data_cfg.root
+        from .data.formats import dataset_sources  # COCO as is, VOC/YOLO converted; the fast data checks run here
+
+        sources = dataset_sources(data_cfg)
         self.train_set = CocoDetection(
-            resolve_data_path(root, data_cfg.train.images), resolve_data_path(root, data_cfg.train.annotations),
-            transform=train_transforms(image_size, tuple(data_cfg.scale_range), fill, data_cfg.hflip),
+            **sources["train"], transform=train_transforms(image_size, tuple(data_cfg.scale_range), fill, data_cfg.hflip),
             check_files=data_cfg.check_files)
         self.val_set = CocoDetection(
-            resolve_data_path(root, data_cfg.val.images), resolve_data_path(root, data_cfg.val.annotations),
-            transform=eval_transforms(image_size, fill), check_files=data_cfg.check_files)
+            **sources["val"], transform=eval_transforms(image_size, fill), check_files=data_cfg.check_files)
         if self.train_set.category_ids != self.val_set.category_ids:
             raise ConfigError(
                 f"train and val annotation files have different categories: train ids "
@@ -304,6 +304,7 @@ class DetectionModule(L.LightningModule):
         self.evaluator, evaluator = None, self.evaluator
         metrics = evaluator.compute()  # gathers all ranks, scores every val image exactly once
         self.last_metrics = metrics
+        self.last_evaluator = evaluator  # its detections feed the error analysis of the final validation
         if self.trainer.state.fn != TrainerFn.FITTING:
             return  # a stand-alone validate() (e.g. of best.ckpt after training) is reported, not logged as an epoch
         for key in STAT_KEYS:

@@ -50,7 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", help="score this COCO results JSON against --annotations (no model)")
     parser.add_argument("--image-info", help="test-dev style: COCO JSON whose 'images' give ids and file names")
     parser.add_argument("--sort-classes", choices=("name", "ap"), default="name", help="per-class table order")
+    parser.add_argument("--plots", action="store_true", help="also write the error analysis next to metrics.json: "
+                        "pr_curves.png, per_class_ap.png, confusion_matrix.png/.json, errors.png/.json/.txt, gallery/")
+    parser.add_argument("--plot-score-thr", type=float, default=0.5,
+                        help="score threshold of the confusion matrix and gallery (default 0.5; IoU 0.5)")
+    parser.add_argument("--gallery", type=int, default=8, help="images with the most errors drawn (default 8)")
     return parser
+
+
+def _write_plots(args: argparse.Namespace, coco_gt: Any, results: Any, names: Any = None) -> None:
+    from effdet.analysis import analyze, format_error_table
+
+    summary = analyze(coco_gt, results, Path(args.out), images_dir=args.images, class_names=names,
+                      score_threshold=args.plot_score_thr, gallery=args.gallery)
+    print("\n" + format_error_table(summary["errors"]))
+    print(f"error analysis: {len(summary['files'])} files in {args.out}")
 
 
 def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -99,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
         path = _report(args, metrics, {"results": str(args.results), "annotations": str(args.annotations),
                                        "backend": backend})
         print(f"\nscored {args.results} ({backend}); metrics: {path}")
+        if args.plots:
+            _write_plots(args, args.annotations, args.results)
         return 0
     predictor = Predictor.from_checkpoint(args.weights, device=args.device, **parse_overrides(args.overrides))
     print(f"{predictor}", file=sys.stderr)
@@ -124,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{len(dataset)} images in {metrics['seconds']:.1f} s "
               f"({len(dataset) / max(metrics['seconds'], 1e-9):.1f} img/s); metrics: {path}; "
               f"detections: {out / 'detections.json'}")
+        if args.plots:
+            _write_plots(args, dataset.coco, metrics["results"], dict(zip(predictor.category_ids, predictor.class_names)))
         return 0
     items, from_info = image_items(args.images, args.image_info)
     if not items:

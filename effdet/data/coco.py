@@ -139,6 +139,8 @@ class CocoDetection(Dataset):
             None returns raw RGB numpy images and original-pixel boxes.
         check_files: skip image entries whose file does not exist (one folder listing per folder).
         max_load_attempts: how many consecutive samples ``__getitem__`` tries when images fail to load.
+        annotations_data: the COCO dict itself (e.g. converted from VOC/YOLO) instead of reading the JSON.
+        allow_outside_images: accept ``file_name`` values that are absolute or leave ``images_dir``.
 
     Attributes:
         category_ids: ``label -> category id`` (sorted ids), length C.
@@ -153,6 +155,7 @@ class CocoDetection(Dataset):
     Validation at construction:
         * unknown ``category_id`` -> ``ValueError`` (JSON file, annotation id, bad id, valid ids);
         * malformed JSON, missing keys, duplicate ids -> ``ValueError`` naming the file and key/id;
+        * ``file_name`` absolute or leaving ``images_dir`` (``..``) -> ``ValueError`` unless allowed;
         * annotation on an unknown image id -> skipped and counted (``orphan_annotations``);
         * bbox not 4 finite numbers, or width/height <= 0 -> dropped (``invalid_boxes``);
         * bbox partly outside its image -> clipped (``clipped_boxes``); if a side is then shorter than
@@ -169,9 +172,14 @@ class CocoDetection(Dataset):
         transform: Optional[Callable[[DetectionSample], DetectionSample]] = None,
         check_files: bool = True,
         max_load_attempts: int = 32,
+        annotations_data: Optional[Dict[str, Any]] = None,
+        allow_outside_images: bool = False,
     ) -> None:
         self.images_dir = Path(images_dir)
         self.annotations_json = Path(annotations_json)
+        # An already-loaded COCO dict (e.g. converted from VOC/YOLO); annotations_json then only names it.
+        self._annotations_data = annotations_data
+        self.allow_outside_images = bool(allow_outside_images)
         self.transform = transform
         self.max_load_attempts = int(max_load_attempts)
         self.failed_files: Set[str] = set()
@@ -183,7 +191,8 @@ class CocoDetection(Dataset):
 
     def _build(self, check_files: bool) -> None:
         path = self.annotations_json
-        data = _read_json(path)
+        data = _read_json(path) if self._annotations_data is None else self._annotations_data
+        self._annotations_data = None  # not kept: workers must not inherit millions of Python objects
         _check_entries(path, "categories", data["categories"], _REQUIRED_CATEGORY_KEYS)
         _check_entries(path, "images", data["images"], _REQUIRED_IMAGE_KEYS)
         _check_entries(path, "annotations", data["annotations"], _REQUIRED_ANNOTATION_KEYS)
@@ -250,6 +259,13 @@ class CocoDetection(Dataset):
                     f"annotation file '{path}': image id {entry['id']} ('{entry['file_name']}') has invalid "
                     f"width/height {entry['width']!r} x {entry['height']!r}"
                 )
+        from effdet.data.checks import PathOutsideImagesError, resolve_image_path
+
+        for entry in entries:  # absolute names and '..' leaving images_dir are refused unless allowed
+            try:
+                resolve_image_path(self.images_dir, entry["file_name"], self.allow_outside_images)
+            except PathOutsideImagesError as error:
+                raise ValueError(f"annotation file '{path}': image id {entry['id']}: {error}") from None
         if not check_files:
             return list(entries)
         exists = _existing_files([self.images_dir / str(entry["file_name"]) for entry in entries])

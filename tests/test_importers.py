@@ -1,0 +1,209 @@
+"""Pascal VOC and YOLO importers: round trips within 0.5 px, tools/convert_dataset.py, data.format=voc|yolo training."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+import pytest
+
+from effdet.cli.convert_dataset import main as convert_main
+from effdet.data.voc import read_voc_xml, voc_sources, voc_to_coco
+from effdet.data.yolo import coco_to_yolo, labels_dir_for, read_class_names, yolo_to_coco
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> dict:
+    from effdet.data import make_demo_dataset
+
+    return make_demo_dataset(tmp_path_factory.mktemp("demo"), num_train=8, num_val=4, width_range=(96, 160),
+                             height_range=(64, 128), object_size=(16, 48))
+
+
+def boxes_by_file(data: dict) -> dict:
+    """file name -> sorted list of (category name, x, y, w, h)."""
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    files = {i["id"]: i["file_name"] for i in data["images"]}
+    result: dict = {name: [] for name in files.values()}
+    for ann in data["annotations"]:
+        result[files[ann["image_id"]]].append((names[ann["category_id"]], *[float(v) for v in ann["bbox"]]))
+    return {k: sorted(v) for k, v in result.items()}
+
+
+def assert_same_boxes(original: dict, converted: dict, tolerance: float = 0.5) -> float:
+    a, b = boxes_by_file(original), boxes_by_file(converted)
+    assert a.keys() == b.keys()
+    worst = 0.0
+    for name in a:
+        assert [r[0] for r in a[name]] == [r[0] for r in b[name]], name
+        if a[name]:
+            difference = np.abs(np.array([r[1:] for r in a[name]]) - np.array([r[1:] for r in b[name]])).max()
+            worst = max(worst, float(difference))
+    assert worst <= tolerance
+    return worst
+
+
+def write_voc(coco: dict, images_dir: Path, root: Path, split: str) -> None:
+    """VOC layout from a COCO dict: Annotations/*.xml (1-based inclusive pixels), JPEGImages/, ImageSets/Main."""
+    for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    stems = []
+    for image in coco["images"]:
+        shutil.copy(images_dir / image["file_name"], root / "JPEGImages" / image["file_name"])
+        objects = ""
+        for ann in (a for a in coco["annotations"] if a["image_id"] == image["id"]):
+            x, y, w, h = ann["bbox"]
+            objects += (f"<object><name>{escape(names[ann['category_id']])}</name><difficult>0</difficult>"
+                        f"<bndbox><xmin>{x + 1:g}</xmin><ymin>{y + 1:g}</ymin><xmax>{x + w:g}</xmax>"
+                        f"<ymax>{y + h:g}</ymax></bndbox></object>")
+        stem = Path(image["file_name"]).stem
+        (root / "Annotations" / f"{stem}.xml").write_text(
+            f"<annotation><filename>{image['file_name']}</filename><size><width>{image['width']}</width>"
+            f"<height>{image['height']}</height><depth>3</depth></size>{objects}</annotation>")
+        stems.append(stem)
+    with open(root / "ImageSets" / "Main" / f"{split}.txt", "a") as handle:
+        handle.write("".join(s + "\n" for s in stems))
+
+
+def write_yolo(coco: dict, images_dir: Path, root: Path, split: str) -> None:
+    """Ultralytics layout: images/<split>/, labels/<split>/, data.yaml with names."""
+    shutil.copytree(images_dir, root / "images" / split)
+    names = coco_to_yolo(coco, root / "labels" / split)
+    (root / "labels" / split / "classes.txt").unlink()
+    (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n"
+                                    + "".join(f"  {k}: {n}\n" for k, n in enumerate(names)))
+
+
+def load(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def test_coco_to_yolo_and_back_keeps_boxes_within_half_a_pixel(demo, tmp_path):
+    original = load(demo["train_annotations"])
+    original["annotations"][0]["bbox"] = [10.25, 7.5, 33.3, 20.7]  # sub-pixel values too
+    names = coco_to_yolo(original, tmp_path / "labels")
+    assert names == ["circle", "square", "triangle"]  # category ids 1, 3, 7 ascending
+    back = yolo_to_coco(demo["train_images"], tmp_path / "labels", tmp_path / "labels" / "classes.txt")
+    worst = assert_same_boxes(original, back)
+    assert worst < 0.01
+    assert [c["name"] for c in back["categories"]] == names
+
+
+def test_voc_import_matches_the_coco_boxes(demo, tmp_path):
+    original = load(demo["train_annotations"])
+    write_voc(original, Path(demo["train_images"]), tmp_path / "VOC", "train")
+    files, images_dir = voc_sources(tmp_path / "VOC" / "ImageSets" / "Main" / "train.txt")
+    assert images_dir == tmp_path / "VOC" / "JPEGImages" and len(files) == len(original["images"])
+    converted = voc_to_coco(files, images_dir)
+    assert assert_same_boxes(original, converted) == 0.0  # integer VOC pixels: exact
+    assert [c["name"] for c in converted["categories"]] == ["circle", "square", "triangle"]
+
+
+def test_yolo_data_yaml_polygon_lines_and_label_errors(tmp_path, demo):
+    original = load(demo["val_annotations"])
+    write_yolo(original, Path(demo["val_images"]), tmp_path, "val")
+    assert labels_dir_for(tmp_path / "images" / "val") == tmp_path / "labels" / "val"
+    assert read_class_names(tmp_path / "data.yaml") == ["circle", "square", "triangle"]
+    label = next(p for p in sorted((tmp_path / "labels" / "val").glob("*.txt")) if p.read_text().strip())
+    label.write_text("1 0.1 0.2 0.5 0.2 0.5 0.6 0.1 0.6\n")  # a polygon: its bounding box is the object
+    converted = yolo_to_coco(tmp_path / "images" / "val", None, tmp_path / "data.yaml")
+    image = next(i for i in converted["images"] if Path(i["file_name"]).stem == label.stem)
+    box = next(a["bbox"] for a in converted["annotations"] if a["image_id"] == image["id"])
+    assert box == pytest.approx([0.1 * image["width"], 0.2 * image["height"], 0.4 * image["width"],
+                                 0.4 * image["height"]], abs=0.01)
+    label.write_text("5 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(ValueError, match=rf"{label.name}:1: class 5 is not an index 0..2"):
+        yolo_to_coco(tmp_path / "images" / "val", None, tmp_path / "data.yaml")
+    label.write_text("0 0.5 0.5 0.1\n")
+    with pytest.raises(ValueError, match=rf"{label.name}:1: 4 numbers"):
+        yolo_to_coco(tmp_path / "images" / "val", None, tmp_path / "data.yaml")
+
+
+def test_voc_xml_errors_name_the_file(tmp_path):
+    bad = tmp_path / "a.xml"
+    bad.write_text("<annotation><object><name>cat</name><bndbox><xmin>x</xmin></bndbox></object></annotation>")
+    with pytest.raises(ValueError, match=r"a.xml object 1: <xmin> is 'x', not a number"):
+        read_voc_xml(bad)
+    bad.write_text("<annotation><object>")
+    with pytest.raises(ValueError, match="a.xml' is not valid XML"):
+        read_voc_xml(bad)
+
+
+def run_convert(argv) -> tuple:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = convert_main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_convert_dataset_tool_writes_coco_json(demo, tmp_path):
+    original = load(demo["val_annotations"])
+    write_voc(original, Path(demo["val_images"]), tmp_path / "VOC", "val")
+    code, out, err = run_convert(["--from", "voc", tmp_path / "VOC", "--out", tmp_path / "voc.json"])
+    assert code == 0, err
+    assert "categories ['circle', 'square', 'triangle']" in out
+    assert_same_boxes(original, load(tmp_path / "voc.json"))
+    write_yolo(original, Path(demo["val_images"]), tmp_path / "Y", "val")
+    code, out, err = run_convert(["--from", "yolo", tmp_path / "Y" / "data.yaml", "--split", "val",
+                                  "--out", tmp_path / "yolo.json"])
+    assert code == 0, err
+    assert_same_boxes(original, load(tmp_path / "yolo.json"))
+    code, _, err = run_convert(["--from", "yolo", tmp_path / "nowhere", "--out", tmp_path / "x.json"])
+    assert code == 2 and "does not exist" in err
+
+
+def train_and_eval(tmp_path: Path, overrides: list, images: Path, coco_json: Path) -> dict:
+    run = tmp_path / "run"
+    command = [sys.executable, str(REPO / "tools" / "train.py"), str(REPO / "configs" / "demo.yaml"),
+               *overrides, f"output_dir={run}", "trainer.max_epochs=1", "model.image_size=64",
+               "model.pretrained_backbone=null", "data.num_workers=0", "data.batch_size=4"]
+    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    metrics = load(run / "metrics.json")
+    evaluated = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "eval.py"), "--weights", str(run / "checkpoints" / "best.ckpt"),
+         "--images", str(images), "--annotations", str(coco_json), "--out", str(tmp_path / "eval"),
+         "--workers", "0"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    return {"train": metrics, "eval": load(tmp_path / "eval" / "metrics.json"), "stdout": evaluated.stdout}
+
+
+@pytest.mark.slow
+def test_voc_fixture_trains_with_data_format_voc_and_evaluates_with_its_names(demo, tmp_path):
+    voc = tmp_path / "VOCdevkit" / "VOC2007"
+    write_voc(load(demo["train_annotations"]), Path(demo["train_images"]), voc, "train")
+    write_voc(load(demo["val_annotations"]), Path(demo["val_images"]), voc, "val")
+    converted = tmp_path / "val.json"
+    assert run_convert(["--from", "voc", voc / "ImageSets/Main/val.txt", "--out", converted])[0] == 0
+    result = train_and_eval(tmp_path, [
+        "data.format=voc", "data.root=null", f"data.train.images={voc / 'JPEGImages'}",
+        f"data.train.annotations={voc / 'ImageSets/Main/train.txt'}", f"data.val.images={voc / 'JPEGImages'}",
+        f"data.val.annotations={voc / 'ImageSets/Main/val.txt'}"],
+        voc / "JPEGImages", converted)
+    assert set(result["train"]["per_class"]) == {"circle", "square", "triangle"}
+    assert set(result["eval"]["per_class"]) == {"circle", "square", "triangle"}
+    assert result["eval"]["per_class"] == pytest.approx(result["train"]["per_class"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_yolo_fixture_trains_with_data_format_yolo_and_evaluates_with_its_names(demo, tmp_path):
+    root = tmp_path / "yolo"
+    write_yolo(load(demo["train_annotations"]), Path(demo["train_images"]), root, "train")
+    write_yolo(load(demo["val_annotations"]), Path(demo["val_images"]), root, "val")
+    converted = tmp_path / "val.json"
+    assert run_convert(["--from", "yolo", root / "data.yaml", "--split", "val", "--out", converted])[0] == 0
+    result = train_and_eval(tmp_path, [
+        "data.format=yolo", f"data.root={root}", "data.train.images=images/train",
+        "data.train.annotations=labels/train", "data.val.images=images/val", "data.val.annotations=labels/val",
+        "data.classes=data.yaml"], root / "images" / "val", converted)
+    assert set(result["train"]["per_class"]) == {"circle", "square", "triangle"}
+    assert result["eval"]["per_class"] == pytest.approx(result["train"]["per_class"], abs=1e-6)
