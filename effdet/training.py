@@ -197,6 +197,7 @@ class DetectionModule(L.LightningModule):
         self.last_metrics: dict[str, Any] = {}
         self.nonfinite_steps = 0
         self._consecutive_nonfinite = 0
+        self._skip_step = False  # a non-finite loss in this optimiser step (on any rank)
 
     def _build_model(self) -> EfficientDet:
         """The variant of the config; with ``model.weights``, the model that checkpoint needs (its padding,
@@ -238,6 +239,11 @@ class DetectionModule(L.LightningModule):
         if self.ema is not None:
             self.ema.eval()  # the EMA copy is never trained; its BN statistics are averaged
         return self
+
+    def on_train_start(self) -> None:
+        # Lightning (2.x) keeps the modes the modules have instead of calling train(): apply ours (frozen
+        # batch norms with optim.freeze_bn, the EMA copy in eval mode) before the first step.
+        self.train()
 
     # ------------------------------------------------------------------ training
 
@@ -296,14 +302,23 @@ class DetectionModule(L.LightningModule):
                 f"the loss was non-finite for {self._consecutive_nonfinite} consecutive steps (last image ids "
                 f"{ids}); training stopped. Lower optim.lr, check the data, or use trainer.precision=32-true. "
                 f"The last good checkpoint is intact in {self.cfg.output_dir}/checkpoints.")
-        # Every rank returns None: none of them runs backward, so no rank waits for another's gradients.
-        return None
+        # Every rank returns a zero loss that reaches every parameter (Lightning forbids returning None under
+        # DDP, and DDP's all-reduce needs a gradient from every rank); on_before_optimizer_step then drops
+        # the gradients, so the optimiser (momentum, weight decay) and the EMA leave this step out.
+        self._skip_step = True
+        return sum((p * 0.0).sum() for p in self.model.parameters() if p.requires_grad)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self._skip_step:
+            optimizer.zero_grad(set_to_none=True)  # parameters without a gradient are not updated
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         """The optimiser step, then one EMA update: once per optimiser step, also under gradient accumulation
-        (``trainer.accumulate_grad_batches``), where several micro-batches make one step."""
+        (``trainer.accumulate_grad_batches``), where several micro-batches make one step. A step holding a
+        non-finite loss on any rank is skipped everywhere (see ``_skip_nonfinite``)."""
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        if self.ema is not None:
+        skipped, self._skip_step = self._skip_step, False
+        if self.ema is not None and not skipped:
             self.ema.update_parameters(self.model)
 
     def configure_optimizers(self):
@@ -318,8 +333,15 @@ class DetectionModule(L.LightningModule):
             optimizer = torch.optim.SGD(groups, lr=lr, momentum=optim.momentum)
         else:
             optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(optim.betas))
-        total = int(self.trainer.estimated_stepping_batches)  # also loads the train loader
-        steps_per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
+        trainer = self.trainer
+        total = trainer.estimated_stepping_batches  # loads the train loader unless max_epochs=-1
+        if not math.isfinite(total):
+            raise ConfigError("the learning-rate schedule needs a length: set trainer.max_epochs or trainer.max_steps")
+        if trainer.train_dataloader is None:
+            trainer.fit_loop.setup_data()
+        batches = trainer.num_training_batches
+        steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches) if math.isfinite(batches) else total
+        total = int(total)
         warmup = int(round(optim.warmup_epochs * steps_per_epoch))
         factor = WarmupCosine(total, warmup, optim.warmup_start_factor, optim.min_lr_factor, optim.schedule)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
