@@ -30,7 +30,7 @@ def _env(**extra):
     return env
 
 
-def _run(args, timeout=900, **env):
+def _run(args, timeout=3000, **env):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=_env(**env),
                           cwd=str(ROOT))
 
@@ -70,7 +70,7 @@ def test_ddp_fit_two_processes_through_train_tool(tmp_path, tiny_data):
     rows = (out / "logs" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     lrs = {float(r.split(",")[header.index("train/lr")]) for r in rows[1:] if r.split(",")[header.index("train/lr")]}
-    assert lrs == {pytest.approx(0.004 * 2 * 2 * 2 / 4)}
+    assert len(lrs) == 1 and lrs.pop() == pytest.approx(0.004 * (2 * 2 * 2) / 4)  # lr x global batch / lr_batch_size
 
 
 @pytest.mark.slow
@@ -122,7 +122,7 @@ def test_two_nodes_on_localhost(tmp_path, tiny_data):
     nodes = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT),
                               env=_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, NODE_RANK=str(rank)))
              for rank in (0, 1)]
-    outputs = [node.communicate(timeout=900) for node in nodes]
+    outputs = [node.communicate(timeout=3000) for node in nodes]
     for node, (stdout, stderr) in zip(nodes, outputs):
         assert node.returncode == 0, stderr[-4000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1][1] + outputs[1][0]
@@ -141,3 +141,20 @@ def test_ema_updates_once_per_optimizer_step_under_accumulation(tmp_path, tiny_d
     assert result.returncode == 0, result.stderr[-4000:]
     record = torch.load(out / "rank0.pt")
     assert record["global_step"] == 2 and record["ema_updates"] == 2
+
+
+class _Trainer:
+    world_size, accumulate_grad_batches = 2, 2
+
+
+def test_learning_rate_scales_with_world_size_and_accumulation(monkeypatch):
+    from effdet.config import load_train_config
+    from effdet.training import DetectionModule
+
+    keys = ["data.train.images=t", "data.train.annotations=t.json", "data.val.images=v", "data.val.annotations=v.json",
+            "model.name=efficientdet_lite0", "model.image_size=128", "optim.ema_decay=null", "data.batch_size=2",
+            "optim.lr=0.004", "optim.lr_batch_size=4"]
+    module = DetectionModule(load_train_config(None, keys), ["a"], [1])
+    assert module.scaled_lr() == pytest.approx(0.002)  # no trainer: 2 images of 4
+    module._trainer = _Trainer()
+    assert module.scaled_lr() == pytest.approx(0.004 * (2 * 2 * 2) / 4)  # batch 2 x 2 ranks x 2 accumulated
