@@ -146,6 +146,7 @@ class DetectionLoss(nn.Module):
         box_targets: torch.Tensor,
         num_positives: torch.Tensor,
         anchors: Optional[torch.Tensor] = None,
+        normalizer: Optional[torch.Tensor] = None,
     ) -> Dict[str, torch.Tensor]:
         """Compute the loss.
 
@@ -156,6 +157,8 @@ class DetectionLoss(nn.Module):
             box_targets: ``[B, N, 4]`` codes for positives, zeros elsewhere.
             num_positives: ``[B]`` positives per image.
             anchors: ``[N, 4]`` xyxy, required for ``box_loss_type='giou'``.
+            normalizer: scalar ``P`` to divide by instead of ``sum(num_positives) + 1`` (training with several
+                processes passes the global batch's count; see ``DetectionModule._loss_normalizer``).
 
         Returns:
             dict with scalar tensors ``loss``, ``class_loss``, ``box_loss``.
@@ -166,7 +169,9 @@ class DetectionLoss(nn.Module):
             box_codes = torch.cat([level.permute(0, 2, 3, 1).reshape(batch, -1, 4) for level in box_outputs], 1)
             box_codes = box_codes.float()
             box_targets = box_targets.float()
-            normalizer = num_positives.float().sum() + 1.0
+            if normalizer is None:
+                normalizer = num_positives.float().sum() + 1.0
+            normalizer = normalizer.float()
 
             class_loss = self._class_loss(class_outputs, cls_targets) / normalizer
             if self.box_loss_type == "huber":

@@ -3,7 +3,8 @@
 Run directory layout (``output_dir``)::
 
     config.yaml              the resolved config of the run
-    checkpoints/last.ckpt    written atomically every epoch (resume point)
+    checkpoints/last.ckpt    written atomically every epoch, every ``checkpoint.every_n_steps`` optimiser
+                             steps and on SIGTERM (the resume point; mid-epoch resumes are exact)
     checkpoints/best.ckpt    best val/AP so far
     logs/metrics.csv         Lightning CSV log (TensorBoard event files in tb/ when installed)
     metrics.json             final COCO stats (0..1) + per-class AP of best.ckpt
@@ -21,8 +22,9 @@ from typing import Any, Optional
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from .evaluation import STAT_KEYS, format_coco_summary, format_per_class_table, save_metrics
@@ -41,8 +43,46 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
 
 
+# Exit status of a run stopped by SIGTERM after saving last.ckpt (128 + SIGTERM, the shell's convention): the
+# caller can tell an interrupted run from a finished one; the same command resumes it.
+SIGTERM_EXIT_CODE = 143
+
+
+class SigtermCheckpoint(Callback):
+    """On SIGTERM (what schedulers send before they kill a job), write ``last.ckpt`` before the process exits.
+
+    Lightning's own handler turns SIGTERM into ``SIGTERMException`` at the next batch boundary on every rank
+    (it forwards the signal to its child processes and broadcasts it from rank 0); this callback adds the
+    checkpoint, saved collectively like any other.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+            trainer.save_checkpoint(self.path)
+            logger.warning("SIGTERM: saved %s at epoch %d, global step %d; run the same command to resume",
+                           self.path, trainer.current_epoch, trainer.global_step)
+
+
 def _is_global_zero() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+    """Rank 0 of the whole job, from the launcher's variables (before Lightning sets up processes): torchrun's
+    RANK, SLURM's SLURM_PROCID, else NODE_RANK and LOCAL_RANK (Lightning's own multi-node launch)."""
+    env = os.environ
+    for key in ("RANK", "SLURM_PROCID"):
+        if key in env:
+            return int(env[key]) == 0
+    return int(env.get("NODE_RANK", env.get("GROUP_RANK", "0"))) == 0 and int(env.get("LOCAL_RANK", "0")) == 0
+
+
+def describe_checkpoint(path: Path) -> str:
+    """``epoch E, global step S`` of a Lightning checkpoint (memory-mapped: the weights are not read)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return f"epoch {ckpt['epoch']}, global step {ckpt['global_step']}"
+    except Exception as error:  # the Trainer reports unreadable checkpoints itself
+        return f"unreadable ({error})"
 
 
 def prepare_output_dir(cfg: DictConfig) -> Optional[str]:
@@ -53,7 +93,7 @@ def prepare_output_dir(cfg: DictConfig) -> Optional[str]:
     out = Path(cfg.output_dir)
     last = out / "checkpoints" / "last.ckpt"
     if last.exists() and cfg.resume:
-        logger.info("resuming from %s (set resume=false to start fresh)", last)
+        logger.info("resuming from %s at %s (set resume=false to start fresh)", last, describe_checkpoint(last))
         return str(last)
     if not cfg.resume and out.exists() and any(out.iterdir()) and _is_global_zero():
         keep = out / time.strftime("previous-%Y%m%d-%H%M%S")
@@ -84,8 +124,15 @@ def build_trainer(cfg: DictConfig, out: Path, **extra: Any) -> L.Trainer:
     checkpoint = ModelCheckpoint(
         dirpath=str(out / "checkpoints"), filename="best", monitor="val/AP", mode="max", save_top_k=1,
         save_last=True, auto_insert_metric_name=False, enable_version_counter=False)
+    callbacks: list[Callback] = [checkpoint, SigtermCheckpoint(out / "checkpoints" / "last.ckpt")]
+    if cfg.checkpoint.every_n_steps:
+        # last.ckpt mid-epoch too, right after every n-th optimiser step (Lightning saves the loop and
+        # data-loader positions with it, so a resume continues at the next batch)
+        callbacks.append(ModelCheckpoint(
+            dirpath=str(out / "checkpoints"), save_top_k=0, save_last=True,
+            every_n_train_steps=int(cfg.checkpoint.every_n_steps), enable_version_counter=False))
     kwargs: dict[str, Any] = dict(
-        default_root_dir=str(out), callbacks=[checkpoint], logger=_loggers(out), plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(out), callbacks=callbacks, logger=_loggers(out), plugins=[AtomicCheckpointIO()],
         gradient_clip_val=cfg.optim.grad_clip, check_val_every_n_epoch=cfg.eval.every_n_epochs,
         num_sanity_val_steps=0, log_every_n_steps=10)
     kwargs.update(OmegaConf.to_container(cfg.trainer, resolve=True))
@@ -101,14 +148,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from .schema import resolve_model_config
 
     provisional = resolve_model_config(cfg.model, num_classes=1)
-    datamodule = CocoDataModule(cfg.data, provisional.image_size, provisional.mean)
+    datamodule = CocoDataModule(cfg.data, provisional.image_size, provisional.mean, seed=cfg.seed)
     resume_from = prepare_output_dir(cfg)
     if _is_global_zero():
         with atomic_path(out / "config.yaml") as tmp:
             OmegaConf.save(cfg, tmp, resolve=True)
     module = DetectionModule(cfg, datamodule.class_names, datamodule.category_ids)
     trainer = build_trainer(cfg, out)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    except SIGTERMException:
+        raise SystemExit(SIGTERM_EXIT_CODE) from None  # last.ckpt is saved (SigtermCheckpoint)
     return finalize(cfg, trainer, module, datamodule)
 
 

@@ -107,12 +107,20 @@ class EvalConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    # Also write checkpoints/last.ckpt every this many optimiser steps (0: only at the end of each epoch), so
+    # a killed run loses at most that many steps. SIGTERM always writes it before the process exits.
+    every_n_steps: int = 0
+
+
+@dataclass
 class TrainConfig:
     model: ModelSection = field(default_factory=ModelSection)  # type: ignore[valid-type]
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     # Handed to lightning.Trainer (max_epochs, max_steps, precision, accelerator, devices, strategy,
     # num_nodes, ...); keys are checked against Trainer's signature.
     trainer: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 300})
@@ -214,6 +222,9 @@ def _validate(cfg: Any) -> None:
                 raise ConfigError(f"config key 'data.{split}.{part}' is required (a path, relative to data.root)")
     if cfg.data.batch_size < 1:
         raise ConfigError(f"config key 'data.batch_size' must be >= 1, got {cfg.data.batch_size}")
+    if cfg.checkpoint.every_n_steps < 0:
+        raise ConfigError(f"config key 'checkpoint.every_n_steps' must be >= 0 (0: once per epoch), "
+                          f"got {cfg.checkpoint.every_n_steps}")
     try:
         resolve_model_config(cfg.model, num_classes=1)
     except ValueError as error:

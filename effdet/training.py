@@ -5,6 +5,7 @@ this module only says what one training step and one validation pass are.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import Any, Optional
@@ -21,6 +22,7 @@ from .assign import AnchorMatcher
 from .checkpoint.fields import lightning_checkpoint_fields
 from .schema import ConfigError, model_overrides, resolve_data_path, resolve_model_config
 from .data import CocoDetection, collate_detection, eval_transforms, train_transforms, worker_init_fn
+from .data.resumable import EpochSampler, ResumableLoader, SeededSamples
 from .evaluation import STAT_KEYS, CocoEvaluator
 from .inference import PostprocessSettings, anchors_for, detect_batch
 from .loss import DetectionLoss
@@ -41,12 +43,15 @@ class CocoDataModule(L.LightningDataModule):
     """Train/val COCO-format datasets from a config's ``data`` section, validated when constructed.
 
     Building the datasets reads and checks both annotation files up front (see ``CocoDetection``),
-    so bad data stops the run before a Trainer starts.
+    so bad data stops the run before a Trainer starts. The training order and augmentation are pure
+    functions of ``(seed, epoch, sample)`` (see ``effdet.data.resumable``), so a resumed run sees the same
+    batches as an uninterrupted one, with any number of processes or loader workers.
     """
 
-    def __init__(self, data_cfg: DictConfig, image_size: list[int], mean: list[float]):
+    def __init__(self, data_cfg: DictConfig, image_size: list[int], mean: list[float], seed: int = 0):
         super().__init__()
         self.cfg = data_cfg
+        self.seed = int(seed)
         fill = fill_from_mean(mean)
         from .data.formats import dataset_sources  # COCO as is, VOC/YOLO converted; the fast data checks run here
 
@@ -80,8 +85,28 @@ class CocoDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        drop_last = len(self.train_set) > self.cfg.batch_size
-        return self._loader(self.train_set, self.cfg.batch_size, True, drop_last)
+        """This rank's share of each epoch (``EpochSampler``), resumable mid-epoch (``ResumableLoader``)."""
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        batch_size = self.cfg.batch_size
+        sampler = EpochSampler(self.train_set, batch_size, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        workers = int(self.cfg.num_workers)
+        return ResumableLoader(
+            SeededSamples(self.train_set, self.seed), batch_size=batch_size, sampler=sampler,
+            drop_last=len(sampler) > batch_size, num_workers=workers, collate_fn=collate_detection,
+            worker_init_fn=worker_init_fn, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self.seed),  # worker seeds never draw from the global generator
+            position=functools.partial(self._train_position, sampler))
+
+    def _train_position(self, sampler: EpochSampler) -> tuple[int, int]:
+        """(epoch, batches of it done) as the fit loop counts them; a finished epoch is (epoch + 1, 0)."""
+        trainer = self.trainer
+        if trainer is None:
+            return sampler.epoch, 0
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:
+            return sampler.epoch + 1, 0
+        return sampler.epoch, done
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.cfg.val_batch_size or self.cfg.batch_size, False, False)
@@ -160,6 +185,10 @@ class DetectionModule(L.LightningModule):
         decay = self.cfg.optim.ema_decay
         self.ema = (AveragedModel(self.model, multi_avg_fn=ema_update_fn(decay), use_buffers=True)
                     if decay else None)
+        if self.ema is not None:
+            # Averaged, never trained: no gradients, so DDP (which wraps this whole module) does not wait
+            # for them. Its weights are saved with the module's as `ema.module.*`.
+            self.ema.requires_grad_(False)
         loss = self.cfg.loss
         self.criterion = DetectionLoss(self.model_config.num_classes, loss.alpha, loss.gamma, loss.delta,
                                        loss.box_loss_weight, loss.box_loss, loss.label_smoothing)
@@ -170,6 +199,7 @@ class DetectionModule(L.LightningModule):
         self.last_metrics: dict[str, Any] = {}
         self.nonfinite_steps = 0
         self._consecutive_nonfinite = 0
+        self._skip_step = False  # a non-finite loss in this optimiser step (on any rank)
 
     def _build_model(self) -> EfficientDet:
         """The variant of the config; with ``model.weights``, the model that checkpoint needs (its padding,
@@ -212,6 +242,11 @@ class DetectionModule(L.LightningModule):
             self.ema.eval()  # the EMA copy is never trained; its BN statistics are averaged
         return self
 
+    def on_train_start(self) -> None:
+        # Lightning (2.x) keeps the modes the modules have instead of calling train(): apply ours (frozen
+        # batch norms with optim.freeze_bn, the EMA copy in eval mode) before the first step.
+        self.train()
+
     # ------------------------------------------------------------------ training
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int):
@@ -222,9 +257,10 @@ class DetectionModule(L.LightningModule):
         anchors = self._anchors(images.shape[-2:])
         cls_targets, box_targets, num_positives = self.matcher(
             anchors, batch["boxes"], batch["labels"], batch["crowd_boxes"], batch["crowd_mask"])
-        losses = self.criterion(class_outputs, box_outputs, cls_targets, box_targets, num_positives, anchors)
+        losses = self.criterion(class_outputs, box_outputs, cls_targets, box_targets, num_positives, anchors,
+                                normalizer=self._loss_normalizer(num_positives))
         loss = losses["loss"]
-        if not torch.isfinite(loss):
+        if self._any_rank_nonfinite(loss):
             return self._skip_nonfinite(loss, batch)
         self._consecutive_nonfinite = 0
         batch_size = images.shape[0]
@@ -234,24 +270,57 @@ class DetectionModule(L.LightningModule):
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=batch_size)
         return loss
 
+    def _sum_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        if self.trainer.world_size == 1:
+            return value
+        return self.trainer.strategy.reduce(value.detach().clone(), reduce_op="sum")
+
+    def _loss_normalizer(self, num_positives: torch.Tensor) -> torch.Tensor:
+        """``(positives in the global batch + 1) / world_size``.
+
+        DDP averages the ranks' gradients, so with this normaliser the averaged gradient is the gradient of
+        ``sum of every rank's loss terms / (global positives + 1)``: the loss of one process seeing the whole
+        global batch. (Counting positives per process would weight images by how crowded their rank's
+        batch happens to be.) With one process it is the usual ``positives + 1``.
+        """
+        positives = self._sum_over_ranks(num_positives.detach().float().sum())
+        return (positives + 1.0) / self.trainer.world_size
+
+    def _any_rank_nonfinite(self, loss: torch.Tensor) -> bool:
+        """True on every rank when the loss is non-finite on any rank, so all of them skip the step together
+        (a rank skipping alone would leave the others waiting for its gradients)."""
+        bad = torch.logical_not(torch.isfinite(loss.detach())).float()
+        return bool(self._sum_over_ranks(bad) > 0)
+
     def _skip_nonfinite(self, loss: torch.Tensor, batch: dict[str, torch.Tensor]):
+        """Skip this optimiser step (on every rank: see ``_any_rank_nonfinite``); stop after too many in a row."""
         self.nonfinite_steps += 1
         self._consecutive_nonfinite += 1
         ids = batch["image_ids"].tolist()
-        logger.warning("non-finite loss (%s) at step %d on image ids %s: step skipped (%d skipped so far)",
-                       float(loss), self.global_step, ids, self.nonfinite_steps)
+        logger.warning("non-finite loss (%s on this rank) at step %d, image ids here %s: step skipped on every "
+                       "rank (%d skipped so far)", float(loss), self.global_step, ids, self.nonfinite_steps)
         if self._consecutive_nonfinite >= MAX_CONSECUTIVE_NONFINITE:
             raise FloatingPointError(
                 f"the loss was non-finite for {self._consecutive_nonfinite} consecutive steps (last image ids "
                 f"{ids}); training stopped. Lower optim.lr, check the data, or use trainer.precision=32-true. "
                 f"The last good checkpoint is intact in {self.cfg.output_dir}/checkpoints.")
-        if self.trainer.world_size > 1:
-            # every rank must take part in the gradient all-reduce: contribute zero gradients
-            return sum((p * 0.0).sum() for p in self.model.parameters() if p.requires_grad)
-        return None
+        # Every rank returns a zero loss that reaches every parameter (Lightning forbids returning None under
+        # DDP, and DDP's all-reduce needs a gradient from every rank); on_before_optimizer_step then drops
+        # the gradients, so the optimiser (momentum, weight decay) and the EMA leave this step out.
+        self._skip_step = True
+        return sum((p * 0.0).sum() for p in self.model.parameters() if p.requires_grad)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if self.ema is not None:
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self._skip_step:
+            optimizer.zero_grad(set_to_none=True)  # parameters without a gradient are not updated
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """The optimiser step, then one EMA update: once per optimiser step, also under gradient accumulation
+        (``trainer.accumulate_grad_batches``), where several micro-batches make one step. A step holding a
+        non-finite loss on any rank is skipped everywhere (see ``_skip_nonfinite``)."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        skipped, self._skip_step = self._skip_step, False
+        if self.ema is not None and not skipped:
             self.ema.update_parameters(self.model)
 
     def configure_optimizers(self):
@@ -266,8 +335,15 @@ class DetectionModule(L.LightningModule):
             optimizer = torch.optim.SGD(groups, lr=lr, momentum=optim.momentum)
         else:
             optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(optim.betas))
-        total = int(self.trainer.estimated_stepping_batches)  # also loads the train loader
-        steps_per_epoch = math.ceil(self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
+        trainer = self.trainer
+        total = trainer.estimated_stepping_batches  # loads the train loader unless max_epochs=-1
+        if not math.isfinite(total):
+            raise ConfigError("the learning-rate schedule needs a length: set trainer.max_epochs or trainer.max_steps")
+        if trainer.train_dataloader is None:
+            trainer.fit_loop.setup_data()
+        batches = trainer.num_training_batches
+        steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches) if math.isfinite(batches) else total
+        total = int(total)
         warmup = int(round(optim.warmup_epochs * steps_per_epoch))
         factor = WarmupCosine(total, warmup, optim.warmup_start_factor, optim.min_lr_factor, optim.schedule)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -318,3 +394,21 @@ class DetectionModule(L.LightningModule):
         already in ``state_dict`` as ``ema.module.*`` (see ``effdet.checkpoint.fields``, the one definition of these entries)."""
         checkpoint.update(lightning_checkpoint_fields(self.model_config, self.class_names, self.category_ids,
                                                       train_config=OmegaConf.to_container(self.cfg, resolve=True)))
+        # The training process's generators (drop-path masks draw from them), so a resumed run continues
+        # the same random stream. Data order and augmentation do not need them (effdet.data.resumable).
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["effdet_rng_state"] = rng
+        checkpoint["effdet_nonfinite_steps"] = self.nonfinite_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming a fit: restore the generators saved by ``on_save_checkpoint``."""
+        if self._trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
+            return
+        rng = checkpoint.get("effdet_rng_state")
+        if rng:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+        self.nonfinite_steps = int(checkpoint.get("effdet_nonfinite_steps", 0))

@@ -78,7 +78,7 @@ def test_config_file_errors(tmp_path):
 
 
 def test_train_cli_fails_fast_on_bad_key(tmp_path):
-    result = run_train([str(ROOT / "configs" / "demo.yaml"), "optim.lr_sched=cosine"], timeout=120)
+    result = run_train([str(ROOT / "configs" / "demo.yaml"), "optim.lr_sched=cosine"], timeout=900)
     assert result.returncode == 2
     assert "unknown config key 'optim.lr_sched'" in result.stderr
 
@@ -140,7 +140,8 @@ def test_nonfinite_loss_is_skipped_then_stops(monkeypatch):
              "labels": torch.full((2, 1), -1), "crowd_boxes": torch.zeros(2, 1, 4),
              "crowd_mask": torch.zeros(2, 1, dtype=torch.bool), "image_ids": torch.tensor([42, 43])}
     for _ in range(MAX_CONSECUTIVE_NONFINITE - 1):
-        assert module.training_step(batch, 0) is None
+        zero = module.training_step(batch, 0)  # reaches every parameter (DDP needs them all), adds nothing
+        assert float(zero) == 0.0 and zero.requires_grad and module._skip_step
     assert module.nonfinite_steps == MAX_CONSECUTIVE_NONFINITE - 1
     with pytest.raises(FloatingPointError, match=r"non-finite for 10 consecutive steps \(last image ids \[42, 43\]\)"):
         module.training_step(batch, 0)
@@ -168,7 +169,7 @@ def test_bad_dataset_stops_before_training(tmp_path, tiny_data):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(data))
     result = run_train([str(ROOT / "configs" / "demo.yaml"), *tiny_overrides(tiny_data, tmp_path / "run"),
-                        f"data.train.annotations={bad}"], timeout=120)
+                        f"data.train.annotations={bad}"], timeout=900)
     assert result.returncode == 2
     assert f"annotation id {bad_ann['id']} has category_id 999" in result.stderr and "999" in result.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
