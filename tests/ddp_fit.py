@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
-from effdet.config import load_train_config, resolve_model_config  # noqa: E402
+from effdet.schema import load_train_config, resolve_model_config  # noqa: E402
 from effdet.runner import build_trainer  # noqa: E402
 from effdet.training import CocoDataModule, DetectionModule  # noqa: E402
 

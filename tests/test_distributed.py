@@ -148,7 +148,7 @@ class _Trainer:
 
 
 def test_learning_rate_scales_with_world_size_and_accumulation(monkeypatch):
-    from effdet.config import load_train_config
+    from effdet.schema import load_train_config
     from effdet.training import DetectionModule
 
     keys = ["data.train.images=t", "data.train.annotations=t.json", "data.val.images=v", "data.val.annotations=v.json",
