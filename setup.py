@@ -6,6 +6,10 @@ setup(
     description="EfficientDet (D0-D7x, Lite0-4) in PyTorch, trained with Lightning from OmegaConf YAML",
     packages=find_packages(include=["effdet", "effdet.*", "backbones", "backbones.*", "heads", "heads.*"]),
     python_requires=">=3.9",
+    entry_points={"console_scripts": [
+        "effdet-scale=effdet.cli.scale:main",
+        "effdet-classify=effdet.cli.classify:main",
+    ]},
     install_requires=[
         "torch>=2.2",
         "torchvision>=0.17",

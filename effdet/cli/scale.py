@@ -1,0 +1,106 @@
+"""Compound scaling as a tool.
+
+    effdet-scale --latency-ms 200 [--batch 1] [--backend torch|onnxruntime] [--family d|lite]
+                 [--recipe configs/demo.yaml --out cfg.yaml]          # largest model within a latency budget
+    effdet-scale --gmacs 3 [...]                                      # ... within a multiply-add budget
+    effdet-scale search --config cfg.yaml --budget-steps 100 [--out runs/scale_search]   # α·β·γ grid search
+
+Budget mode measures candidate φ on this machine (real timed forwards at each candidate's own resolution,
+bisection on a φ grid), prints a table and marks the largest model that fits; with --out it writes the recipe
+with that model. Search mode trains a small grid of (α, β, γ) with α·β²·γ² ≈ 2 for the same short budget each
+and reports them by val AP (table + plot); pass the best as ``model.scaling`` to drive the φ rule.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+
+def _budget_parser() -> argparse.ArgumentParser:
+    from ..scaling.budget import BACKENDS
+
+    parser = argparse.ArgumentParser(prog="effdet-scale", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--latency-ms", type=float, help="median forward latency budget in milliseconds")
+    parser.add_argument("--gmacs", type=float, help="multiply-add budget per forward, in 10^9")
+    parser.add_argument("--family", choices=["d", "lite"], default="d")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--backend", choices=list(BACKENDS), default="torch")
+    parser.add_argument("--step", type=float, default=0.25, help="φ grid step (default 0.25)")
+    parser.add_argument("--runs", type=int, default=7, help="timed forwards per candidate (median reported)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--max-phi", type=float, help="do not consider φ above this")
+    parser.add_argument("--scaling", nargs=3, type=float, metavar=("ALPHA", "BETA", "GAMMA"),
+                        help="searched coefficients instead of the official rows (see `effdet-scale search`)")
+    parser.add_argument("--recipe", help="training config to base --out on (e.g. configs/demo.yaml)")
+    parser.add_argument("--out", help="write the recipe with the chosen model here (needs --recipe)")
+    parser.add_argument("--table", help="also write the table (markdown) to this file")
+    return parser
+
+
+def budget_main(argv: Sequence[str]) -> int:
+    parser = _budget_parser()
+    args = parser.parse_args(argv)
+    if args.latency_ms is None and args.gmacs is None:
+        parser.error("give a budget: --latency-ms and/or --gmacs")
+    if args.out and not args.recipe:
+        parser.error("--out writes a training config based on a recipe: give --recipe too (e.g. configs/demo.yaml)")
+    recipe = None
+    if args.recipe:
+        from ..config import ConfigError, load_train_config
+
+        try:
+            recipe = load_train_config(args.recipe)
+        except ConfigError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    import torch
+
+    from ..scaling.budget import fit_budget, recipe_for
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    scaling = dict(zip(("alpha", "beta", "gamma"), args.scaling)) if args.scaling else None
+    budget = " and ".join(part for part in (f"{args.latency_ms:g} ms" if args.latency_ms is not None else "",
+                                            f"{args.gmacs:g} GMACs" if args.gmacs is not None else "") if part)
+    print(f"# {args.family} family, budget {budget}, batch {args.batch}, backend {args.backend}, "
+          f"{torch.get_num_threads()} torch threads, medians of {args.runs} runs after {args.warmup} warm-up")
+    result = fit_budget(args.family, args.latency_ms, args.gmacs, batch=args.batch, backend=args.backend,
+                        step=args.step, runs=args.runs, warmup=args.warmup, scaling=scaling, max_phi=args.max_phi,
+                        log=lambda line: print("  " + line, flush=True))
+    table = result.table()
+    print("\n" + table)
+    if args.table:
+        from pathlib import Path
+
+        Path(args.table).write_text(table + "\n")
+    if result.best is None:
+        print(f"\nnothing fits: even φ=0 ({result.candidates[0].name}) is over the budget", file=sys.stderr)
+        return 1
+    best = result.best
+    print(f"\nlargest that fits: {best.name} (φ={best.phi:g}, {best.config.image_size[0]} px)")
+    if args.out:
+        from omegaconf import OmegaConf
+
+        from ..fileio import atomic_path
+
+        cfg = recipe_for(best, recipe, scaling)
+        with atomic_path(args.out) as tmp:
+            OmegaConf.save(cfg, tmp)
+        print(f"training config written: {args.out}  (python tools/train.py {args.out})")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "search":
+        from .scale_search import search_main
+
+        return search_main(argv[1:])
+    return budget_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
