@@ -7,3 +7,5 @@ from .weights import load_weights
 __all__ += ["load_weights"]
 from .predictor import Predictor  # noqa: E402
 __all__ += ["Predictor"]
+from .classifier import Classifier, classify  # noqa: E402
+__all__ += ["Classifier", "classify"]
