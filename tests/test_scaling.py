@@ -227,3 +227,49 @@ def test_scale_tool_measures_for_real_and_writes_a_config(tmp_path):
     assert median_ms <= 400 and re.match(r"\d+\.\d ms \(\d+\.\d–\d+\.\d, n=3\)", cells[7])
     cfg = load_train_config(str(out))
     assert cfg.model.name == cells[1] and list(cfg.model.image_size) == [int(cells[2].split("×")[0])] * 2
+
+
+# ------------------------------------------------------------------------------------------------ α·β·γ search
+
+
+def test_coefficient_grid_keeps_the_flops_factor():
+    from effdet.scaling.search import coefficient_grid
+
+    grid = coefficient_grid((1.1, 1.2, 1.3), (1.05, 1.1, 1.2, 1.4))
+    assert all(abs(c.flops_factor - 2.0) < 1e-3 and c.gamma >= 1.0 for c in grid)
+    assert len(grid) == 11  # (1.3, 1.4) would need γ < 1
+    assert grid[0] == Coefficients(1.1, 1.05, pytest.approx(1.2838, abs=1e-4))
+    with pytest.raises(ValueError, match="leaves γ ≥ 1"):
+        coefficient_grid((2.0,), (1.5,))
+
+
+@pytest.mark.slow
+def test_search_runs_end_to_end_on_tiny_data(tmp_path):
+    import json
+
+    from effdet.data import make_demo_dataset
+
+    data = make_demo_dataset(tmp_path / "data", num_train=4, num_val=2)
+    out = tmp_path / "search"
+    command = [sys.executable, str(ROOT / "tools" / "scale.py"), "search", "--config", str(ROOT / "configs" / "demo.yaml"),
+               "--budget-steps", "2", "--alphas", "1.2", "--betas", "1.1", "1.2", "--out", str(out),
+               f"data.root={data['root']}", "model.image_size=64", "data.num_workers=0", "data.batch_size=2",
+               "trainer.enable_progress_bar=false"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "# α·β·γ search: 2 candidates × 2 steps = 4 training steps" in done.stdout
+    table = (out / "search.md").read_text().splitlines()
+    assert table[0].startswith("| α (depth) | β (width) | γ (resolution) |") and len(table) == 4
+    result = json.loads((out / "search.json").read_text())
+    assert result["runs"] == 2 and result["budget_steps"] == 2
+    gammas = sorted(round(row["gamma"], 3) for row in result["rows"])
+    assert gammas == [1.076, 1.174]  # sqrt(2 / (1.2·1.2²)), sqrt(2 / (1.2·1.1²))
+    assert {row["image_size"] for row in result["rows"]} == {72}  # 64·γ to a multiple of 8
+    for row in result["rows"]:
+        run = Path(row["output_dir"])
+        checkpoint = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        assert checkpoint["global_step"] == 2
+        assert json.loads((run / "metrics.json").read_text())["AP"] == row["ap"]
+    assert (out / "search.png").stat().st_size > 1000
+    assert "best: model.scaling={alpha: 1.2" in done.stdout

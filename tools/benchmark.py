@@ -6,6 +6,7 @@
     python tools/benchmark.py predict [--runs 20]    # end-to-end predict, ours vs DetBenchPredict
     python tools/benchmark.py postprocess | loader | cocoeval
     python tools/benchmark.py all [--markdown]
+    python tools/benchmark.py scaling --plot scaling.png [--step 0.5] [--time-up-to 3]   # not part of `all`
 
 Every figure is a median over --runs runs after warm-up, with the spread (min–max). Each measurement
 runs in a fresh subprocess so its peak memory (max RSS) is its own. The reference package is imported
@@ -343,18 +344,40 @@ def bench_cocoeval(args) -> list[str]:
     return rows
 
 
+def bench_scaling(args) -> list[str]:
+    """Multiply-adds and latency against φ (D and Lite) with the paper's AP: effdet/benchmarks/scaling.py."""
+    import torch
+
+    from effdet.benchmarks.scaling import plot_scaling, scaling_header, scaling_points, scaling_row
+
+    torch.set_num_threads(args.threads)
+    rows = scaling_header()
+    print("\n".join(rows), flush=True)
+    points = scaling_points(step=args.step, runs=args.runs, time_up_to=args.time_up_to,
+                            log=lambda row: print(row, flush=True))
+    rows += [scaling_row(p) for p in points]
+    if args.plot:
+        print(f"plot: {plot_scaling(points, args.plot)}")
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["model", "train", "predict", "postprocess", "loader", "cocoeval", "all"])
+    parser.add_argument("what", choices=["model", "train", "predict", "postprocess", "loader", "cocoeval", "scaling",
+                                         "all"])
     parser.add_argument("--variants", nargs="+", default=["efficientdet_d0", "efficientdet_d1", "efficientdet_d2",
                                                           "efficientdet_d3", "efficientdet_lite0"])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="also write the tables (markdown) to this file")
+    parser.add_argument("--plot", help="scaling: write the figure here (e.g. scaling.png)")
+    parser.add_argument("--step", type=float, default=0.5, help="scaling: φ grid step")
+    parser.add_argument("--time-up-to", type=float, default=3.0, help="scaling: time forwards only up to this φ")
     args = parser.parse_args(argv)
     jobs = {"model": bench_model, "train": bench_train, "predict": bench_predict, "postprocess": bench_postprocess,
             "loader": bench_loader, "cocoeval": bench_cocoeval}
     selected = list(jobs) if args.what == "all" else [args.what]
+    jobs["scaling"] = bench_scaling  # long: only on request, not in `all`
     print(f"# torch threads {args.threads}; medians of {args.runs} runs after warm-up; (min–max)")
     tables = []
     for what in selected:

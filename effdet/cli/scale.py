@@ -93,11 +93,40 @@ def budget_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def search_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="effdet-scale search", description="α·β·γ grid search at φ = 1 "
+                                     "(α·β²·γ² ≈ 2): every candidate trains for the same number of steps with the "
+                                     "recipe, from scratch, and is scored by val AP.")
+    parser.add_argument("--config", required=True, help="training recipe; its model is the baseline (φ = 0)")
+    parser.add_argument("--budget-steps", type=int, required=True, help="optimizer steps per candidate")
+    parser.add_argument("--alphas", type=float, nargs="+", help="depth multipliers to try (default 1.1 1.2 1.3)")
+    parser.add_argument("--betas", type=float, nargs="+", help="width multipliers to try (default 1.05 1.1 1.2)")
+    parser.add_argument("--target", type=float, default=2.0, help="FLOPs factor α·β²·γ² (default 2)")
+    parser.add_argument("--out", default="runs/scale_search", help="folder for the runs, table and plot")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of the recipe (e.g. data.root=demo_data)")
+    args = parser.parse_args(argv)
+    from ..config import ConfigError, load_train_config
+    from ..scaling.search import DEFAULT_ALPHAS, DEFAULT_BETAS, coefficient_grid, run_search, search_table
+
+    try:
+        recipe = load_train_config(args.config, args.overrides)
+        grid = coefficient_grid(args.alphas or DEFAULT_ALPHAS, args.betas or DEFAULT_BETAS, args.target)
+    except (ConfigError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"# α·β·γ search: {len(grid)} candidates × {args.budget_steps} steps = "
+          f"{len(grid) * args.budget_steps} training steps (+ {len(grid)} validations)", flush=True)
+    rows = run_search(recipe, args.budget_steps, args.out, grid, log=lambda line: print(line, flush=True))
+    print("\n" + search_table(rows, args.budget_steps))
+    best = rows[0]
+    print(f"\nbest: model.scaling={{alpha: {best.alpha:g}, beta: {best.beta:g}, gamma: {best.gamma:.4g}}}  "
+          f"(table, plot and runs in {args.out}: search.md, search.png, search.json)")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "search":
-        from .scale_search import search_main
-
         return search_main(argv[1:])
     return budget_main(argv)
 

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``tools/benchmark.py`` (measurements, not library code paths)."""
