@@ -273,3 +273,21 @@ def test_search_runs_end_to_end_on_tiny_data(tmp_path):
         assert json.loads((run / "metrics.json").read_text())["AP"] == row["ap"]
     assert (out / "search.png").stat().st_size > 1000
     assert "best: model.scaling={alpha: 1.2" in done.stdout
+
+
+# ------------------------------------------------------------------------------------------------ scaling picture
+
+
+def test_scaling_benchmark_points_and_plot(tmp_path):
+    from effdet.benchmarks.scaling import plot_scaling, scaling_points, scaling_row
+
+    measure, calls = fake_measure(ms_per_gmac=10.0)
+    points = scaling_points(families=("lite",), step=0.5, runs=2, time_up_to=1.0, measure=measure)
+    assert [p.phi for p in points] == [0, 0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4]
+    assert calls == ["efficientdet_lite0", "efficientdet_lite0.5", "efficientdet_lite1"]  # timed up to φ = 1
+    assert [p.paper_ap for p in points if p.paper_ap is not None] == [26.4, 31.5, 35.1, 38.8, 43.2]
+    macs = [p.macs for p in points]
+    assert macs == sorted(macs) and len(set(macs)) == len(macs)  # multiply-adds grow with φ
+    assert scaling_row(points[1]).startswith("| lite | 0.5 | efficientdet_lite0.5 | 352 |")
+    path = plot_scaling(points, str(tmp_path / "scaling.png"))
+    assert os.path.getsize(path) > 10_000
