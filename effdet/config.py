@@ -168,7 +168,13 @@ def model_config(name_or_phi: str | float = "efficientdet_d0", **overrides: Any)
         else:
             base_phi, base_family = VARIANT_PHI[name][0], "lite" if VARIANT_PHI[name][1] else "d"
         family = compound.check_family(family or base_family)
-        phi = compound.check_phi(base_phi if phi is None else phi, family)
+        try:
+            phi = compound.check_phi(base_phi if phi is None else phi, family)
+        except ValueError as error:
+            if parsed is None:
+                raise
+            raise ValueError(f"unknown model {name!r} ({error}); valid names: "
+                             f"{', '.join(list_models(include_aliases=True))}") from None
         if coefficients is None and phi == int(phi):
             name = compound.variant_name(phi, family)  # the official row of this φ
         else:

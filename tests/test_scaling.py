@@ -108,7 +108,8 @@ def test_searched_coefficients_drive_the_rule():
 def test_phi_errors_name_the_range():
     with pytest.raises(ValueError, match=r"phi must be within 0..7 for the d family, got 7.5"):
         model_config(7.5)
-    with pytest.raises(ValueError, match=r"phi must be within 0..4 for the lite family, got 4.5"):
+    with pytest.raises(ValueError, match=r"unknown model 'efficientdet_lite4.5' \(phi must be within 0..4 for the lite "
+                                         r"family, got 4.5\); valid names: efficientdet_d0"):
         effdet.create_model("efficientdet_lite4.5")
     with pytest.raises(ValueError, match=r"phi/scaling need a D or Lite name.*tf_efficientdet_d0"):
         model_config("tf_efficientdet_d0", phi=0.5)
