@@ -292,3 +292,14 @@ def test_scaling_benchmark_points_and_plot(tmp_path):
     assert scaling_row(points[1]).startswith("| lite | 0.5 | efficientdet_lite0.5 | 352 |")
     path = plot_scaling(points, str(tmp_path / "scaling.png"))
     assert os.path.getsize(path) > 10_000
+
+
+@pytest.mark.slow
+def test_measure_latency_with_onnxruntime():
+    pytest.importorskip("onnxruntime")
+    ticks = iter(range(100))
+    timing = measure_latency(model_config("efficientdet_lite0.5", image_size=64), runs=2, warmup=1,
+                             backend="onnxruntime", timer=lambda: next(ticks) * 0.5)
+    assert (timing.median, timing.runs) == (pytest.approx(0.5), 2)
+    with pytest.raises(ValueError, match=r"unknown backend 'tvm'; valid: \['torch', 'onnxruntime'\]"):
+        measure_latency(model_config("efficientdet_lite0", image_size=64), backend="tvm")

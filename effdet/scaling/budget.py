@@ -119,7 +119,10 @@ def _onnxruntime_forward(model: torch.nn.Module, images: torch.Tensor) -> Callab
     except ImportError:
         raise ImportError("backend 'onnxruntime' needs `pip install onnxruntime onnx`") from None
     buffer = io.BytesIO()
-    with torch.no_grad():
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes on the input-size checks: the size is fixed here
         torch.onnx.export(model, (images,), buffer, input_names=["images"], opset_version=17, dynamo=False)
     session = onnxruntime.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
     feed = {"images": images.numpy()}
