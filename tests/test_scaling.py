@@ -215,8 +215,10 @@ def test_recipe_for_the_chosen_model():
 @pytest.mark.slow
 def test_scale_tool_measures_for_real_and_writes_a_config(tmp_path):
     out = tmp_path / "chosen.yaml"
-    command = [sys.executable, str(ROOT / "tools" / "scale.py"), "--family", "lite", "--latency-ms", "400",
-               "--max-phi", "2", "--runs", "3", "--warmup", "1", "--threads", "2",
+    # A budget far above Lite0/Lite1 on any machine (they take ~40/70 ms idle), so the shared CI machine's load
+    # cannot make it flaky; the bisection itself is covered with a fake timer above.
+    command = [sys.executable, str(ROOT / "tools" / "scale.py"), "--family", "lite", "--latency-ms", "60000",
+               "--max-phi", "1", "--step", "0.5", "--runs", "3", "--warmup", "1", "--threads", "2",
                "--recipe", str(ROOT / "configs" / "demo.yaml"), "--out", str(out)]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)))
@@ -225,7 +227,8 @@ def test_scale_tool_measures_for_real_and_writes_a_config(tmp_path):
     assert len(marked) == 1
     cells = [cell.strip() for cell in marked[0].strip("|").split("|")]
     median_ms = float(cells[7].split(" ms")[0])
-    assert median_ms <= 400 and re.match(r"\d+\.\d ms \(\d+\.\d–\d+\.\d, n=3\)", cells[7])
+    assert median_ms <= 60000 and re.match(r"\d+\.\d ms \(\d+\.\d–\d+\.\d, n=3\)", cells[7])
+    assert cells[1] == "efficientdet_lite1" and "| 0 | efficientdet_lite0 | 320×320 |" in done.stdout
     cfg = load_train_config(str(out))
     assert cfg.model.name == cells[1] and list(cfg.model.image_size) == [int(cells[2].split("×")[0])] * 2
 
