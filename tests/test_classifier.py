@@ -60,7 +60,7 @@ def test_classify_tool(photos, tmp_path):
     missing = tmp_path / "missing.jpg"
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "classify.py"), str(photos["paths"]["chelsea"]),
                            str(missing), "--model", "efficientnet_lite1"], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                          timeout=1200, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == f"{photos['paths']['chelsea']} (efficientnet_lite1):" and len(lines) == 6
