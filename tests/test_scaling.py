@@ -242,7 +242,7 @@ def test_coefficient_grid_keeps_the_flops_factor():
     grid = coefficient_grid((1.1, 1.2, 1.3), (1.05, 1.1, 1.2, 1.4))
     assert all(abs(c.flops_factor - 2.0) < 1e-3 and c.gamma >= 1.0 for c in grid)
     assert len(grid) == 9  # β = 1.4 would need γ < 1 with every α (α·1.4² > 2)
-    assert grid[0] == Coefficients(1.1, 1.05, pytest.approx(1.2838, abs=1e-4))
+    assert grid[0] == Coefficients(1.1, 1.05, pytest.approx(1.2842, abs=1e-4))
     with pytest.raises(ValueError, match="leaves γ ≥ 1"):
         coefficient_grid((2.0,), (1.5,))
 
