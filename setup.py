@@ -16,6 +16,8 @@ setup(
             "effdet-make-demo-data=effdet.cli.make_demo_data:main",
             "effdet-check-data=effdet.cli.check_data:main",
             "effdet-convert-dataset=effdet.cli.convert_dataset:main",
+            "effdet-scale=effdet.cli.scale:main",
+            "effdet-classify=effdet.cli.classify:main",
         ],
     },
     install_requires=[

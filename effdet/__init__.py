@@ -11,7 +11,8 @@ from .variants import ModelConfig, model_config
 from .factory import create_model, list_models
 from .model import EfficientDet
 
-__all__ = ["EfficientDet", "ModelConfig", "Predictor", "create_model", "list_models", "load_weights", "model_config"]
+__all__ = ["Classifier", "EfficientDet", "ModelConfig", "Predictor", "classify", "create_model", "list_models", "load_weights",
+           "model_config"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,4 +20,8 @@ def __getattr__(name: str) -> Any:
         from .predictor import Predictor
 
         return Predictor
+    if name in ("Classifier", "classify"):  # ImageNet classification with the backbones (OpenCV too)
+        from . import classifier
+
+        return getattr(classifier, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -39,6 +39,8 @@ class EfficientDet(nn.Module):
             drop_path_rate=config.drop_path_rate,
             act=config.backbone_act,
             out_strides=tuple(2 ** level for level in range(config.min_level, 6)),
+            **{key: value for key, value in (("width", config.backbone_width), ("depth", config.backbone_depth))
+               if value is not None},  # fractional φ: interpolated coefficients (effdet.scaling)
         )
         # settings the BiFPN and both heads share
         common: dict[str, Any] = dict(act=config.act, padding=config.padding, bn_eps=config.bn_eps,

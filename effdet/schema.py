@@ -7,14 +7,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from .choices import BOX_LOSSES, DATA_FORMATS, EVAL_BACKENDS, LR_SCHEDULES, NMS_METHODS, OPTIMIZERS
 from .variants import ModelConfig, model_config
 
 
 # Keys of the `model:` section besides the ModelConfig fields (which are all optional overrides there).
-MODEL_SECTION_EXTRA = ("phi", "weights", "pretrained_backbone", "reset_class_head", "trust_checkpoint")
+MODEL_SECTION_EXTRA = ("phi", "scaling", "weights", "pretrained_backbone", "reset_class_head", "trust_checkpoint")
 
 
 def _model_section_class():
@@ -28,7 +28,8 @@ def _model_section_class():
         if f.name != "name":
             fields.append((f.name, Optional[Any], field(default=None)))
     fields += [
-        ("phi", Optional[int], field(default=None)),
+        ("phi", Optional[float], field(default=None)),  # any φ, in the family of `name` (effdet.scaling)
+        ("scaling", Optional[Dict[str, float]], field(default=None)),  # {alpha, beta, gamma}: searched coefficients
         ("weights", Optional[str], field(default=None)),  # checkpoint to start from (any supported format)
         ("pretrained_backbone", Optional[str], field(default=None)),  # e.g. efficientnet_lite0 or a path
         ("reset_class_head", bool, field(default=False)),  # re-initialise the class net if classes differ
@@ -245,8 +246,7 @@ def resolve_model_config(section: Any, num_classes: Optional[int] = None) -> Mod
     overrides = model_overrides(section)
     if overrides.get("num_classes") is None and num_classes is not None:
         overrides["num_classes"] = num_classes
-    name = section["phi"] if section["phi"] is not None else section["name"]
-    return model_config(name, **overrides)
+    return model_config(section["name"], phi=section["phi"], scaling=section["scaling"], **overrides)
 
 
 def resolve_data_path(root: Optional[str], path: str) -> str:

@@ -29,6 +29,8 @@ class ModelConfig:
 
     name: str = "efficientdet_d0"
     backbone: str = "efficientnet_b0"
+    backbone_width: Optional[float] = None  # None: the backbone row's width coefficient (fractional φ sets it)
+    backbone_depth: Optional[float] = None  # None: the backbone row's depth coefficient
     image_size: list[int] = field(default_factory=lambda: [512, 512])  # [height, width]
     num_classes: int = 90
     min_level: int = 3
@@ -140,17 +142,44 @@ def list_models(include_aliases: bool = False) -> list[str]:
     return names + sorted(MODEL_ALIASES) if include_aliases else names
 
 
-def model_config(name_or_phi: str | int = "efficientdet_d0", **overrides: Any) -> ModelConfig:
-    """Resolve a variant name (or φ for the D-family) plus overrides into a :class:`ModelConfig`.
+def model_config(name_or_phi: str | float = "efficientdet_d0", **overrides: Any) -> ModelConfig:
+    """Resolve a variant name (or φ) plus overrides into a :class:`ModelConfig`.
 
-    Unknown names fail with the list of valid ones; unknown override keys fail naming the valid fields.
-    ``image_size`` may be an int (square) or ``[height, width]``.
+    ``name_or_phi``: an official name (``efficientdet_d3``, ``efficientdet_lite3x``, the reference's ``tf_``
+    aliases), a φ name (``efficientdet_d1.5``, ``efficientdet_lite0.5``) or a number φ (D family; Lite with
+    ``family="lite"``). ``phi=…`` as a keyword selects φ in the family of the given name. Integer φ gives the
+    official row; fractional φ, or ``scaling={"alpha", "beta", "gamma"}``, the compound rule of
+    :mod:`effdet.scaling`. Unknown names fail with the list of valid ones; unknown override keys fail naming the
+    valid fields. ``image_size`` may be an int (square) or ``[height, width]``.
     """
-    if isinstance(name_or_phi, int) and not isinstance(name_or_phi, bool):
-        if not 0 <= name_or_phi <= 7:
-            raise ValueError(f"phi must be 0..7 for the D-family, got {name_or_phi}")
-        name_or_phi = f"efficientdet_d{name_or_phi}"
+    from . import scaling as compound
+
+    phi, family, coefficients = overrides.pop("phi", None), overrides.pop("family", None), overrides.pop("scaling", None)
+    if isinstance(name_or_phi, (int, float)) and not isinstance(name_or_phi, bool):
+        name_or_phi, phi = "efficientdet_d0", name_or_phi if phi is None else phi
     name = str(name_or_phi)
+    parsed = compound.parse_variant_name(name) if name not in VARIANT_PHI else None
+    if phi is not None or parsed is not None or coefficients is not None:
+        if name in MODEL_ALIASES or (name not in VARIANT_PHI and parsed is None):
+            raise ValueError(f"phi/scaling need a D or Lite name (efficientdet_d…, efficientdet_lite…), got {name!r}")
+        if parsed is not None:
+            base_phi, base_family = parsed
+        else:
+            base_phi, base_family = VARIANT_PHI[name][0], "lite" if VARIANT_PHI[name][1] else "d"
+        family = compound.check_family(family or base_family)
+        try:
+            phi = compound.check_phi(base_phi if phi is None else phi, family)
+        except ValueError as error:
+            if parsed is None:
+                raise
+            raise ValueError(f"unknown model {name!r} ({error}); valid names: "
+                             f"{', '.join(list_models(include_aliases=True))}") from None
+        if coefficients is None and phi == int(phi):
+            name = compound.variant_name(phi, family)  # the official row of this φ
+        else:
+            row = compound_row(0, lite=family == "lite")
+            row.update(compound.compound_sizes(phi, family, coefficients), name=compound.variant_name(phi, family))
+            return _finish(row, {}, overrides)
     settings: dict[str, Any] = {}
     if name in MODEL_ALIASES:
         base, settings = MODEL_ALIASES[name]
@@ -159,7 +188,12 @@ def model_config(name_or_phi: str | int = "efficientdet_d0", **overrides: Any) -
     elif name in VARIANT_PHI:
         row = variant_row(name)
     else:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models(include_aliases=True))}")
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(list_models(include_aliases=True))} "
+                         "(or efficientdet_d<φ> / efficientdet_lite<φ> for any φ, e.g. efficientdet_d1.5)")
+    return _finish(row, settings, overrides)
+
+
+def _finish(row: dict[str, Any], settings: dict[str, Any], overrides: dict[str, Any]) -> ModelConfig:
     row.update(settings)
     row.update(overrides)
     valid = {f.name for f in dataclasses.fields(ModelConfig)}

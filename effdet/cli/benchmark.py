@@ -5,6 +5,7 @@
     python tools/benchmark.py predict [--runs 20]    # end-to-end predict, ours vs DetBenchPredict
     python tools/benchmark.py postprocess | loader | cocoeval
     python tools/benchmark.py all [--out FILE]
+    python tools/benchmark.py scaling --plot scaling.png [--step 0.5] [--time-up-to 3]   # not part of `all`
 
 Every figure is a median over --runs runs after warm-up, with the spread (min–max). Each measurement
 runs in a fresh subprocess so its peak memory (max RSS) is its own. The reference package is imported
@@ -30,7 +31,10 @@ SUBCOMMANDS: dict[str, str] = {
     "postprocess": "effdet.benchmarks.postprocess",
     "loader": "effdet.benchmarks.loader",
     "cocoeval": "effdet.benchmarks.cocoeval",
+    "scaling": "effdet.benchmarks.scaling",
 }
+# long-running benchmarks that `all` leaves out (run them by name)
+NOT_IN_ALL: frozenset[str] = frozenset({"scaling"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     known, _ = parser.parse_known_args(argv)
-    selected = list(SUBCOMMANDS) if known.what == "all" else [known.what]
+    selected = [n for n in SUBCOMMANDS if n not in NOT_IN_ALL] if known.what == "all" else [known.what]
     modules = {name: importlib.import_module(SUBCOMMANDS[name]) for name in selected}
     for module in modules.values():  # subcommand-specific options
         if hasattr(module, "add_arguments"):
