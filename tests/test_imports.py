@@ -112,8 +112,8 @@ print(json.dumps({"threads_after": cv2.getNumThreads()}))
     assert done.returncode == 0, done.stderr
     first, second = (json.loads(line) for line in done.stdout.splitlines()[-2:])
     assert first["cv2"] is False and first["lightning"] is False
-    assert first["all"] == ["EfficientDet", "ModelConfig", "Predictor", "create_model", "list_models",
-                            "load_weights", "model_config"]
+    assert first["all"] == ["Classifier", "EfficientDet", "ModelConfig", "Predictor", "classify", "create_model",
+                            "list_models", "load_weights", "model_config"]
     assert first["missing"] == []
     assert second["threads_after"] == first["threads_before"]  # OpenCV threads untouched by `import effdet`
 
