@@ -1,9 +1,39 @@
-"""EfficientDet: compound-scaled EfficientNet + BiFPN detectors (D0–D7x, Lite0–4), trained with Lightning."""
-from .config import ModelConfig, list_models, model_config
-from .model import EfficientDet, create_model
+"""EfficientDet: compound-scaled EfficientNet + BiFPN detectors (D0–D7x, Lite0–4), trained with Lightning.
 
-__all__ = ["EfficientDet", "ModelConfig", "create_model", "list_models", "model_config"]
-from .weights import load_weights
-__all__ += ["load_weights"]
-from .predictor import Predictor  # noqa: E402
-__all__ += ["Predictor"]
+The package namespace is lazy (PEP 562): ``effdet.create_model``, ``effdet.Predictor`` … and every submodule
+(``effdet.weights`` …) are imported on first use, so ``effdet.runtime`` (the torch-free ONNX runtime) can be
+imported on a machine without PyTorch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "EfficientDet": "model",
+    "ModelConfig": "config",
+    "create_model": "model",
+    "list_models": "config",
+    "model_config": "config",
+    "load_weights": "weights",
+    "Predictor": "predictor",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    else:
+        try:
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as error:
+            if error.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

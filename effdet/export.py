@@ -265,7 +265,7 @@ def build_metadata(config: ModelConfig, image_size: Sequence[int], output_form: 
         "format_version": 1,
         "outputs": output_form,
         "model": config.name,
-        "config": config.to_dict(),
+        "config": dict(config.to_dict(), image_size=[int(s) for s in image_size]),
         "image_size": [int(s) for s in image_size],
         "mean": [float(v) for v in config.mean],
         "std": [float(v) for v in config.std],
