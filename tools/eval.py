@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per forward pass (default: the validation batch size of the training run)")
     parser.add_argument("--workers", type=int, default=2, help="data loader worker processes (default 2)")
+    parser.add_argument("--runtime", choices=("torch", "onnxruntime", "openvino"), default="torch",
+                        help="network runtime (default torch); --weights may also be an .onnx file from effdet-export")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda if available)")
     parser.add_argument("--backend", choices=("pycocotools", "faster_coco_eval"), default=None,
                         help="COCO evaluator (default: the training config's eval.backend, else pycocotools)")
@@ -253,10 +255,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.results:
             return score_results(args)
-        from effdet.predictor import Predictor, parse_overrides
+        from effdet.backends import load_predictor
+        from effdet.predictor import parse_overrides
 
         overrides = parse_overrides(args.overrides)
-        predictor = Predictor.from_checkpoint(args.weights, device=args.device, **overrides)
+        predictor = load_predictor(args.weights, args.runtime, device=args.device, **overrides)
         print(f"{predictor}", file=sys.stderr)
         if args.annotations:
             return evaluate_checkpoint(args, predictor)

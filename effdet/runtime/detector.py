@@ -15,10 +15,27 @@ import numpy as np
 from ..preprocess import fill_from_mean, letterbox, load_image, to_rgb
 from .sessions import open_session
 
-__all__ = ["OnnxDetector"]
+__all__ = ["OnnxDetector", "prepare_batch"]
 
 PathLike = Union[str, os.PathLike]
 ImageInput = Union[PathLike, np.ndarray]
+
+
+def prepare_batch(rgb_images: Sequence[np.ndarray], image_size: Sequence[int], mean: Sequence[float],
+                  std: Sequence[float]) -> tuple[dict[str, np.ndarray], list[float]]:
+    """RGB uint8 images -> graph feed and letterbox scales: ``images`` float32 ``[B, 3, H, W]`` letterboxed
+    (top-left, mean-colour padding) and normalised ``(x - mean) / std``; ``image_sizes`` float32 ``[B, 2]``,
+    the (h, w) of each image's valid area in network pixels."""
+    canvases, valid, scales = [], [], []
+    height, width = (int(s) for s in image_size)
+    for image in rgb_images:
+        canvas, scale = letterbox(image, (height, width), fill_from_mean(mean))
+        canvases.append(canvas)
+        scales.append(scale)
+        valid.append((min(image.shape[0] * scale, height), min(image.shape[1] * scale, width)))
+    batch = (np.stack(canvases).astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return ({"images": np.ascontiguousarray(batch.transpose(0, 3, 1, 2)),
+             "image_sizes": np.asarray(valid, np.float32).reshape(-1, 2)}, scales)
 
 
 class OnnxDetector:
@@ -42,9 +59,6 @@ class OnnxDetector:
                              "`effdet-export ... --nms` (or use effdet.Predictor.from_onnx, which decodes in torch)")
         self.metadata = meta
         self.image_size = [int(s) for s in meta["image_size"]]
-        self.mean = np.asarray(meta["mean"], np.float32)
-        self.std = np.asarray(meta["std"], np.float32)
-        self.fill = fill_from_mean(meta["mean"])
         self.class_names = list(meta["class_names"])
         self.category_ids = np.asarray(meta["category_ids"], np.int64)
         self.score_threshold = score_threshold
@@ -61,16 +75,7 @@ class OnnxDetector:
     def preprocess(self, rgb_images: Sequence[np.ndarray]) -> tuple[dict[str, np.ndarray], list[float]]:
         """RGB uint8 images -> graph feed (``images`` normalised ``[B, 3, H, W]``, ``image_sizes`` ``[B, 2]``
         valid area in network pixels) and the letterbox scales."""
-        canvases, valid, scales = [], [], []
-        height, width = self.image_size
-        for image in rgb_images:
-            canvas, scale = letterbox(image, self.image_size, self.fill)
-            canvases.append(canvas)
-            scales.append(scale)
-            valid.append((min(image.shape[0] * scale, height), min(image.shape[1] * scale, width)))
-        batch = (np.stack(canvases).astype(np.float32) - self.mean) / self.std
-        return ({"images": np.ascontiguousarray(batch.transpose(0, 3, 1, 2)),
-                 "image_sizes": np.asarray(valid, np.float32)}, scales)
+        return prepare_batch(rgb_images, self.image_size, self.metadata["mean"], self.metadata["std"])
 
     def predict_rgb(self, rgb_images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
         """One batch of RGB uint8 images -> detections (see :meth:`predict`)."""
