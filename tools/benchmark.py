@@ -296,6 +296,12 @@ def bench_train(args) -> list[str]:
 
 
 def bench_predict(args) -> list[str]:
+    if args.backend or args.compare_reference:  # deployment paths vs the reference: effdet/benchmarks/deploy.py
+        from effdet.benchmarks import deploy
+
+        paths = deploy.PATHS if args.backend in (None, ["all"]) else args.backend
+        return deploy.run(args.models, paths, args.compare_reference, reference_path(), args.threads, args.runs,
+                          calibration=args.calibration)
     ours = run_worker("predict", "ours", args.runs, threads=args.threads)
     rows = ["| predict, D0 @512, batch 1 | latency | peak RSS (MiB) |", "|---|---|---|",
             f"| ours: Predictor.predict(640×480 image): letterbox, normalise, model, decode, NMS | "
@@ -351,6 +357,12 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="also write the tables (markdown) to this file")
+    parser.add_argument("--backend", nargs="+", help="predict: deployment paths (all, torch, onnxruntime, openvino, "
+                        "runtime-onnxruntime, runtime-openvino, int8-onnxruntime, int8-openvino)")
+    parser.add_argument("--compare-reference", action="store_true", help="predict: alternate with the reference")
+    parser.add_argument("--models", nargs="+", default=["efficientdet_d0", "efficientdet_lite0", "efficientdet_d1"],
+                        help="predict --backend: variants at their native sizes")
+    parser.add_argument("--calibration", help="predict --backend int8-*: calibration images (default: synthetic)")
     args = parser.parse_args(argv)
     jobs = {"model": bench_model, "train": bench_train, "predict": bench_predict, "postprocess": bench_postprocess,
             "loader": bench_loader, "cocoeval": bench_cocoeval}

@@ -1,0 +1,1 @@
+"""Benchmarks behind tools/benchmark.py (each module one kind of measurement)."""
