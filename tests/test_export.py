@@ -38,7 +38,7 @@ def randomized(model: torch.nn.Module, seed: int) -> torch.nn.Module:
         elif key.endswith(("running_mean", "bn.bias")) or ".norms." in key and key.endswith(".bias"):
             state[key] = torch.randn(value.shape, generator=generator) * 0.1
         elif ".predict." in key:
-            state[key] = torch.randn(value.shape, generator=generator) * (0.5 if key.endswith("bias") else 0.05)
+            state[key] = torch.randn(value.shape, generator=generator) * (1.0 if key.endswith("bias") else 0.3)
     model.load_state_dict(state)
     return model.eval()
 
