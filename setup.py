@@ -22,7 +22,7 @@ setup(
         "fast-eval": ["faster-coco-eval>=1.5"],
         "tensorboard": ["tensorboard>=2.10"],
         # ONNX export (effdet-export) and the onnxruntime/OpenVINO backends and parity tests
-        "export": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
+        "export": ["onnx>=1.15", "onnxruntime>=1.17"],  # torch.onnx TorchScript exporter (dynamo=False)
         # the torch-free runtime (effdet.runtime): what running an exported model needs
         "deploy": ["onnxruntime>=1.17", "numpy>=1.23", "opencv-python-headless>=4.7"],
         "openvino": ["openvino>=2024.0"],
