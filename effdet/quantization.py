@@ -43,7 +43,7 @@ class _Reader:
 
     def __init__(self, metadata: dict[str, Any], input_names: list[str], files: list[Path]):
         self.metadata, self.input_names, self.files = metadata, input_names, files
-        self.used = 0
+        self.seen: set[Path] = set()
         self._iter: Iterator[Path] = iter(files)
 
     def get_next(self) -> Optional[dict[str, np.ndarray]]:
@@ -55,9 +55,14 @@ class _Reader:
             except ImageReadError:
                 continue
             feed, _ = prepare_batch([image], self.metadata["image_size"], self.metadata["mean"], self.metadata["std"])
-            self.used += 1
+            self.seen.add(path)
             return {name: feed[name] for name in self.input_names}
         return None
+
+    @property
+    def used(self) -> int:
+        """Distinct images fed (the calibrator may read the data more than once)."""
+        return len(self.seen)
 
     def rewind(self) -> None:
         self._iter = iter(self.files)
