@@ -22,7 +22,7 @@ __all__ = ["quantize_file", "calibration_images"]
 
 PathLike = Union[str, os.PathLike]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-QUANTIZED_OPS = ["Conv", "Add", "Mul", "MaxPool", "Resize", "Concat", "Sigmoid"]
+QUANTIZED_OPS = ["Conv"]  # the network only: decode, top-k and NMS (Mul/Add/Sigmoid on boxes and scores) stay float
 
 
 def calibration_images(folder: PathLike, max_images: int) -> list[Path]:
