@@ -69,7 +69,7 @@ class _Reader:
 
 
 def quantize_file(source: PathLike, target: PathLike, calibration: PathLike, max_images: int = 64,
-                  quant_format: str = "QDQ") -> dict[str, Any]:
+                  quant_format: str = "QDQ", method: str = "MinMax") -> dict[str, Any]:
     """Quantize the exported float32 file ``source`` to int8 at ``target`` (may be the same path),
     calibrated on up to ``max_images`` images of the folder ``calibration``. Metadata is kept (``"int8": true``).
 
@@ -94,7 +94,7 @@ def quantize_file(source: PathLike, target: PathLike, calibration: PathLike, max
                         quant_format=QuantFormat.QDQ if quant_format == "QDQ" else QuantFormat.QOperator,
                         op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=getattr(CalibrationMethod, method))
         if reader.used == 0:
             raise ValueError(f"no readable image in calibration folder '{calibration}'")
         model = onnx.load(str(quantized))
