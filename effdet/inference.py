@@ -54,6 +54,12 @@ def _decode(model: nn.Module, inputs: torch.Tensor, valid_sizes: list[tuple[floa
         max_detections=settings.max_detections, image_sizes=valid_sizes)
 
 
+def valid_image_sizes(orig_sizes: Sequence[tuple[int, int]], scales: Sequence[float],
+                      canvas: Sequence[int]) -> list[tuple[float, float]]:
+    """(h, w) of each letterboxed image's non-padding area in network pixels: ``original size × scale``."""
+    return [(min(h * s, canvas[0]), min(w * s, canvas[1])) for (h, w), s in zip(orig_sizes, scales)]
+
+
 @torch.no_grad()
 def detect_batch(
     model: nn.Module,
@@ -76,7 +82,7 @@ def detect_batch(
     inputs = normalize(images, config.mean, config.std)
     scale_list = [float(s) for s in scales]
     sizes = [(int(h), int(w)) for h, w in orig_sizes.tolist()]
-    valid = [(min(h * s, inputs.shape[-2]), min(w * s, inputs.shape[-1])) for (h, w), s in zip(sizes, scale_list)]
+    valid = valid_image_sizes(sizes, scale_list, inputs.shape[-2:])
     detections = _decode(model, inputs, valid, settings)
     if settings.hflip_tta:
         # The mirrored canvas holds the image at the right, so its boxes are clipped to the canvas here,

@@ -224,6 +224,8 @@ class Predictor:
         fuse_bn: bool = True,
     ) -> None:
         config: ModelConfig = model.config
+        if not isinstance(model, nn.Module):  # an ONNX backend (effdet.backends.OnnxBackend): runs on the host
+            device, fuse_bn = "cpu", False
         if len(class_names) != config.num_classes:
             raise ValueError(f"{len(class_names)} class names for a model with {config.num_classes} classes")
         if category_ids is None:
@@ -236,10 +238,13 @@ class Predictor:
         self.device = torch.device(device)
         # Inference copy: batch norms folded into their convs (``fuse_bn``; the caller's model is untouched) and
         # channels-last convolutions, which run 1.3-1.6x faster on CPU (and suit tensor cores on GPU).
-        model = copy.deepcopy(model).eval()
-        if fuse_bn:
-            fuse_batchnorm(model)
-        self.model = model.to(self.device, memory_format=torch.channels_last)
+        if isinstance(model, nn.Module):
+            model = copy.deepcopy(model).eval()
+            if fuse_bn:
+                fuse_batchnorm(model)
+            model = model.to(self.device, memory_format=torch.channels_last)
+        self.model = model
+        self.backend: str = getattr(model, "name", "torch") if not isinstance(model, nn.Module) else "torch"
         self.config = config
         self.class_names = [str(n) for n in class_names]
         self.category_ids = [int(c) for c in category_ids]
@@ -257,6 +262,8 @@ class Predictor:
         path: PathLike,
         device: Union[str, torch.device, None] = None,
         fuse_bn: bool = True,
+        backend: str = "torch",
+        threads: Optional[int] = None,
         **postprocess_overrides: Any,
     ) -> "Predictor":
         """Load a self-describing checkpoint (``best.ckpt`` / ``last.ckpt`` of ``tools/train.py``).
@@ -265,8 +272,13 @@ class Predictor:
         and the post-processing of the stored training config's ``eval`` section; keyword arguments
         override it (``score_threshold=0.3``, ``nms="hard"``, ``hflip_tta=True`` ...; unknown names fail
         listing the valid ones). ``device`` defaults to CUDA when available, else the CPU. ``fuse_bn``: fold
-        batch norms into convs for speed (same outputs up to float rounding).
+        batch norms into convs for speed (same outputs up to float rounding). ``backend``: ``"torch"``, or
+        ``"onnxruntime"`` / ``"openvino"`` (the model is exported to ONNX on the fly, see ``effdet.backends``;
+        ``threads`` sets their CPU threads).
         """
+        from .backends import check_backend
+
+        check_backend(backend)
         make_postprocess_settings(None, postprocess_overrides)  # bad option names fail before the file is read
         described = _describe_checkpoint(read_checkpoint(path), path)
         config: ModelConfig = described["config"]
@@ -282,6 +294,11 @@ class Predictor:
                 f"keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
         category_ids = described["category_ids"] or list(range(1, config.num_classes + 1))
         class_names = described["class_names"] or [str(c) for c in category_ids]
+        if backend != "torch":
+            from .backends import backend_from_model
+
+            model = backend_from_model(model.eval(), backend, threads=threads, class_names=class_names,
+                                       category_ids=category_ids)
         predictor = cls(model, class_names, category_ids, settings,
                         device=device if device is not None else _default_device(), fuse_bn=fuse_bn)
         predictor.train_config = train_config
@@ -289,9 +306,31 @@ class Predictor:
         predictor.weights_kind = described["weights"]
         return predictor
 
+    @classmethod
+    def from_onnx(cls, path: PathLike, backend: str = "onnxruntime", threads: Optional[int] = None,
+                  **postprocess_overrides: Any) -> "Predictor":
+        """Run a file written by ``effdet-export`` with onnxruntime or OpenVINO.
+
+        Class names, category ids, normalisation and input size come from the file's metadata. A raw-output
+        file is decoded by the torch post-processing with the settings stored at export (overridable as in
+        :meth:`from_checkpoint`); a file with NMS in the graph uses the graph's (hard NMS, its thresholds).
+        """
+        from .backends import OnnxBackend, check_backend
+        from .runtime.sessions import open_session
+
+        if check_backend(backend) == "torch":
+            raise ValueError("an ONNX file runs with backend 'onnxruntime' or 'openvino', not 'torch'")
+        onnx_backend = OnnxBackend(open_session(path, backend, threads))
+        meta = onnx_backend.metadata
+        settings = make_postprocess_settings(meta.get("postprocess"), postprocess_overrides)
+        predictor = cls(onnx_backend, meta["class_names"], meta["category_ids"], settings)
+        predictor.checkpoint_path = str(path)
+        predictor.weights_kind = f"onnx:{meta['outputs']}"
+        return predictor
+
     def __repr__(self) -> str:
         return (f"Predictor({self.config.name}, image_size={self.image_size}, classes={len(self.class_names)}, "
-                f"weights={self.weights_kind}, device={self.device}, settings={self.settings})")
+                f"weights={self.weights_kind}, backend={self.backend}, device={self.device}, settings={self.settings})")
 
     # ---------------------------------------------------------------- steps
 
@@ -319,6 +358,10 @@ class Predictor:
             per image ``{"boxes" [K, 4] xyxy original px, "scores" [K], "labels" [K] 0..C-1}`` (tensors on
             this predictor's device).
         """
+        if getattr(self.model, "outputs", "raw") == "detections":  # an ONNX graph with NMS inside
+            from .backends import detect_with_graph
+
+            return detect_with_graph(self.model, images, scales, orig_sizes)
         return detect_batch(self.model, images.to(self.device, non_blocking=True), scales, orig_sizes, self.settings)
 
     def _to_rgb(self, image: ImageInput, bgr: bool) -> np.ndarray:

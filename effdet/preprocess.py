@@ -19,9 +19,14 @@ import os
 from pathlib import Path
 from typing import Sequence, Tuple, Union
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
 from effdet.types import PathLike
+
+if TYPE_CHECKING:  # torch is imported where it is used, so the torch-free runtime (effdet.runtime) can use
+    import torch  # letterbox / load_image / to_rgb from here
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -88,6 +93,8 @@ def fill_from_mean(mean: Sequence[float] = IMAGENET_MEAN) -> Tuple[int, int, int
 
 
 def _stats_tensor(values: Union[float, Sequence[float], torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    import torch
+
     stats = torch.as_tensor(values, dtype=torch.float32, device=like.device)
     if stats.ndim == 0:
         return stats
@@ -110,6 +117,8 @@ def normalize(
     Returns:
         float32 tensor of the same shape.
     """
+    import torch
+
     if images.ndim not in (3, 4):
         raise ValueError(f"normalize expects [B,3,H,W] or [3,H,W], got shape {tuple(images.shape)}")
     mean_t = _stats_tensor(mean, images)
@@ -166,6 +175,8 @@ def letterbox(
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """``H x W x 3`` uint8 array -> contiguous uint8 tensor ``[3, H, W]``."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from effdet.choices import EVAL_BACKENDS
+from effdet.choices import EVAL_BACKENDS, RUNTIMES
 
 EXIT_USAGE = 2
 
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per forward pass (default: the validation batch size of the training run)")
     parser.add_argument("--workers", type=int, default=2, help="data loader worker processes (default 2)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                        help="network runtime (default torch); --weights may also be an .onnx file from effdet-export")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda if available)")
     parser.add_argument("--backend", choices=EVAL_BACKENDS, default=None,
                         help="COCO evaluator (default: the training config's eval.backend, else pycocotools)")
@@ -104,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     from effdet.data.sources import ImageFileDataset, image_items
     from effdet.evaluation import category_warnings, detect, evaluate, evaluate_coco
     from effdet.fileio import write_json_atomic
-    from effdet.predictor import Predictor, parse_overrides
+    from effdet.backends import load_predictor
+    from effdet.predictor import parse_overrides
 
     out = Path(args.out)
     if args.results:
@@ -116,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         if args.plots:
             _write_plots(args, args.annotations, args.results)
         return 0
-    predictor = Predictor.from_checkpoint(args.weights, device=args.device, **parse_overrides(args.overrides))
+    predictor = load_predictor(args.weights, args.runtime, device=args.device, **parse_overrides(args.overrides))
     print(f"{predictor}", file=sys.stderr)
     train_config = predictor.train_config or {}
     data = train_config.get("data") or {}  # training's validation batch size: even float rounding matches

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from effdet.choices import RUNTIMES
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEMO_WEIGHTS = Path("runs/demo/checkpoints/best.ckpt")
 EXIT_NOTHING_PROCESSED = 1
@@ -51,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--score-thr", type=float, default=0.3, help="minimum score to keep (default 0.3)")
     parser.add_argument("--limit", type=int, default=None, help="process at most N images / video frames")
     parser.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                        help="network runtime (default torch); --weights may also be an .onnx file from effdet-export")
     parser.add_argument("--device", default=None, help="cuda, cpu ... (default: cuda if available)")
     parser.add_argument("--show", action="store_true", help="also show each result in a window (needs a display)")
     parser.add_argument("--set", action="append", default=[], metavar="key=value",
@@ -74,12 +78,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(NO_WEIGHTS_MESSAGE, file=sys.stderr)
         return EXIT_USAGE
     from effdet.annotate import annotate_sources
-    from effdet.predictor import Predictor, parse_overrides
+    from effdet.backends import load_predictor
+    from effdet.predictor import parse_overrides
 
     try:
         overrides = parse_overrides(args.set)
         overrides["score_threshold"] = args.score_thr
-        predictor = Predictor.from_checkpoint(weights, device=args.device, **overrides)
+        predictor = load_predictor(weights, args.runtime, device=args.device, **overrides)
     except FileNotFoundError as error:
         print(f"error: {error}\n\n" + NO_WEIGHTS_MESSAGE.split("\n", 1)[1], file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,280 @@
+"""Deployment latency: our Predictor on each backend and the torch-free runtime (fp32 and int8) against the
+reference package's DetBenchPredict, measured alternately in one run, with each path's distance from the
+machine's float32 FLOP limit.
+
+    python tools/benchmark.py predict --backend all --compare-reference [--rounds 15] [--threads 2]
+
+Every path lives in its own long-running subprocess (its model loaded once); the controller asks each in
+turn for one timed call per round (rotating the order), so slow phases of a shared machine hit every path
+alike. Ratios are medians of the same-round ratios to the reference. "end to end" is from a 640×480 uint8
+image to final boxes in its own pixels (letterbox, normalise, network, decode, NMS, undo letterbox); the
+reference gets a ready tensor (no pre-processing), as in ``tools/benchmark.py predict``.
+
+FLOP limit: multiply-adds of the network (``torch.utils.flop_counter`` on the real forward, FLOPs / 2) × 2 ÷
+the float32 rate of a large ``torch.matmul`` on the same number of threads. "× limit" = latency ÷ that time.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parents[2]
+PATHS = ("torch", "onnxruntime", "openvino", "runtime-onnxruntime", "runtime-openvino", "int8-onnxruntime",
+         "int8-openvino")
+DEFAULT_MODELS = ("efficientdet_d0", "efficientdet_lite0", "efficientdet_d1")
+DESCRIPTIONS = {
+    "reference": "reference DetBenchPredict (tensor in)",
+    "torch": "ours, Predictor backend torch",
+    "onnxruntime": "ours, Predictor backend onnxruntime",
+    "openvino": "ours, Predictor backend openvino",
+    "runtime-onnxruntime": "ours, torch-free runtime, onnxruntime, NMS in graph",
+    "runtime-openvino": "ours, torch-free runtime, OpenVINO, NMS in graph",
+    "int8-onnxruntime": "ours, torch-free runtime, onnxruntime, int8",
+    "int8-openvino": "ours, torch-free runtime, OpenVINO, int8",
+}
+
+# ------------------------------------------------------------------------------------------- workers
+
+_SERVE_LOOP = r"""
+import time, resource
+print("@@ready", flush=True)
+for line in sys.stdin:
+    batch = int(line)
+    start = time.perf_counter()
+    call(batch)
+    elapsed = time.perf_counter() - start
+    print("@@%r %r" % (elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0), flush=True)
+"""
+
+_OURS = r"""
+import json, sys
+spec = json.loads(sys.argv[1])
+import numpy as np
+if spec["path"].startswith(("runtime-", "int8-")):
+    sys.modules["torch"] = None  # the runtime must not need torch
+    from effdet.runtime import OnnxDetector
+    runner = OnnxDetector(spec["file"], backend=spec["path"].split("-", 1)[1], threads=spec["threads"])
+else:
+    import torch
+    torch.set_num_threads(spec["threads"])
+    from effdet.predictor import Predictor
+    if spec["path"] == "torch":
+        import effdet
+        from effdet.inference import PostprocessSettings
+        model = effdet.create_model(spec["model"], num_classes=90).eval()
+        runner = Predictor(model, [str(i) for i in range(90)], list(range(1, 91)), PostprocessSettings(nms="hard"))
+    else:
+        runner = Predictor.from_onnx(spec["file"], backend=spec["path"], threads=spec["threads"])
+image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+def call(batch):
+    runner.predict([image] * batch, batch_size=batch)
+"""
+
+_REFERENCE = r"""
+import json, sys
+spec = json.loads(sys.argv[1])
+import torch
+torch.set_num_threads(spec["threads"])
+from effdet import create_model
+size = spec["size"]
+bench = create_model(spec["model"], bench_task="predict", pretrained_backbone=False, num_classes=90,
+                     image_size=(size, size)).eval()
+inputs = {b: torch.randn(b, 3, size, size) for b in (1, spec["batch"])}
+def call(batch):
+    with torch.no_grad():
+        bench(inputs[batch])
+"""
+
+
+class Worker:
+    """One path in its own process: ``time(batch)`` -> (seconds, peak RSS MiB)."""
+
+    def __init__(self, name: str, code: str, spec: dict, env: dict, cwd: str):
+        self.name = name
+        self.process = subprocess.Popen([sys.executable, "-W", "ignore", "-c", code + _SERVE_LOOP, json.dumps(spec)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True, env=env, cwd=cwd)
+        self._expect("@@ready")
+
+    def _expect(self, prefix: str) -> str:
+        for line in self.process.stdout:
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+        raise RuntimeError(f"benchmark worker '{self.name}' failed:\n{self.process.stderr.read()[-3000:]}")
+
+    def time(self, batch: int) -> tuple[float, float]:
+        self.process.stdin.write(f"{batch}\n")
+        self.process.stdin.flush()
+        seconds, rss = self._expect("@@").split()
+        return float(seconds), float(rss)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def _env(threads: int, pythonpath: str) -> dict:
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONPATH=pythonpath,
+                HF_HUB_OFFLINE="1")
+
+
+# ------------------------------------------------------------------------------------------ measures
+
+
+def matmul_flops(threads: int, size: int = 2048, runs: int = 10) -> float:
+    """float32 FLOP/s of a ``size``² matmul on ``threads`` threads (median of ``runs``)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.matmul(a, b)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        times.append(time.perf_counter() - start)
+    return 2.0 * size ** 3 / statistics.median(times)
+
+
+def multiply_adds(model_name: str) -> tuple[float, list[int]]:
+    """(multiply-adds of one forward at the native size, that size)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import effdet
+
+    model = effdet.create_model(model_name, num_classes=90).eval()
+    size = list(model.config.image_size)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, *size))
+    return counter.get_total_flops() / 2.0, size
+
+
+def export_files(model_name: str, folder: Path, paths: Sequence[str], calibration: Optional[str]) -> dict[str, str]:
+    """The ONNX files the paths need: raw (Predictor backends), with NMS (runtime), int8 with NMS."""
+    import effdet
+    from effdet.export import export_onnx
+    from effdet.inference import PostprocessSettings
+
+    model = effdet.create_model(model_name, num_classes=90).eval()
+    files: dict[str, str] = {}
+    settings = PostprocessSettings(nms="hard")
+    if {"onnxruntime", "openvino"} & set(paths):
+        files["raw"] = str(folder / f"{model_name}_raw.onnx")
+        export_onnx(model, files["raw"], outputs="raw", dynamic_batch=True, settings=settings, verify=False)
+    if any(p.startswith(("runtime-", "int8-")) for p in paths):
+        files["nms"] = str(folder / f"{model_name}_nms.onnx")
+        export_onnx(model, files["nms"], outputs="detections", dynamic_batch=True, settings=settings, verify=False)
+    if any(p.startswith("int8-") for p in paths):
+        from effdet.quantization import quantize_file
+
+        if calibration is None:
+            from effdet.data import make_demo_dataset
+
+            calibration = str(Path(make_demo_dataset(folder / "calibration", num_train=16, num_val=2)["root"]) / "train")
+        files["int8"] = str(folder / f"{model_name}_int8.onnx")
+        quantize_file(files["nms"], files["int8"], calibration, max_images=16)
+    return files
+
+
+def _file_for(path: str, files: dict[str, str]) -> Optional[str]:
+    if path.startswith("int8-"):
+        return files["int8"]
+    if path.startswith("runtime-"):
+        return files["nms"]
+    return files.get("raw")
+
+
+def measure_model(model_name: str, paths: Sequence[str], reference: Optional[str], threads: int, rounds: int,
+                  batch: int, batch_rounds: int, folder: Path, calibration: Optional[str]) -> dict[str, Any]:
+    """Latency (batch 1) and throughput (``batch``) of every path, alternating; see the module doc."""
+    macs, size = multiply_adds(model_name)
+    files = export_files(model_name, folder, paths, calibration)
+    workers: dict[str, Worker] = {}
+    try:
+        if reference:
+            spec = {"model": "tf_" + model_name, "size": size[0], "threads": threads, "batch": batch}
+            workers["reference"] = Worker("reference", _REFERENCE, spec, _env(threads, reference),
+                                          tempfile.gettempdir())
+        for path in paths:
+            spec = {"path": path, "model": model_name, "file": _file_for(path, files), "threads": threads}
+            workers[path] = Worker(path, _OURS, spec, _env(threads, str(ROOT)), str(ROOT))
+        names = list(workers)
+        for name in names:  # warm-up
+            for _ in range(2):
+                workers[name].time(1)
+        latency = {n: [] for n in names}
+        rss = {n: 0.0 for n in names}
+        for round_index in range(rounds):
+            order = names[round_index % len(names):] + names[:round_index % len(names)]
+            for name in order:
+                seconds, peak = workers[name].time(1)
+                latency[name].append(seconds)
+                rss[name] = max(rss[name], peak)
+        throughput = {n: [] for n in names}
+        for name in names:
+            workers[name].time(batch)
+        for round_index in range(batch_rounds):
+            for name in names:
+                throughput[name].append(batch / workers[name].time(batch)[0])
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return {"model": model_name, "size": size, "macs": macs, "latency": latency, "throughput": throughput,
+            "rss": rss, "batch": batch}
+
+
+# --------------------------------------------------------------------------------------------- report
+
+
+def _ms(values: Sequence[float]) -> str:
+    return (f"{statistics.median(values) * 1e3:.1f} ms ({min(values) * 1e3:.1f}–{max(values) * 1e3:.1f}, "
+            f"n={len(values)})")
+
+
+def table(result: dict[str, Any], flops: float) -> list[str]:
+    latency, throughput = result["latency"], result["throughput"]
+    limit = 2.0 * result["macs"] / flops
+    size = "×".join(str(s) for s in result["size"])
+    rows = [f"| {result['model']} @{size}, batch 1, 640×480 image → boxes | latency | ×reference (same-round) | "
+            f"× FLOP limit ({limit * 1e3:.1f} ms) | batch {result['batch']} images/s | peak RSS (MiB) |",
+            "|---|---|---|---|---|---|"]
+    for name, times in latency.items():
+        ratio = "-"
+        if "reference" in latency and name != "reference":
+            ratio = f"×{statistics.median(t / r for t, r in zip(times, latency['reference'])):.2f}"
+        rows.append(f"| {DESCRIPTIONS[name]} | {_ms(times)} | {ratio} | ×{statistics.median(times) / limit:.1f} | "
+                    f"{statistics.median(throughput[name]):.1f} | {result['rss'][name]:.0f} |")
+    return rows
+
+
+def run(models: Sequence[str] = DEFAULT_MODELS, paths: Sequence[str] = PATHS, compare_reference: bool = True,
+        reference: Optional[str] = None, threads: int = 2, rounds: int = 15, batch: int = 8, batch_rounds: int = 3,
+        calibration: Optional[str] = None) -> list[str]:
+    """Measure ``models`` on ``paths`` (and the reference at ``reference``, a folder holding its package, when
+    ``compare_reference``); print and return markdown tables."""
+    unknown = sorted(set(paths) - set(PATHS))
+    if unknown:
+        raise ValueError(f"unknown backend path(s) {unknown}; valid: {list(PATHS)}")
+    if compare_reference and reference is None:
+        raise RuntimeError("the reference package was not found: run `make parity-env` or set EFFDET_PARITY_PATH")
+    flops_before = matmul_flops(threads)
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="effdet-deploy-bench-") as folder:
+        results = [measure_model(m, paths, reference if compare_reference else None, threads, rounds, batch,
+                                 batch_rounds, Path(folder), calibration) for m in models]
+    flops = statistics.median([flops_before, matmul_flops(threads)])
+    lines.append(f"float32 matmul rate on {threads} threads: {flops / 1e9:.1f} GFLOP/s (2048² matmul, median of "
+                 f"the rates measured before and after)")
+    for result in results:
+        lines.append("")
+        lines.extend(table(result, flops))
+    print("\n".join(lines), flush=True)
+    return lines

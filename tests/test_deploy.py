@@ -1,0 +1,156 @@
+"""What a user ships: effdet-export on a checkpoint, the torch-free runtime, Predictor backends, int8, every
+variant exported. Random weights with spread-out scores (tests/test_export.py ``randomized``)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import effdet
+from effdet.export import export_onnx, read_metadata
+from effdet.predictor import Predictor
+from effdet.checkpoint import save_weights
+from test_export import BACKENDS, match_detections, randomized  # noqa: E402  (tests/test_export.py)
+
+pytest.importorskip("onnxruntime")
+REPO = Path(__file__).resolve().parents[1]
+NAMES = ["circle", "square", "triangle"]
+
+
+def photo(height: int, width: int, seed: int) -> np.ndarray:
+    """A BGR image with a few filled shapes on a gradient."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:] = np.linspace(40, 200, width, dtype=np.uint8)[None, :, None]
+    for _ in range(5):
+        x, y = int(rng.integers(10, width - 30)), int(rng.integers(10, height - 30))
+        cv2.rectangle(image, (x, y), (x + int(rng.integers(12, 40)), y + int(rng.integers(12, 40))),
+                      tuple(int(v) for v in rng.integers(0, 255, 3)), -1)
+    return image
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    """A Lite0 checkpoint (3 named classes, 128 px) and its with-NMS export made by tools/export.py."""
+    torch.set_num_threads(2)
+    folder = tmp_path_factory.mktemp("deploy")
+    model = randomized(effdet.create_model("efficientdet_lite0", num_classes=3, image_size=[128, 128]), 5)
+    checkpoint = save_weights(model, folder / "model.pt", class_names=NAMES, category_ids=[7, 1, 3])
+    onnx_file = folder / "model.onnx"
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "export.py"), "--weights", str(checkpoint), "--out",
+                           str(onnx_file), "--nms", "--dynamic-batch", "max_detections=50"],
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "onnxruntime matches PyTorch" in done.stdout
+    images = []
+    for index, (h, w) in enumerate([(200, 160), (96, 240)]):
+        path = folder / f"photo{index}.png"
+        cv2.imwrite(str(path), photo(h, w, index))
+        images.append(path)
+    return {"folder": folder, "checkpoint": checkpoint, "onnx": onnx_file, "images": images}
+
+
+def torch_predictions(shipped, **overrides):
+    predictor = Predictor.from_checkpoint(shipped["checkpoint"], device="cpu", nms="hard", max_detections=50,
+                                          **overrides)
+    return predictor.predict([str(p) for p in shipped["images"]])
+
+
+def assert_same(ours, theirs, tolerance: float = 2e-3):
+    """Same classes, scores and boxes (original pixels, within ``tolerance`` px)."""
+    assert match_detections(ours, theirs) <= tolerance
+    assert sorted(ours["names"]) == sorted(theirs["names"])
+
+
+@pytest.mark.slow
+def test_torch_free_runtime_detects_like_pytorch(shipped):
+    """The runtime imports and detects with torch blocked, and finds what the PyTorch Predictor finds."""
+    code = (
+        "import json, sys\n"
+        "sys.modules['torch'] = None\n"
+        "from effdet.runtime import OnnxDetector\n"
+        f"detector = OnnxDetector({str(shipped['onnx'])!r})\n"
+        f"results = detector.predict({[str(p) for p in shipped['images']]!r})\n"
+        "assert not any(name == 'torch' or name.startswith('torch.') for name in sys.modules if sys.modules[name])\n"
+        "print(json.dumps([{k: (v.tolist() if hasattr(v, 'tolist') else v) for k, v in r.items()} for r in results]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=REPO,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    runtime = json.loads(done.stdout.strip().splitlines()[-1])
+    for ours, theirs in zip(runtime, torch_predictions(shipped)):
+        assert_same(ours, theirs)
+        assert set(ours["category_ids"]) <= {7, 1, 3}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_predictor_backends_match_torch(shipped, backend):
+    expected = torch_predictions(shipped)
+    exported = Predictor.from_checkpoint(shipped["checkpoint"], backend=backend, nms="hard", max_detections=50)
+    assert exported.backend == backend and exported.class_names == NAMES
+    for ours, theirs in zip(exported.predict([str(p) for p in shipped["images"]]), expected):
+        assert_same(ours, theirs)
+    graph = Predictor.from_onnx(shipped["onnx"], backend=backend)  # NMS inside the graph
+    assert graph.category_ids == [7, 1, 3] and graph.image_size == [128, 128]
+    for ours, theirs in zip(graph.predict([str(p) for p in shipped["images"]]), expected):
+        assert_same(ours, theirs)
+
+
+@pytest.mark.slow
+def test_int8_quantization_keeps_metadata_and_detects(shipped, tmp_path):
+    import onnx
+
+    from effdet.quantization import quantize_file
+    from effdet.runtime import OnnxDetector
+
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    for index in range(4):
+        cv2.imwrite(str(calibration / f"c{index}.jpg"), photo(120, 160, 10 + index))
+    target = tmp_path / "int8.onnx"
+    report = quantize_file(shipped["onnx"], target, calibration, max_images=3)
+    assert report == {"format": "QDQ", "images": 3}
+    model = onnx.load(str(target))
+    int8_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(int8_weights) > 50 and any(n.op_type == "DequantizeLinear" for n in model.graph.node)
+    assert target.stat().st_size < 0.5 * shipped["onnx"].stat().st_size
+    meta = read_metadata(target)
+    assert meta["int8"] is True and meta["class_names"] == NAMES and meta["calibration_images"] == 3
+    results = OnnxDetector(target).predict([str(p) for p in shipped["images"]])
+    assert all(len(r["boxes"]) > 0 and r["boxes"].shape[1] == 4 for r in results)
+
+
+def test_export_cli_errors_are_clear(tmp_path, capsys):
+    from effdet.cli.export import main
+
+    with pytest.raises(SystemExit):
+        main(["--model", "efficientdet_lite0", "--out", str(tmp_path / "x.onnx"), "--int8"])
+    assert "--int8 needs --calibration DIR" in capsys.readouterr().err
+    assert main(["--weights", str(tmp_path / "missing.ckpt"), "--out", str(tmp_path / "x.onnx")]) == 2
+    assert "missing.ckpt" in capsys.readouterr().err
+
+
+def test_runtime_refuses_raw_exports(tmp_path):
+    from effdet.runtime import OnnxDetector
+
+    model = effdet.create_model("efficientdet_lite0", num_classes=2, image_size=[64, 64]).eval()
+    export_onnx(model, tmp_path / "raw.onnx", verify=False)
+    with pytest.raises(ValueError, match="--nms"):
+        OnnxDetector(tmp_path / "raw.onnx")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", effdet.list_models())
+def test_every_variant_exports_and_matches_onnxruntime(name, tmp_path):
+    """Export at 128 px (D7x: P8 is 1x1) with the built-in onnx.checker + onnxruntime comparison."""
+    torch.set_num_threads(2)
+    model = effdet.create_model(name, num_classes=3).eval()
+    meta = export_onnx(model, tmp_path / f"{name}.onnx", image_size=(128, 128))
+    assert meta["max_abs_diff"] is not None and meta["max_abs_diff"] <= 1e-4

@@ -1,0 +1,239 @@
+"""ONNX export (effdet/export.py) and the ONNX backends: onnxruntime and OpenVINO against PyTorch.
+
+Random weights (every float tensor redrawn, so scores are spread out and the detections are decisive), with
+non-square inputs, for our efficientdet_d0 and efficientdet_lite0 and a converted reference tf_efficientdet_d0
+(TF 'SAME' padding, frozen to static pads at the export size: 72x136 has odd sizes at every level).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import effdet
+from effdet.export import ExportMismatchError, export_onnx, read_metadata
+from effdet.inference import PostprocessSettings, anchors_for
+from effdet.postprocess import postprocess
+from effdet.runtime import open_session
+from test_weights import random_state, reference_d0_shapes  # noqa: E402  (tests/test_weights.py)
+
+pytest.importorskip("onnxruntime")
+BACKENDS = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipif(
+    pytest.importorskip("importlib").util.find_spec("openvino") is None, reason="openvino not installed"))]
+RAW_TOLERANCE = 1e-4
+BOX_TOLERANCE = 1e-3  # px
+SETTINGS = PostprocessSettings(nms="hard", score_threshold=0.05, pre_nms_top_k=1000, max_detections=100)
+
+
+def randomized(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Redraw the batch norms (γ, β, running statistics) and the two heads' output layers, so that the class
+    scores are spread out (the default head init makes them all ≈ 0.01) and the detections are decisive."""
+    generator = torch.Generator().manual_seed(seed)
+    state = model.state_dict()
+    for key, value in state.items():
+        if not value.is_floating_point():
+            continue
+        if key.endswith("running_var"):
+            state[key] = torch.rand(value.shape, generator=generator) * 0.5 + 0.75
+        elif key.endswith(("running_mean", "bn.bias")) or ".norms." in key and key.endswith(".bias"):
+            state[key] = torch.randn(value.shape, generator=generator) * 0.1
+        elif key.startswith("class_net.predict."):  # spread-out class scores
+            state[key] = torch.randn(value.shape, generator=generator) * (1.0 if key.endswith("bias") else 0.3)
+        elif key.startswith("box_net.predict."):  # moderate box codes (exp(code) magnifies float rounding)
+            state[key] = torch.randn(value.shape, generator=generator) * 0.02
+    model.load_state_dict(state)
+    return model.eval()
+
+
+CASES = {  # name -> (model factory, export size (h, w))
+    "efficientdet_d0": (lambda: randomized(effdet.create_model("efficientdet_d0", num_classes=20), 1), (128, 192)),
+    "efficientdet_lite0": (lambda: randomized(effdet.create_model("efficientdet_lite0", num_classes=20), 2),
+                           (160, 128)),
+    "tf_efficientdet_d0": (lambda: randomized(effdet.create_model(weights=random_state(reference_d0_shapes())), 3),
+                           (72, 136)),  # levels 9x17, 5x9, 3x5, 2x3, 1x2: asymmetric 'SAME' pads everywhere
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """name -> {"model", "size", "raw": path, "detections": path}; both forms with a free batch dimension."""
+    torch.set_num_threads(2)
+    folder = tmp_path_factory.mktemp("onnx")
+    made = {}
+    for name, (factory, size) in CASES.items():
+        model = factory()
+        entry = {"model": model, "size": size}
+        for form in ("raw", "detections"):
+            entry[form] = folder / f"{name}_{form}.onnx"
+            export_onnx(model, entry[form], image_size=size, outputs=form, settings=SETTINGS, dynamic_batch=True,
+                        verify=False)  # the tests below compare; the built-in check has its own test
+        made[name] = entry
+    return made
+
+
+def images(size, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    """Normalised-looking inputs [batch, 3, h, w]."""
+    return torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed))
+
+
+def torch_raw(model, x):
+    with torch.no_grad():
+        classes, boxes = model(x)
+    return [t.numpy() for t in classes + boxes]
+
+
+def torch_detections(model, x, valid):
+    config = model.config
+    with torch.no_grad():
+        classes, boxes = model(x)
+    anchors = anchors_for(config, x.shape[-2:], x.device)
+    return postprocess(classes, boxes, anchors, score_threshold=SETTINGS.score_threshold,
+                       pre_nms_top_k=SETTINGS.pre_nms_top_k, nms_method="hard", iou_threshold=SETTINGS.iou_threshold,
+                       max_detections=SETTINGS.max_detections, image_sizes=valid)
+
+
+def match_detections(ours: dict, theirs: dict, score_tol: float = 1e-5) -> float:
+    """Pair every detection of ``ours`` with one of ``theirs`` of the same class and a score within
+    ``score_tol`` (nearest box; order among equal scores is free); returns the largest box difference."""
+    boxes, scores, labels = (np.asarray(ours[k]) for k in ("boxes", "scores", "labels"))
+    other_boxes, other_scores, other_labels = (np.asarray(theirs[k]) for k in ("boxes", "scores", "labels"))
+    assert len(scores) == len(other_scores) > 5
+    np.testing.assert_allclose(np.sort(scores), np.sort(other_scores), atol=score_tol)
+    free = np.ones(len(other_scores), bool)
+    worst = 0.0
+    for box, score, label in zip(boxes, scores, labels):
+        candidates = np.flatnonzero(free & (other_labels == label) & (np.abs(other_scores - score) <= score_tol))
+        assert candidates.size, f"no detection of class {label} with score {score:.6f} on the other side"
+        diffs = np.abs(other_boxes[candidates] - box).max(axis=1)
+        best = candidates[int(diffs.argmin())]
+        free[best] = False
+        worst = max(worst, float(diffs.min()))
+    return worst
+
+
+def assert_same_detections(ours, theirs):
+    theirs = {k: v.numpy() if hasattr(v, "numpy") else v for k, v in theirs.items()}
+    assert match_detections(ours, theirs) <= BOX_TOLERANCE
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", list(CASES))
+def test_raw_outputs_and_detections_equal_pytorch(exported, name, backend):
+    entry = exported[name]
+    model, size = entry["model"], entry["size"]
+    session = open_session(entry["raw"], backend, threads=2)
+    x = images(size)
+    got = session.run({"images": x.numpy()})
+    expected = torch_raw(model, x)
+    assert [g.shape for g in got] == [e.shape for e in expected]
+    worst = max(float(np.abs(g - e).max()) for g, e in zip(got, expected))
+    assert worst <= RAW_TOLERANCE, f"{name} via {backend}: max |diff| {worst:.2e}"
+    # the same detections after the torch post-processing of either output
+    levels = len(got) // 2
+    anchors = anchors_for(model.config, size, torch.device("cpu"))
+    valid = [tuple(float(s) for s in size)]
+    ours = postprocess([torch.from_numpy(g) for g in got[:levels]], [torch.from_numpy(g) for g in got[levels:]],
+                       anchors, score_threshold=SETTINGS.score_threshold, pre_nms_top_k=SETTINGS.pre_nms_top_k,
+                       nms_method="hard", max_detections=100, image_sizes=valid)[0]
+    assert_same_detections({k: v.numpy() for k, v in ours.items()}, torch_detections(model, x, valid)[0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", list(CASES))
+def test_nms_graph_equals_pytorch_path(exported, name, backend):
+    """Top 100 of the graph (decode + per-level top-k + ONNX NonMaxSuppression) = the PyTorch postprocess."""
+    entry = exported[name]
+    model, size = entry["model"], entry["size"]
+    session = open_session(entry["detections"], backend, threads=2)
+    x = images(size, batch=2, seed=1)
+    valid = [(float(size[0]), float(size[1])), (size[0] * 0.75, size[1] * 0.5)]  # 2nd: a letterboxed image
+    batch_index, boxes, scores, classes = session.run(
+        {"images": x.numpy(), "image_sizes": np.asarray(valid, np.float32)})
+    expected = torch_detections(model, x, valid)
+    for image in range(2):
+        keep = batch_index == image
+        assert_same_detections({"boxes": boxes[keep], "scores": scores[keep], "labels": classes[keep]},
+                               expected[image])
+    assert boxes[batch_index == 1][:, [0, 2]].max() <= valid[1][1] + 1e-4  # clipped to the valid area
+
+
+@pytest.mark.parametrize("form", ["raw", "detections"])
+def test_dynamic_batch_1_and_4_agree(exported, form):
+    entry = exported["efficientdet_lite0"]
+    session = open_session(entry[form], "onnxruntime", threads=2)
+    x = images(entry["size"], batch=4, seed=2).numpy()
+    sizes = np.tile(np.asarray(entry["size"], np.float32), (4, 1))
+    feed = lambda start, stop: {k: v for k, v in (("images", x[start:stop]), ("image_sizes", sizes[start:stop]))
+                                if k in session.input_names}
+    together = session.run(feed(0, 4))
+    for image in range(4):
+        alone = session.run(feed(image, image + 1))
+        if form == "raw":
+            for a, t in zip(alone, together):
+                np.testing.assert_allclose(a[0], t[image], atol=1e-5)
+        else:
+            keep = together[0] == image
+            assert len(alone[1]) == int(keep.sum()) > 0
+            np.testing.assert_allclose(alone[1], together[1][keep], atol=1e-4)
+            assert np.array_equal(alone[3], together[3][keep])
+
+
+def test_folded_bn_equals_unfolded(exported, tmp_path):
+    entry = exported["efficientdet_d0"]
+    unfolded = tmp_path / "unfolded.onnx"
+    export_onnx(entry["model"], unfolded, image_size=entry["size"], fold_bn=False, verify=False)
+    x = images(entry["size"], seed=3).numpy()
+    folded_out = open_session(entry["raw"], "onnxruntime").run({"images": x})
+    unfolded_out = open_session(unfolded, "onnxruntime").run({"images": x})
+    worst = max(float(np.abs(f - u).max()) for f, u in zip(folded_out, unfolded_out))
+    assert worst <= 1e-4
+    from backbones.layers import fuse_batchnorm
+    import copy
+
+    folded_model = fuse_batchnorm(copy.deepcopy(entry["model"]))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded_model.backbone.modules())
+    x = torch.from_numpy(x)
+    worst_torch = max(float((f - u).abs().max()) for f, u in zip(
+        torch_raw_tensors(folded_model, x), torch_raw_tensors(entry["model"], x)))
+    assert worst_torch <= 1e-4
+
+
+def torch_raw_tensors(model, x):
+    with torch.no_grad():
+        classes, boxes = model(x)
+    return classes + boxes
+
+
+def test_tf_same_padding_is_static_and_metadata_is_written(exported):
+    import onnx
+
+    entry = exported["tf_efficientdet_d0"]
+    graph = onnx.load(str(entry["raw"])).graph
+    assert not any(n.op_type == "Ceil" for n in graph.node)  # the 'SAME' rule (a ceil of size / stride) is gone
+    assert sum(n.op_type == "Pad" for n in graph.node) >= 5  # ... its pads are constants of the export size
+    meta = read_metadata(entry["raw"])
+    assert meta["image_size"] == [72, 136] and meta["outputs"] == "raw" and meta["model"] == "tf_efficientdet_d0"
+    assert meta["class_names"][0] == "1" and meta["category_ids"][-1] == 90 and len(meta["mean"]) == 3
+    assert [o.name for o in graph.output][:2] == ["class_3", "class_4"]
+    detections = read_metadata(entry["detections"])
+    assert detections["outputs"] == "detections" and detections["postprocess"]["max_detections"] == 100
+
+
+def test_export_check_catches_a_wrong_graph(exported, tmp_path, monkeypatch):
+    """The built-in comparison with onnxruntime fails loudly when the file does not match PyTorch."""
+    import effdet.export as export_module
+
+    real = export_module._torch_reference
+    monkeypatch.setattr(export_module, "_torch_reference",
+                        lambda graph, inputs, names: [o + 0.01 for o in real(graph, inputs, names)])
+    entry = exported["efficientdet_lite0"]
+    with pytest.raises(ExportMismatchError, match="differs from PyTorch"):
+        export_onnx(entry["model"], tmp_path / "x.onnx", image_size=entry["size"])
+
+
+def test_bad_export_sizes_fail_clearly(tmp_path):
+    model = effdet.create_model("efficientdet_lite0", num_classes=3)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        export_onnx(model, tmp_path / "x.onnx", image_size=(100, 128))
+    with pytest.raises(ValueError, match="outputs must be one of"):
+        export_onnx(model, tmp_path / "x.onnx", outputs="boxes")
