@@ -125,15 +125,3 @@ def detect_with_graph(backend: OnnxBackend, images: torch.Tensor, scales: torch.
     valid = valid_image_sizes(sizes, scale_list, inputs.shape[-2:])
     return [dict(det, boxes=scale_boxes_to_original(det["boxes"], s, size))
             for det, s, size in zip(backend.detect(inputs, valid), scale_list, sizes)]
-
-
-def load_predictor(weights: PathLike, runtime: str = "torch", device: Any = None, **postprocess_overrides: Any):
-    """The Predictor the tools build: an ``.onnx`` file via ``Predictor.from_onnx`` (runtime onnxruntime unless
-    openvino is asked for), any checkpoint via ``Predictor.from_checkpoint(backend=runtime)``."""
-    from .predictor import Predictor
-
-    check_backend(runtime)
-    if str(weights).lower().endswith(".onnx"):
-        return Predictor.from_onnx(weights, backend="onnxruntime" if runtime == "torch" else runtime,
-                                   **postprocess_overrides)
-    return Predictor.from_checkpoint(weights, device=device, backend=runtime, **postprocess_overrides)

@@ -38,6 +38,7 @@ from .types import PathLike
 
 __all__ = [
     "Predictor",
+    "load_predictor",
     "make_postprocess_settings",
     "parse_overrides",
     "read_checkpoint",
@@ -420,3 +421,15 @@ class Predictor:
         for batch in iter_batches((self._to_rgb(item, bgr) for item in items), batch_size):
             results.extend(self.predict_rgb(batch))
         return results
+
+
+def load_predictor(weights: PathLike, runtime: str = "torch", device: Any = None, **postprocess_overrides: Any):
+    """The Predictor the tools build: an ``.onnx`` file via ``Predictor.from_onnx`` (runtime onnxruntime unless
+    openvino is asked for), any checkpoint via ``Predictor.from_checkpoint(backend=runtime)``."""
+    from .backends import check_backend
+
+    check_backend(runtime)
+    if str(weights).lower().endswith(".onnx"):
+        return Predictor.from_onnx(weights, backend="onnxruntime" if runtime == "torch" else runtime,
+                                   **postprocess_overrides)
+    return Predictor.from_checkpoint(weights, device=device, backend=runtime, **postprocess_overrides)

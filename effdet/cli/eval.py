@@ -106,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from effdet.data.sources import ImageFileDataset, image_items
     from effdet.evaluation import category_warnings, detect, evaluate, evaluate_coco
     from effdet.fileio import write_json_atomic
-    from effdet.backends import load_predictor
-    from effdet.predictor import parse_overrides
+    from effdet.predictor import load_predictor, parse_overrides
 
     out = Path(args.out)
     if args.results:

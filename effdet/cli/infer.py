@@ -78,8 +78,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(NO_WEIGHTS_MESSAGE, file=sys.stderr)
         return EXIT_USAGE
     from effdet.annotate import annotate_sources
-    from effdet.backends import load_predictor
-    from effdet.predictor import parse_overrides
+    from effdet.predictor import load_predictor, parse_overrides
 
     try:
         overrides = parse_overrides(args.set)
