@@ -230,6 +230,9 @@ class DataConfig:
     num_workers: int = 4
     scale_range: list[float] = field(default_factory=lambda: [0.1, 2.0])  # paper's scale jitter
     hflip: float = 0.5
+    # random crop: keep a clipped box when this fraction of its area stays visible (0: any box with area, as the
+    # official TF pipeline and the reference do; the crop still drops boxes with a side under 2 px)
+    crop_min_visible: float = 0.2
     check_files: bool = True  # skip annotation entries whose image file is missing (counted)
 
 

@@ -49,7 +49,8 @@ class CocoDataModule(L.LightningDataModule):
         root = data_cfg.root
         self.train_set = CocoDetection(
             resolve_data_path(root, data_cfg.train.images), resolve_data_path(root, data_cfg.train.annotations),
-            transform=train_transforms(image_size, tuple(data_cfg.scale_range), fill, data_cfg.hflip),
+            transform=train_transforms(image_size, tuple(data_cfg.scale_range), fill, data_cfg.hflip,
+                                       min_visible=data_cfg.crop_min_visible),
             check_files=data_cfg.check_files)
         self.val_set = CocoDetection(
             resolve_data_path(root, data_cfg.val.images), resolve_data_path(root, data_cfg.val.annotations),
