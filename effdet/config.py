@@ -400,8 +400,17 @@ def model_overrides(section: Any) -> dict[str, Any]:
 
 
 def resolve_model_config(section: Any, num_classes: Optional[int] = None) -> ModelConfig:
-    """ModelConfig of a ``model:`` section; ``num_classes`` fills in when the section leaves it unset."""
+    """ModelConfig of a ``model:`` section; ``num_classes`` fills in when the section leaves it unset.
+
+    Precedence: the variant's row < what ``pretrained_backbone``'s weights were trained with (TF-trained ImageNet
+    weights: 'same' padding, BN eps 1e-3, see :mod:`effdet.pretrained_settings`) < keys set in the section.
+    """
+    from .pretrained_settings import pretrained_backbone_settings
+
     overrides = model_overrides(section)
+    if section["pretrained_backbone"] and not section["weights"]:
+        overrides = {**pretrained_backbone_settings(section["pretrained_backbone"], section["trust_checkpoint"]),
+                     **overrides}
     if overrides.get("num_classes") is None and num_classes is not None:
         overrides["num_classes"] = num_classes
     name = section["phi"] if section["phi"] is not None else section["name"]

@@ -73,8 +73,8 @@ def _loaders(spec: dict, model):
                                         fill_color=fill),
                         ImageToNumpy()])
     eval_tf = Compose([ResizePad(size, interpolation="bilinear", fill_color=fill), ImageToNumpy()])
-    train_set = DetectionDatset(spec["train_images"], parser=_parser(spec["train_annotations"]), transform=train_tf)
-    val_set = DetectionDatset(spec["val_images"], parser=_parser(spec["val_annotations"]), transform=eval_tf)
+    train_set = DetectionDatset(Path(spec["train_images"]), parser=_parser(spec["train_annotations"]), transform=train_tf)
+    val_set = DetectionDatset(Path(spec["val_images"]), parser=_parser(spec["val_annotations"]), transform=eval_tf)
     labeler = AnchorLabeler(Anchors.from_config(config), config.num_classes, match_threshold=0.5)
     generator = torch.Generator().manual_seed(spec["seed"])
     workers = spec.get("num_workers", 1)
