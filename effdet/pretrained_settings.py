@@ -49,7 +49,10 @@ def pretrained_backbone_settings(name_or_path: Optional[str], trust: bool = Fals
     from .checkpoint_formats import FORMAT_LITE_PACKAGE
     from .weights import read_weights
 
-    info = read_weights(text, trust=trust)
+    try:
+        info = read_weights(text, trust=trust)
+    except Exception:  # the backbone loader reports unreadable files with what to do
+        return {}
     if info.format == FORMAT_LITE_PACKAGE:
         return dict(TF_TRAINED_BACKBONE, mean=[127.0] * 3, std=[128.0] * 3)
     if info.model_config:

@@ -6,6 +6,7 @@
     python tools/benchmark.py predict [--runs 20]    # end-to-end predict, ours vs DetBenchPredict
     python tools/benchmark.py postprocess | loader | cocoeval
     python tools/benchmark.py all [--markdown]
+    python tools/benchmark.py convergence --compare-reference [--epochs 16] [--data DIR ...]   # val AP per epoch
 
 Every figure is a median over --runs runs after warm-up, with the spread (min–max). Each measurement
 runs in a fresh subprocess so its peak memory (max RSS) is its own. The reference package is imported
@@ -344,6 +345,11 @@ def bench_cocoeval(args) -> list[str]:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["convergence"]:  # training quality, ours vs the reference: effdet/benchmarks/convergence.py
+        from effdet.benchmarks.convergence import main as convergence_main
+
+        return convergence_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["model", "train", "predict", "postprocess", "loader", "cocoeval", "all"])
     parser.add_argument("--variants", nargs="+", default=["efficientdet_d0", "efficientdet_d1", "efficientdet_d2",
