@@ -57,6 +57,9 @@ class DataConfig:
     num_workers: int = 4
     scale_range: list[float] = field(default_factory=lambda: [0.1, 2.0])  # paper's scale jitter
     hflip: float = 0.5
+    # random crop: keep a clipped box when this fraction of its area stays visible (0: any box with area, as the
+    # official TF pipeline and the reference do; the crop still drops boxes with a side under 2 px)
+    crop_min_visible: float = 0.2
     check_files: bool = True  # skip annotation entries whose image file is missing (counted)
     format: str = "coco"  # coco | voc | yolo (converted in memory; see effdet/data/formats.py)
     classes: Optional[Any] = None  # class names: a list, or a classes.txt / data.yaml path (voc, yolo)
@@ -242,8 +245,17 @@ def model_overrides(section: Any) -> dict[str, Any]:
 
 
 def resolve_model_config(section: Any, num_classes: Optional[int] = None) -> ModelConfig:
-    """ModelConfig of a ``model:`` section; ``num_classes`` fills in when the section leaves it unset."""
+    """ModelConfig of a ``model:`` section; ``num_classes`` fills in when the section leaves it unset.
+
+    Precedence: the variant's row < what ``pretrained_backbone``'s weights were trained with (TF-trained ImageNet
+    weights: 'same' padding, BN eps 1e-3, see :mod:`effdet.pretrained_settings`) < keys set in the section.
+    """
+    from .pretrained_settings import pretrained_backbone_settings
+
     overrides = model_overrides(section)
+    if section["pretrained_backbone"] and not section["weights"]:
+        overrides = {**pretrained_backbone_settings(section["pretrained_backbone"], section["trust_checkpoint"]),
+                     **overrides}
     if overrides.get("num_classes") is None and num_classes is not None:
         overrides["num_classes"] = num_classes
     return model_config(section["name"], phi=section["phi"], scaling=section["scaling"], **overrides)

@@ -57,7 +57,8 @@ class CocoDataModule(L.LightningDataModule):
 
         sources = dataset_sources(data_cfg)
         self.train_set = CocoDetection(
-            **sources["train"], transform=train_transforms(image_size, tuple(data_cfg.scale_range), fill, data_cfg.hflip),
+            **sources["train"], transform=train_transforms(image_size, tuple(data_cfg.scale_range), fill, data_cfg.hflip,
+                                                           min_visible=data_cfg.crop_min_visible),
             check_files=data_cfg.check_files)
         self.val_set = CocoDetection(
             **sources["val"], transform=eval_transforms(image_size, fill), check_files=data_cfg.check_files)

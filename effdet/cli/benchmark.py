@@ -6,6 +6,7 @@
     python tools/benchmark.py postprocess | loader | cocoeval
     python tools/benchmark.py all [--out FILE]
     python tools/benchmark.py scaling --plot scaling.png [--step 0.5] [--time-up-to 3]   # not part of `all`
+    python tools/benchmark.py convergence --compare-reference [--epochs 16] [--data DIR ...]   # val AP per epoch
 
 Every figure is a median over --runs runs after warm-up, with the spread (min–max). Each measurement
 runs in a fresh subprocess so its peak memory (max RSS) is its own. The reference package is imported
@@ -35,12 +36,16 @@ SUBCOMMANDS: dict[str, str] = {
 }
 # long-running benchmarks that `all` leaves out (run them by name)
 NOT_IN_ALL: frozenset[str] = frozenset({"scaling"})
+# benchmarks with a command line of their own: `tools/benchmark.py NAME ...` runs the module's main(argv)
+STANDALONE: dict[str, str] = {
+    "convergence": "effdet.benchmarks.convergence",  # training quality per epoch, ours vs the reference
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="effdet-benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=[*SUBCOMMANDS, "all"])
+    parser.add_argument("what", choices=[*SUBCOMMANDS, *STANDALONE, "all"])
     parser.add_argument("--variants", nargs="+", default=["efficientdet_d0", "efficientdet_d1", "efficientdet_d2",
                                                           "efficientdet_d3", "efficientdet_lite0"])
     parser.add_argument("--runs", type=int, default=10)
@@ -50,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] and argv[0] in STANDALONE:
+        return int(importlib.import_module(STANDALONE[argv[0]]).main(argv[1:]) or 0)
     parser = build_parser()
     known, _ = parser.parse_known_args(argv)
     selected = [n for n in SUBCOMMANDS if n not in NOT_IN_ALL] if known.what == "all" else [known.what]

