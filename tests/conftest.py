@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import signal
+
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,3 +59,15 @@ def trained_demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     assert best.is_file(), f"no best.ckpt in {run}"
     return {"data": data, "run": run, "best": best, "metrics": run / "metrics.json", "stdout": completed.stdout,
             "stderr": completed.stderr}
+
+
+@pytest.fixture(autouse=True)
+def _default_sigchld():
+    """Give SIGCHLD back its default disposition after each test. A DataLoader with worker processes installs a
+    Python SIGCHLD handler in this process (torch.utils.data) and never removes it; a later test's subprocess then
+    exits into that handler, and once another native library has changed the thread's alternate signal stack
+    (seen after the ONNX Runtime / OpenVINO tests), the kernel cannot deliver it and kills pytest with SIGSEGV
+    (si_code SI_KERNEL, while waiting on the subprocess)."""
+    yield
+    if hasattr(signal, "SIGCHLD"):
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
