@@ -18,11 +18,10 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional
 
+from effdet.choices import DATA_FORMATS
 from effdet.data.checks import preflight
 
 __all__ = ["DATA_FORMATS", "dataset_sources"]
-
-DATA_FORMATS = ("coco", "voc", "yolo")
 
 
 def _resolve(root: Optional[str], path: Optional[str]) -> Optional[str]:
