@@ -371,6 +371,15 @@ def _pyplot():
     return plt
 
 
+
+def _save_figure(plt: Any, fig: Any, path: Path) -> Path:
+    """Lay out, write (PNG at 80 dpi) and close a matplotlib figure; returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
 def plot_pr_curves(evaluator: Any, names: Dict[int, str], path: Path, max_classes: int = 35) -> Path:
     """Per class (most ground truth first, up to ``max_classes``) precision vs recall at IoU 0.5 and averaged
     over 0.50:0.95, from ``eval['precision']`` (area all, 100 detections); the first panel is the class mean."""
@@ -411,10 +420,7 @@ def plot_pr_curves(evaluator: Any, names: Dict[int, str], path: Path, max_classe
     for axis in list(axes.flat)[len(panels):]:
         axis.axis("off")
     fig.suptitle("precision-recall (COCOeval, area all, 100 detections per image)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 @contextlib.contextmanager
@@ -450,10 +456,7 @@ def plot_per_class_ap(table: Dict[str, Dict[str, Optional[float]]], path: Path) 
     axis.set_xlabel("average precision")
     axis.set_title("per-class AP (classes without ground truth left out)", fontsize=10)
     axis.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 def plot_confusion_matrix(confusion: Mapping[str, Any], path: Path) -> Path:
@@ -479,10 +482,7 @@ def plot_confusion_matrix(confusion: Mapping[str, Any], path: Path) -> Path:
     axis.set_title(f"confusion (counts; colour = share of the row)\nscore >= {confusion['score_threshold']}, "
                    f"IoU >= {confusion['iou_threshold']}", fontsize=9)
     fig.colorbar(image, ax=axis, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 def plot_errors(breakdown: Mapping[str, Any], path: Path) -> Path:
@@ -499,10 +499,7 @@ def plot_errors(breakdown: Mapping[str, Any], path: Path) -> Path:
     axis.set_ylim(0, max(values + [1.0]) * 1.3)
     axis.set_title(f"error breakdown (TIDE), AP50 = {breakdown['ap50']:.2f}", fontsize=10)
     axis.tick_params(axis="x", labelsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _save_figure(plt, fig, path)
 
 
 # ------------------------------------------------------------------------------------------------ gallery
