@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -126,8 +127,8 @@ def build_trainer(cfg: DictConfig, out: Path, **extra: Any) -> L.Trainer:
         save_last=True, auto_insert_metric_name=False, enable_version_counter=False)
     callbacks: list[Callback] = [checkpoint, SigtermCheckpoint(out / "checkpoints" / "last.ckpt")]
     if cfg.checkpoint.every_n_steps:
-        # last.ckpt mid-epoch too, right after every n-th optimiser step (Lightning saves the loop and
-        # data-loader positions with it, so a resume continues at the next batch)
+        # last.ckpt mid-epoch too, right after every n-th optimiser step (Lightning saves the loop state and the
+        # data module's position with it, so a resume continues at the next batch)
         callbacks.append(ModelCheckpoint(
             dirpath=str(out / "checkpoints"), save_top_k=0, save_last=True,
             every_n_train_steps=int(cfg.checkpoint.every_n_steps), enable_version_counter=False))
@@ -155,6 +156,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             OmegaConf.save(cfg, tmp, resolve=True)
     module = DetectionModule(cfg, datamodule.class_names, datamodule.category_ids)
     trainer = build_trainer(cfg, out)
+    # Lightning warns that a mid-epoch resume needs a stateful loader; ours resumes through the data module's
+    # state instead (CocoDataModule.state_dict, effdet.data.resumable), which that check does not see.
+    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     except SIGTERMException:

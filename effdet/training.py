@@ -5,7 +5,6 @@ this module only says what one training step and one validation pass are.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from typing import Any, Optional
@@ -22,7 +21,7 @@ from .assign import AnchorMatcher
 from .checkpoint.fields import lightning_checkpoint_fields
 from .schema import ConfigError, model_overrides, resolve_data_path, resolve_model_config
 from .data import CocoDetection, collate_detection, eval_transforms, train_transforms, worker_init_fn
-from .data.resumable import EpochSampler, ResumableLoader, SeededSamples
+from .data.resumable import EpochSampler, SeededSamples
 from .evaluation import STAT_KEYS, CocoEvaluator
 from .inference import PostprocessSettings, anchors_for, detect_batch
 from .loss import DetectionLoss
@@ -52,6 +51,8 @@ class CocoDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg = data_cfg
         self.seed = int(seed)
+        self._train_sampler: Optional[EpochSampler] = None
+        self._resume_position: Optional[tuple[int, int]] = None  # from a resumed checkpoint
         fill = fill_from_mean(mean)
         from .data.formats import dataset_sources  # COCO as is, VOC/YOLO converted; the fast data checks run here
 
@@ -86,28 +87,46 @@ class CocoDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        """This rank's share of each epoch (``EpochSampler``), resumable mid-epoch (``ResumableLoader``)."""
+        """This rank's share of each epoch (``EpochSampler``), starting where a resumed run stopped."""
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         batch_size = self.cfg.batch_size
         sampler = EpochSampler(self.train_set, batch_size, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        if self._resume_position is not None:
+            sampler.resume_at(*self._resume_position)
+        self._train_sampler = sampler
         workers = int(self.cfg.num_workers)
-        return ResumableLoader(
+        return DataLoader(
             SeededSamples(self.train_set, self.seed), batch_size=batch_size, sampler=sampler,
             drop_last=len(sampler) > batch_size, num_workers=workers, collate_fn=collate_detection,
             worker_init_fn=worker_init_fn, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(self.seed),  # worker seeds never draw from the global generator
-            position=functools.partial(self._train_position, sampler))
+            generator=torch.Generator().manual_seed(self.seed))  # worker seeds never draw from the global generator
 
-    def _train_position(self, sampler: EpochSampler) -> tuple[int, int]:
-        """(epoch, batches of it done) as the fit loop counts them; a finished epoch is (epoch + 1, 0)."""
-        trainer = self.trainer
-        if trainer is None:
-            return sampler.epoch, 0
+    def train_position(self) -> tuple[int, int]:
+        """(epoch, batches of it done) as the fit loop counts them (the loader cannot: the loop fetches one batch
+        ahead); a finished epoch is (epoch + 1, 0)."""
+        trainer, sampler = self.trainer, self._train_sampler
+        epoch = sampler.epoch if sampler is not None else 0
+        if trainer is None or sampler is None:
+            return epoch, 0
         done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         if done >= trainer.num_training_batches:
-            return sampler.epoch + 1, 0
-        return sampler.epoch, done
+            return epoch + 1, 0
+        return epoch, done
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved in every checkpoint by Lightning: where the training data stands."""
+        if self._train_sampler is None:
+            return {}
+        epoch, done = self.train_position()
+        return {"train_epoch": int(epoch), "train_batches_done": int(done)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Called by Lightning when a fit resumes, before the training loader is built."""
+        if "train_epoch" in state:
+            self._resume_position = (int(state["train_epoch"]), int(state["train_batches_done"]))
+            if self._train_sampler is not None:
+                self._train_sampler.resume_at(*self._resume_position)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.cfg.val_batch_size or self.cfg.batch_size, False, False)

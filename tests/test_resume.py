@@ -114,8 +114,6 @@ def test_seeded_deterministic_runs_are_identical(tmp_path, data_root, reference_
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="KNOWN BUG: a mid-epoch resume is not yet exact; measured max |resumed - "
-                   "uninterrupted| = 2.4 (SIGKILL at step 3) and 2.1 (SIGTERM at step 5); cause not found yet")
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, data_root, reference_run):
     """SIGKILL right after the first mid-epoch checkpoint (checkpoint.every_n_steps=3), then the same command:
     it resumes from that step and ends with the uninterrupted run's weights (here with a loader worker, which
@@ -138,8 +136,6 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, data_root,
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="KNOWN BUG: a mid-epoch resume is not yet exact; measured max |resumed - "
-                   "uninterrupted| = 2.4 (SIGKILL at step 3) and 2.1 (SIGTERM at step 5); cause not found yet")
 def test_sigterm_saves_a_checkpoint_exits_and_resumes(tmp_path, data_root, reference_run):
     """SIGTERM: last.ckpt is written at the next batch boundary, the process exits with 143 without a traceback;
     the same command resumes from that step and ends with the uninterrupted run's weights."""
@@ -161,3 +157,42 @@ def test_sigterm_saves_a_checkpoint_exits_and_resumes(tmp_path, data_root, refer
     difference = _max_difference(_final_state(reference_run, total), _final_state(out, total))
     print(f"max |resumed after SIGTERM - uninterrupted| = {difference:.3g}")
     assert difference <= 1e-6
+
+
+def test_epoch_sampler_resumes_inside_its_epoch_only():
+    """resume_at(e, k): every pass over epoch e starts k batches in (Lightning may create the iterator twice),
+    the next epoch is whole again, and two ranks share each epoch without overlap."""
+    from effdet.data.resumable import EpochSampler
+
+    data = list(range(10))
+    whole = list(EpochSampler(data, batch_size=2, seed=3))
+    sampler = EpochSampler(data, batch_size=2, seed=3)
+    sampler.resume_at(0, 2)
+    assert list(sampler) == whole[4:] and list(sampler) == whole[4:]
+    sampler.set_epoch(1)
+    next_epoch = list(sampler)
+    assert len(next_epoch) == 10 and {e for e, _ in next_epoch} == {1}
+    assert [i for _, i in next_epoch] != [i for _, i in whole]  # reshuffled per epoch
+    ranks = [list(EpochSampler(data, batch_size=2, num_replicas=2, rank=r, seed=3)) for r in (0, 1)]
+    assert sorted(i for part in ranks for _, i in part) == data
+
+
+def test_data_module_position_survives_a_checkpoint(tmp_path):
+    """The data module's state_dict (what Lightning writes into every checkpoint) hands a new data module the
+    position, and its training loader starts there."""
+    from effdet.data import make_demo_dataset
+    from effdet.schema import load_train_config
+    from effdet.training import CocoDataModule
+
+    make_demo_dataset(tmp_path, num_train=8, num_val=2, seed=1)
+    cfg = load_train_config(str(ROOT / "configs" / "demo.yaml"), [f"data.root={tmp_path}", "data.num_workers=0",
+                                                                   "data.batch_size=2"])
+    first = CocoDataModule(cfg.data, [64, 64], [0.5, 0.5, 0.5], seed=4)
+    keys = list(first.train_dataloader().sampler)
+    assert first.state_dict() == {"train_epoch": 0, "train_batches_done": 0}
+    second = CocoDataModule(cfg.data, [64, 64], [0.5, 0.5, 0.5], seed=4)
+    second.load_state_dict({"train_epoch": 0, "train_batches_done": 2})
+    loader = second.train_dataloader()
+    assert list(loader.sampler) == keys[4:]
+    batch = next(iter(loader))
+    assert batch["images"].shape[0] == 2

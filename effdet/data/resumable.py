@@ -7,20 +7,22 @@ and continue with exactly the batches and augmentations an uninterrupted run wou
 * :class:`SeededSamples` wraps a dataset whose random transforms draw from torch's default generator
   (``effdet.data.transforms``): item ``(epoch, index)`` is made with that generator seeded from
   ``(seed, epoch, index)``, so it is the same in any process, worker or resumed run.
-* :class:`ResumableLoader` is a ``DataLoader`` with ``state_dict`` / ``load_state_dict``: Lightning saves
-  that state in every checkpoint (``loops.fit_loop.state_dict.combined_loader``) and hands it back when a
-  run resumes, before the first batch is drawn.
+* The training position (epoch, batches done) goes into every checkpoint through the data module's
+  ``state_dict`` (``effdet.training.CocoDataModule``), which Lightning restores before it builds the loader;
+  :meth:`EpochSampler.resume_at` then starts the loader there. (A stateful DataLoader is not enough: Lightning
+  2.x builds the training loader to count the schedule's steps before it restores the loop state, and never
+  hands that loader its saved state.)
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 
-__all__ = ["EpochSampler", "ResumableLoader", "SeededSamples", "sample_seed"]
+__all__ = ["EpochSampler", "SeededSamples", "sample_seed"]
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -53,9 +55,9 @@ class SeededSamples(Dataset):
 class EpochSampler(DistributedSampler):
     """Epoch-seeded shuffling split across ``num_replicas`` ranks; yields ``(epoch, index)``.
 
-    ``start_batch`` (set by :meth:`ResumableLoader.load_state_dict`) skips that many batches of
-    ``batch_size`` at the start of the next pass only. Lightning calls ``set_epoch`` every epoch and leaves
-    samplers that already are ``DistributedSampler`` in place.
+    :meth:`resume_at` makes passes over epoch ``e`` start ``k`` batches of ``batch_size`` in (a run resumed
+    mid-epoch); passes over any later epoch are whole again. Lightning calls ``set_epoch`` every epoch and
+    leaves samplers that already are ``DistributedSampler`` in place.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, num_replicas: int = 1, rank: int = 0,
@@ -63,32 +65,20 @@ class EpochSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=int(seed),
                          drop_last=False)
         self.batch_size = int(batch_size)
-        self.start_batch = 0
+        self._resume: Optional[Tuple[int, int]] = None
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Start at batch ``batches_done`` of ``epoch`` (and make ``epoch`` the current one)."""
+        self.set_epoch(int(epoch))
+        self._resume = (int(epoch), int(batches_done))
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:  # type: ignore[override]
         indices = list(super().__iter__())
-        start, self.start_batch = self.start_batch * self.batch_size, 0
-        epoch = self.epoch
+        epoch, start = self.epoch, 0
+        if self._resume is not None:
+            if self._resume[0] == epoch:
+                # Every pass over the resumed epoch skips (the trainer may create its iterator twice).
+                start = self._resume[1] * self.batch_size
+            else:
+                self._resume = None
         return iter([(epoch, int(i)) for i in indices[start:]])
-
-
-class ResumableLoader(DataLoader):
-    """A DataLoader over an :class:`EpochSampler` whose position is saved in checkpoints.
-
-    ``position()`` returns ``(epoch, batches done)`` as the training loop counts them (the loader itself
-    cannot: the loop fetches one batch ahead). ``load_state_dict`` makes the next pass start there.
-    """
-
-    def __init__(self, *args: Any, position: Optional[Callable[[], Tuple[int, int]]] = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if not isinstance(self.sampler, EpochSampler):
-            raise TypeError("ResumableLoader needs an EpochSampler (sampler=...)")
-        self.position = position
-
-    def state_dict(self) -> Dict[str, int]:
-        epoch, done = self.position() if self.position is not None else (self.sampler.epoch, 0)
-        return {"epoch": int(epoch), "batches_done": int(done)}
-
-    def load_state_dict(self, state: Dict[str, int]) -> None:
-        self.sampler.set_epoch(int(state["epoch"]))
-        self.sampler.start_batch = int(state["batches_done"])
