@@ -171,7 +171,12 @@ def finalize(cfg: DictConfig, trainer: L.Trainer, module: DetectionModule, datam
     out = Path(cfg.output_dir)
     best = out / "checkpoints" / "best.ckpt"
     ckpt_path = str(best) if best.exists() else None
+    module.last_metrics = {}
     trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    if not module.last_metrics:
+        # A strategy that starts its own processes (ddp_spawn) validated there: score again in this process.
+        trainer = build_trainer(cfg, out, devices=1, num_nodes=1, strategy="auto", logger=False, callbacks=[])
+        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
     metrics = dict(module.last_metrics)
     result = {key: metrics[key] for key in STAT_KEYS}
     result["per_class"] = metrics.get("per_class", {})

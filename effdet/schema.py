@@ -35,7 +35,9 @@ def _model_section_class():
         ("reset_class_head", bool, field(default=False)),  # re-initialise the class net if classes differ
         ("trust_checkpoint", bool, field(default=False)),  # allow checkpoints that need full unpickling
     ]
-    return dataclasses.make_dataclass("ModelSection", fields)
+    section = dataclasses.make_dataclass("ModelSection", fields)
+    section.__module__ = __name__  # so that configs pickle (ddp_spawn sends them to its processes)
+    return section
 
 
 ModelSection = _model_section_class()

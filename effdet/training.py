@@ -135,23 +135,25 @@ class CocoDataModule(L.LightningDataModule):
 # ------------------------------------------------------------------------------------------------ EMA
 
 
-def ema_update_fn(decay: float):
+class TFWarmupEMA:
     """``multi_avg_fn`` for ``AveragedModel``: EMA with TF's warm-up, ``d_t = min(decay, (1+t)/(10+t))``.
 
-    Integer buffers (BN ``num_batches_tracked``) are copied, not averaged.
+    Integer buffers (BN ``num_batches_tracked``) are copied, not averaged. A plain class, not a closure, so the
+    module pickles (``trainer.strategy=ddp_spawn`` sends it to the spawned processes).
     """
 
+    def __init__(self, decay: float) -> None:
+        self.decay = float(decay)
+
     @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+    def __call__(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
         t = float(num_averaged)
-        d = min(decay, (1.0 + t) / (10.0 + t))
+        d = min(self.decay, (1.0 + t) / (10.0 + t))
         if averaged[0].is_floating_point():
             torch._foreach_lerp_(averaged, current, 1.0 - d)
         else:
             for a, c in zip(averaged, current):
                 a.copy_(c)
-
-    return update
 
 
 # --------------------------------------------------------------------------------------------- module
@@ -203,7 +205,7 @@ class DetectionModule(L.LightningModule):
             for m in self._batch_norms():
                 m.requires_grad_(False)
         decay = self.cfg.optim.ema_decay
-        self.ema = (AveragedModel(self.model, multi_avg_fn=ema_update_fn(decay), use_buffers=True)
+        self.ema = (AveragedModel(self.model, multi_avg_fn=TFWarmupEMA(decay), use_buffers=True)
                     if decay else None)
         if self.ema is not None:
             # Averaged, never trained: no gradients, so DDP (which wraps this whole module) does not wait

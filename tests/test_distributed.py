@@ -74,6 +74,22 @@ def test_ddp_fit_two_processes_through_train_tool(tmp_path, tiny_data):
 
 
 @pytest.mark.slow
+def test_ddp_spawn_fit_through_train_tool(tmp_path, tiny_data):
+    """`trainer.strategy=ddp_spawn`: the module, its EMA and the config pickle into the spawned processes; the fit
+    finishes and the final validation (run again in the launching process) writes metrics.json."""
+    out = tmp_path / "run"
+    result = _run([str(ROOT / "tools" / "train.py"), DEMO, *_overrides(tiny_data, **{
+        "output_dir": out, "data.batch_size": 2, "trainer.devices": 2, "trainer.strategy": "ddp_spawn"})],
+        MASTER_PORT=str(_free_port()))
+    assert result.returncode == 0, result.stderr[-4000:]
+    ckpt = torch.load(out / "checkpoints" / "best.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2  # 8 images / (2 processes x 2 per batch)
+    assert int(ckpt["state_dict"]["ema.n_averaged"]) == 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["AP50"] <= 1.0 and set(metrics["per_class"]) == {"circle", "square", "triangle"}
+
+
+@pytest.mark.slow
 def test_ddp_ranks_agree_and_match_one_process(tmp_path, tiny_data):
     """(b) After 3 steps the weights of both ranks are identical and have moved; with batch statistics shared
     and no random augmentation they equal one process on the same global batch (2 x 2 vs 1 x 4 images), to

@@ -12,7 +12,7 @@ import torch
 
 from effdet.schema import ConfigError, load_train_config
 from effdet.runner import AtomicCheckpointIO
-from effdet.training import MAX_CONSECUTIVE_NONFINITE, DetectionModule, WarmupCosine, ema_update_fn
+from effdet.training import MAX_CONSECUTIVE_NONFINITE, DetectionModule, TFWarmupEMA, WarmupCosine
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_KEYS = ["data.train.images=t", "data.train.annotations=t.json", "data.val.images=v",
@@ -95,7 +95,7 @@ def test_warmup_cosine_schedule():
 
 
 def test_ema_update_has_tf_warmup():
-    update = ema_update_fn(0.9998)
+    update = TFWarmupEMA(0.9998)
     averaged, current = [torch.zeros(3)], [torch.ones(3)]
     update(averaged, current, torch.tensor(0))  # d = min(0.9998, 1/10) = 0.1
     assert torch.allclose(averaged[0], torch.full((3,), 0.9))
