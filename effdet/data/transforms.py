@@ -119,9 +119,9 @@ class RandomScaleCrop:
     For a factor ``s ~ U(scale_range)`` the image is resized (aspect kept) to fit in ``s*S_h x s*S_w``,
     i.e. by ``scale = s * min(S_h / H, S_w / W)``. If the resized image is larger than the output in a
     dimension, a crop offset is drawn uniformly in that dimension; otherwise the image sits at the
-    top-left and the rest is padded with ``fill``. Resize, crop and pad happen in one bilinear
-    ``warpAffine`` that computes only the output pixels; below 0.5x an INTER_AREA resize (which averages
-    instead of aliasing) is followed by crop/pad.
+    top-left and the rest is padded with ``fill``. A shrink is an INTER_AREA resize (which averages instead of
+    aliasing, as inference does: :func:`effdet.preprocess.resize_interpolation`) followed by crop/pad; an
+    enlargement is one bilinear ``warpAffine`` that resizes, crops and pads, computing only the output pixels.
 
     Boxes are scaled, shifted, clipped to the canvas, then **dropped** when a clipped side is shorter
     than ``min_size`` px or less than ``min_visible`` of the box's scaled area remains inside the
@@ -186,7 +186,7 @@ class RandomScaleCrop:
         """Output pixel (u, v) shows continuous source point ((u + ox) / scale, (v + oy) / scale)."""
         out_h, out_w = self.output_size
         if scale < AREA_INTERPOLATION_BELOW:
-            # Strong shrink: average source pixels (INTER_AREA, no aliasing), then crop/pad. Rounding the
+            # Shrink: average source pixels (INTER_AREA, no aliasing), then crop/pad. Rounding the
             # resized size to whole pixels misplaces content by at most half an output pixel.
             in_h, in_w = image.shape[:2]
             resized = cv2.resize(
