@@ -15,17 +15,18 @@ import pytest
 
 from conftest import REPO, tool_env
 
-# Measured with this test's exact command on 2 CPU cores (seeds 0 and 1 of the run; data seed 11):
-# AP50 = MEASURED_AP50. The floor leaves a margin for other CPUs' kernels (the runs are deterministic on one
-# machine, not across machines).
-FLOOR_AP50 = 0.0
-BUDGET = {"trainer.max_epochs": 6, "data.batch_size": 8, "model.image_size": 192}  # 6 x 8 = 48 optimiser steps
+# Measured with this test's exact command on 2 CPU cores (data seed 11): AP50 0.209 with seed 0 (the test's) and
+# 0.152 with seed 1; the same budget from scratch (model.pretrained_backbone=null, a pipeline that has not
+# learnt yet) reached 0.049. The floor sits between them, with a third of margin under the worse seed for
+# other CPUs' kernels (the runs are deterministic on one machine, not across machines).
+FLOOR_AP50 = 0.10
+BUDGET = {"trainer.max_epochs": 10, "data.batch_size": 8, "model.image_size": 192}  # 10 x 12 = 120 optimiser steps
 
 
 def _train(tmp_path, seed: int) -> dict:
     from effdet.data import make_demo_dataset
 
-    data = make_demo_dataset(tmp_path / "data", num_train=64, num_val=24, seed=11)
+    data = make_demo_dataset(tmp_path / "data", num_train=96, num_val=24, seed=11)
     out = tmp_path / "run"
     overrides = {"data.root": data["root"], "output_dir": out, "seed": seed, "data.num_workers": 1,
                  "trainer.enable_progress_bar": "false", "eval.plots": "false", **BUDGET}
