@@ -228,7 +228,9 @@ class DetectionModule(L.LightningModule):
         biases and BN settings come from the checkpoint; keys set in the config still apply) with its weights."""
         section = self.cfg.model
         if section.weights:
-            name = section.phi if section.phi is not None else section.name
+            # model.phi: the φ of the section's family ('efficientdet_lite0' + phi 0.5 -> 'efficientdet_lite0.5'),
+            # as resolved for self.model_config; a bare number would mean the D family.
+            name = self.model_config.name if section.phi is not None else section.name
             model = create_model(name, weights=section.weights, reset_class_head=section.reset_class_head,
                                  trust_checkpoint=section.trust_checkpoint,
                                  **dict(model_overrides(section), num_classes=self.model_config.num_classes))

@@ -307,3 +307,25 @@ def test_measure_latency_with_onnxruntime():
     assert (timing.median, timing.runs) == (pytest.approx(0.5), 2)
     with pytest.raises(ValueError, match=r"unknown backend 'tvm'; valid: \['torch', 'onnxruntime'\]"):
         measure_latency(model_config("efficientdet_lite0", image_size=64), backend="tvm")
+
+
+def test_fine_tuning_a_fractional_lite_checkpoint_keeps_its_family(tmp_path):
+    """model.name=efficientdet_lite0 + model.phi=0.5 + model.weights: the training module builds Lite φ 0.5 (a bare
+    φ number would have meant the D family and failed to fit the checkpoint)."""
+    import sys as _sys
+
+    _sys.path.insert(0, str(ROOT / "tests"))
+    from checkpoints import write_training_checkpoint
+
+    from effdet.training import DetectionModule
+
+    source = effdet.create_model("efficientdet_lite0.5", num_classes=2)
+    path = write_training_checkpoint(tmp_path / "lite05.ckpt", source, ["a", "b"], [1, 2])
+    data = ["data.train.images=t", "data.train.annotations=t.json", "data.val.images=v", "data.val.annotations=v.json"]
+    cfg = load_train_config(None, data + ["model.name=efficientdet_lite0", "model.phi=0.5", f"model.weights={path}",
+                                          "optim.ema_decay=null"])
+    module = DetectionModule(cfg, ["a", "b"], [1, 2], val_coco=None)
+    assert module.model.config.name == "efficientdet_lite0.5"
+    assert module.model.config.fpn_channels == source.config.fpn_channels
+    for key, value in source.state_dict().items():
+        assert torch.equal(module.model.state_dict()[key], value), key
