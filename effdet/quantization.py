@@ -23,6 +23,10 @@ __all__ = ["quantize_file", "calibration_images"]
 PathLike = Union[str, os.PathLike]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 QUANTIZED_OPS = ["Conv"]  # the network only: decode, top-k and NMS (Mul/Add/Sigmoid on boxes and scores) stay float
+# Convolutions left in float32 (substrings of the exported node names): the class and box prediction convs, whose
+# outputs are the logits and box codes themselves (a per-tensor uint8 range over all anchors' logits loses the
+# small score differences that rank detections), and the stem, which sees the raw normalised image.
+FLOAT_CONVS = ("/predict/", "/stem/")
 
 
 def calibration_images(folder: PathLike, max_images: int) -> list[Path]:
@@ -69,11 +73,13 @@ class _Reader:
 
 
 def quantize_file(source: PathLike, target: PathLike, calibration: PathLike, max_images: int = 64,
-                  quant_format: str = "QDQ", method: str = "MinMax") -> dict[str, Any]:
+                  quant_format: str = "QDQ", method: str = "MinMax",
+                  float_convs: tuple[str, ...] = FLOAT_CONVS) -> dict[str, Any]:
     """Quantize the exported float32 file ``source`` to int8 at ``target`` (may be the same path),
     calibrated on up to ``max_images`` images of the folder ``calibration``. Metadata is kept (``"int8": true``).
+    Convolutions whose node name contains one of ``float_convs`` stay float32.
 
-    Returns ``{"format", "images"}``.
+    Returns ``{"format", "images", "float_convs"}`` (the last: how many convolutions stayed float32).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -84,7 +90,9 @@ def quantize_file(source: PathLike, target: PathLike, calibration: PathLike, max
     meta = read_metadata(source)
     if meta.get("half"):
         raise ValueError(f"'{source}' is a float16 export; quantize a float32 export instead")
-    inputs = [i.name for i in onnx.load(str(source), load_external_data=False).graph.input]
+    graph = onnx.load(str(source), load_external_data=False).graph
+    inputs = [i.name for i in graph.input]
+    keep_float = [n.name for n in graph.node if n.op_type == "Conv" and any(p in n.name for p in float_convs)]
     reader = _Reader(meta, inputs, calibration_images(calibration, max_images))
     with tempfile.TemporaryDirectory(prefix="effdet-int8-") as folder:
         prepared = Path(folder) / "prepared.onnx"
@@ -92,7 +100,7 @@ def quantize_file(source: PathLike, target: PathLike, calibration: PathLike, max
         quantized = Path(folder) / "int8.onnx"
         quantize_static(str(prepared), str(quantized), reader,
                         quant_format=QuantFormat.QDQ if quant_format == "QDQ" else QuantFormat.QOperator,
-                        op_types_to_quantize=QUANTIZED_OPS, per_channel=True,
+                        op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=keep_float, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=getattr(CalibrationMethod, method))
         if reader.used == 0:
@@ -101,6 +109,7 @@ def quantize_file(source: PathLike, target: PathLike, calibration: PathLike, max
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(dict(meta, int8=True, quant_format=quant_format,
-                                                           calibration_images=reader.used))
+                                                           calibration_images=reader.used,
+                                                           float_convs=len(keep_float)))
     onnx.save(model, str(target))
-    return {"format": quant_format, "images": reader.used}
+    return {"format": quant_format, "images": reader.used, "float_convs": len(keep_float)}

@@ -116,10 +116,15 @@ def test_int8_quantization_keeps_metadata_and_detects(shipped, tmp_path):
         cv2.imwrite(str(calibration / f"c{index}.jpg"), photo(120, 160, 10 + index))
     target = tmp_path / "int8.onnx"
     report = quantize_file(shipped["onnx"], target, calibration, max_images=3)
-    assert report == {"format": "QDQ", "images": 3}
+    assert report == {"format": "QDQ", "images": 3, "float_convs": 2 * 2 * 5 + 1}  # predict convs per level + stem
     model = onnx.load(str(target))
     int8_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) > 50 and any(n.op_type == "DequantizeLinear" for n in model.graph.node)
+    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    kept = [n for n in convs if "/predict/" in n.name or "/stem/" in n.name]
+    assert len(kept) == 21 and all(n.input[1] not in dequantized for n in kept)  # float32 weights
+    assert sum(n.input[1] in dequantized for n in convs) == len(convs) - 21  # every other conv is int8
     assert target.stat().st_size < 0.5 * shipped["onnx"].stat().st_size
     meta = read_metadata(target)
     assert meta["int8"] is True and meta["class_names"] == NAMES and meta["calibration_images"] == 3

@@ -99,7 +99,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             report = quantize_file(out, out, args.calibration, max_images=args.calibration_images)
             print(f"quantized to int8 ({report['format']}, {report['images']} calibration images from "
-                  f"{args.calibration}): {out.stat().st_size / 2**20:.1f} MiB")
+                  f"{args.calibration}; {report['float_convs']} prediction/stem convolutions kept in float32): "
+                  f"{out.stat().st_size / 2**20:.1f} MiB")
     except (FileNotFoundError, ValueError, ExportMismatchError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
