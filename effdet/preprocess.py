@@ -53,7 +53,7 @@ SizeLike = Union[int, Sequence[int]]
 # Any shrink uses INTER_AREA, which averages the source pixels each output pixel covers; INTER_LINEAR samples 4
 # of them and aliases thin structures (strokes, edges) at every factor under 1. Training and inference share this
 # rule. Measured on the similar-digits set (docs/convergence.md): aliased shrinking below 1x (the old rule switched
-# at 0.5x) cost a third of the val AP at epoch 10 of 16 (0.133 vs 0.196). PIL's resize, which the reference
+# at 0.5x) cost over a third of the final val AP (0.189 vs 0.302 after 16 epochs). PIL's resize, which the reference
 # effdet uses, also filters when it shrinks.
 AREA_INTERPOLATION_BELOW = 1.0
 
