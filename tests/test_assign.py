@@ -153,3 +153,16 @@ def test_targets_equal_reference_labeler():
     assert torch.equal(ours[0], reference["cls"])
     assert torch.allclose(ours[1], reference["box"], atol=1e-6, rtol=0)
     assert torch.equal(ours[2], reference["num_pos"])
+
+
+def test_training_recipes_use_the_official_matcher_without_ignore_band():
+    """The schema default (every recipe that does not set loss.unmatched_threshold) is the official 0.5 / 0.5 matcher:
+    an ignore band left loosely overlapping anchors untrained as background (docs/convergence.md)."""
+    from pathlib import Path
+
+    from effdet.schema import load_train_config
+
+    root = Path(__file__).resolve().parent.parent
+    for config in ["demo.yaml", "finetune.yaml", "coco/efficientdet_d0.yaml"]:
+        cfg = load_train_config(str(root / "configs" / config), ["data.root=x"])
+        assert (cfg.loss.match_threshold, cfg.loss.unmatched_threshold) == (0.5, 0.5), config
