@@ -16,7 +16,8 @@ import pytest
 from conftest import REPO, tool_env
 
 # Measured with this test's exact command on 2 CPU cores (data seed 11): AP50 0.209 with seed 0 (the test's) and
-# 0.152 with seed 1; the same budget from scratch (model.pretrained_backbone=null, a pipeline that has not
+# 0.152 with seed 1 (matcher with a 0.4-0.5 ignore band), 0.215 with seed 0 after the switch to the official 0.5/0.5
+# matcher; the same budget from scratch (model.pretrained_backbone=null, a pipeline that has not
 # learnt yet) reached 0.049. The floor sits between them, with a third of margin under the worse seed for
 # other CPUs' kernels (the runs are deterministic on one machine, not across machines).
 FLOOR_AP50 = 0.10
