@@ -91,6 +91,26 @@ def test_torch_free_runtime_detects_like_pytorch(shipped):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("nms", [True, False])
+def test_fixed_batch_exports_take_any_number_of_images(shipped, tmp_path, backend, nms):
+    """An export without --dynamic-batch has batch 1; the Predictor (what tools/eval.py and infer use, batch 8 by
+    default) runs it one image at a time instead of failing with onnxruntime's 'invalid dimensions'."""
+    out = tmp_path / "fixed.onnx"
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "export.py"), "--weights", str(shipped["checkpoint"]),
+                           "--out", str(out), *(["--nms"] if nms else []), "max_detections=50"],
+                          capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    predictor = Predictor.from_onnx(out, backend=backend, **({} if nms else {"nms": "hard", "max_detections": 50}))
+    assert predictor.model.session.fixed_batch == 1
+    images = [str(p) for p in shipped["images"]] * 2
+    together = predictor.predict(images, batch_size=4)
+    assert len(together) == 4
+    for ours, theirs in zip(together, torch_predictions(shipped) * 2):
+        assert_same(ours, theirs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_predictor_backends_match_torch(shipped, backend):
     expected = torch_predictions(shipped)
     exported = Predictor.from_checkpoint(shipped["checkpoint"], backend=backend, nms="hard", max_detections=50)

@@ -62,15 +62,7 @@ class OnnxDetector:
         self.class_names = list(meta["class_names"])
         self.category_ids = np.asarray(meta["category_ids"], np.int64)
         self.score_threshold = score_threshold
-        shape = self._input_batch()
-        self.max_batch = shape if isinstance(shape, int) and shape > 0 else None
-
-    def _input_batch(self) -> Any:
-        session = getattr(self.session, "session", None)
-        if session is not None:  # onnxruntime
-            return session.get_inputs()[0].shape[0]
-        dim = self.session.model.inputs[0].get_partial_shape()[0]
-        return dim.get_length() if dim.is_static else None
+        self.max_batch = self.session.fixed_batch
 
     def preprocess(self, rgb_images: Sequence[np.ndarray]) -> tuple[dict[str, np.ndarray], list[float]]:
         """RGB uint8 images -> graph feed (``images`` normalised ``[B, 3, H, W]``, ``image_sizes`` ``[B, 2]``

@@ -45,6 +45,12 @@ class InferenceSession:
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
+    @property
+    def fixed_batch(self) -> Optional[int]:
+        """The batch size the graph was exported with, or None when its batch dimension is free (--dynamic-batch).
+        Callers with more images split them into runs of this size."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r}, inputs={self.input_names}, outputs={self.output_names})"
 
@@ -74,6 +80,11 @@ class OnnxRuntimeSession(InferenceSession):
             raise ValueError(f"'{self.path}' has no '{METADATA_KEY}' metadata: export it with effdet-export")
         self.metadata = json.loads(custom[METADATA_KEY])
 
+    @property
+    def fixed_batch(self) -> Optional[int]:
+        size = self.session.get_inputs()[0].shape[0]
+        return size if isinstance(size, int) and size > 0 else None
+
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self.input_type == "tensor(float16)":
             feed = dict(feed, images=feed["images"].astype(np.float16))
@@ -100,6 +111,11 @@ class OpenVinoSession(InferenceSession):
             raise ValueError(f"'{self.path}' has no '{METADATA_KEY}' metadata: export it with effdet-export")
         self.metadata = json.loads(self.model.get_rt_info(["framework", METADATA_KEY]).astype(str))
         self.compiled: dict[int, Any] = {}
+
+    @property
+    def fixed_batch(self) -> Optional[int]:
+        dim = self.model.inputs[0].get_partial_shape()[0]
+        return dim.get_length() if dim.is_static else None
 
     def _compiled(self, batch: int) -> Any:
         if batch not in self.compiled:
