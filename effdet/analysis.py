@@ -371,7 +371,6 @@ def _pyplot():
     return plt
 
 
-
 def _save_figure(plt: Any, fig: Any, path: Path) -> Path:
     """Lay out, write (PNG at 80 dpi) and close a matplotlib figure; returns ``path``."""
     fig.tight_layout()

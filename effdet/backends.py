@@ -68,32 +68,23 @@ class OnnxBackend:
         if list(images.shape[-2:]) != list(self.config.image_size):
             raise ValueError(f"the exported graph takes {self.config.image_size[0]}x{self.config.image_size[1]} "
                              f"inputs, got {images.shape[-2]}x{images.shape[-1]}")
-        runs = [[np.asarray(o, np.float32) for o in self.session.run(self._feed(part))]
-                for part in self._parts(images)]
-        outputs = [torch.from_numpy(np.concatenate(level)).to(images.device) for level in zip(*runs)]
+        outputs = [torch.from_numpy(np.asarray(o, np.float32)).to(images.device)
+                   for o in self.session.run(self._feed(images))]
         levels = len(outputs) // 2
         return outputs[:levels], outputs[levels:]
-
-    def _parts(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """``images`` in runs the graph accepts: all at once, or the export's fixed batch size at a time."""
-        size = self.session.fixed_batch or images.shape[0]
-        return list(torch.split(images, size)) if images.shape[0] > size else [images]
 
     def detect(self, images: torch.Tensor, valid_sizes: Sequence[Sequence[float]]) -> list[dict[str, torch.Tensor]]:
         """Detections-form graph: normalised ``[B, 3, H, W]`` + valid (h, w) per image -> per image
         ``{"boxes" [K, 4] xyxy network px, "scores" [K], "labels" [K]}`` by decreasing score."""
-        all_sizes = np.asarray(valid_sizes, np.float32).reshape(-1, 2)
-        results, start = [], 0
-        for part in self._parts(images):
-            sizes = all_sizes[start:start + part.shape[0]]
-            start += part.shape[0]
-            batch_index, boxes, scores, classes = self.session.run(self._feed(part, image_sizes=sizes))
-            for image in range(part.shape[0]):
-                keep = batch_index == image
-                order = np.argsort(-scores[keep], kind="stable")
-                results.append({"boxes": torch.from_numpy(boxes[keep][order].astype(np.float32)).reshape(-1, 4),
-                                "scores": torch.from_numpy(scores[keep][order].astype(np.float32)),
-                                "labels": torch.from_numpy(classes[keep][order].astype(np.int64))})
+        sizes = np.asarray(valid_sizes, np.float32).reshape(-1, 2)
+        batch_index, boxes, scores, classes = self.session.run(self._feed(images, image_sizes=sizes))
+        results = []
+        for image in range(images.shape[0]):
+            keep = batch_index == image
+            order = np.argsort(-scores[keep], kind="stable")
+            results.append({"boxes": torch.from_numpy(boxes[keep][order].astype(np.float32)).reshape(-1, 4),
+                            "scores": torch.from_numpy(scores[keep][order].astype(np.float32)),
+                            "labels": torch.from_numpy(classes[keep][order].astype(np.int64))})
         return results
 
     def __repr__(self) -> str:

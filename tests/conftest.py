@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
-
-import signal
 
 import pytest
 

@@ -62,7 +62,6 @@ class OnnxDetector:
         self.class_names = list(meta["class_names"])
         self.category_ids = np.asarray(meta["category_ids"], np.int64)
         self.score_threshold = score_threshold
-        self.max_batch = self.session.fixed_batch
 
     def preprocess(self, rgb_images: Sequence[np.ndarray]) -> tuple[dict[str, np.ndarray], list[float]]:
         """RGB uint8 images -> graph feed (``images`` normalised ``[B, 3, H, W]``, ``image_sizes`` ``[B, 2]``
@@ -73,9 +72,6 @@ class OnnxDetector:
         """One batch of RGB uint8 images -> detections (see :meth:`predict`)."""
         if not rgb_images:
             return []
-        if self.max_batch is not None and len(rgb_images) > self.max_batch:
-            return [r for start in range(0, len(rgb_images), self.max_batch)
-                    for r in self.predict_rgb(rgb_images[start:start + self.max_batch])]
         feed, scales = self.preprocess(rgb_images)
         batch_index, boxes, scores, classes = self.session.run(
             {name: feed[name] for name in self.session.input_names})

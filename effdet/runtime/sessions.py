@@ -43,12 +43,27 @@ class InferenceSession:
         self.metadata: dict[str, Any] = {}
 
     def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Outputs for a feed of any batch size (every input's first dimension is the batch). A graph exported with
+        a fixed batch (no --dynamic-batch) runs in pieces of that size and the outputs are joined; for the
+        detections form, the ``batch_index`` output is shifted so it counts images of the whole feed."""
+        batch = len(next(iter(feed.values())))
+        size = self.fixed_batch
+        if size is None or batch <= size:
+            return self._run(feed)
+        pieces = [self._run({name: value[start:start + size] for name, value in feed.items()})
+                  for start in range(0, batch, size)]
+        if self.metadata.get("outputs") == "detections":  # outputs: batch_index, boxes, scores, classes
+            for number, piece in enumerate(pieces):
+                piece[0] = piece[0] + number * size
+        return [np.concatenate(parts) for parts in zip(*pieces)]
+
+    def _run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One run of the graph on a feed whose batch it accepts."""
         raise NotImplementedError
 
     @property
     def fixed_batch(self) -> Optional[int]:
-        """The batch size the graph was exported with, or None when its batch dimension is free (--dynamic-batch).
-        Callers with more images split them into runs of this size."""
+        """The batch size the graph was exported with, or None when its batch dimension is free (--dynamic-batch)."""
         return None
 
     def __repr__(self) -> str:
@@ -85,7 +100,7 @@ class OnnxRuntimeSession(InferenceSession):
         size = self.session.get_inputs()[0].shape[0]
         return size if isinstance(size, int) and size > 0 else None
 
-    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self.input_type == "tensor(float16)":
             feed = dict(feed, images=feed["images"].astype(np.float16))
         return self.session.run(self.output_names, feed)
@@ -133,7 +148,7 @@ class OpenVinoSession(InferenceSession):
     def _static_tail(self, index: int) -> list[int]:
         return [d.get_length() for d in list(self.model.inputs[index].get_partial_shape())[1:]]
 
-    def run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         compiled = self._compiled(int(next(iter(feed.values())).shape[0]))
         results = compiled(feed)
         return [np.asarray(results[compiled.output(name)]) for name in self.output_names]
