@@ -16,6 +16,7 @@ import effdet
 from effdet.export import export_onnx, read_metadata
 from effdet.predictor import Predictor
 from effdet.checkpoint import save_weights
+from conftest import tool_env  # noqa: E402
 from test_export import BACKENDS, match_detections, randomized  # noqa: E402  (tests/test_export.py)
 
 pytest.importorskip("onnxruntime")
@@ -140,6 +141,8 @@ def test_int8_quantization_keeps_metadata_and_detects(shipped, tmp_path):
     model = onnx.load(str(target))
     int8_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) > 50 and any(n.op_type == "DequantizeLinear" for n in model.graph.node)
+    # 7-bit weights (REDUCE_RANGE): full-range int8 weights saturate in onnxruntime's AVX2 kernels
+    assert max(int(np.abs(onnx.numpy_helper.to_array(t).astype(np.int32)).max()) for t in int8_weights) <= 64
     dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     kept = [n for n in convs if "/predict/" in n.name or "/stem/" in n.name]
@@ -179,3 +182,18 @@ def test_every_variant_exports_and_matches_onnxruntime(name, tmp_path):
     model = effdet.create_model(name, num_classes=3).eval()
     meta = export_onnx(model, tmp_path / f"{name}.onnx", image_size=(128, 128))
     assert meta["max_abs_diff"] is not None and meta["max_abs_diff"] <= 1e-4
+
+
+def test_benchmark_workers_report_their_own_peak_memory():
+    """tools/benchmark.py predict prints a peak-RSS column per path; each path runs in a fresh interpreter whose
+    ru_maxrss starts at its parent's peak (Linux keeps it across execve), so it must report VmHWM instead."""
+    from effdet.benchmarks.workers import peak_rss_mib
+
+    ballast = np.ones(400 * 2**20, np.uint8)  # this process: at least 400 MiB resident
+    parent = peak_rss_mib()
+    child = subprocess.run([sys.executable, "-c", "from effdet.benchmarks.workers import peak_rss_mib; "
+                            "print(peak_rss_mib())"], capture_output=True, text=True, check=True, cwd=REPO,
+                           env=tool_env())
+    del ballast
+    assert parent > 400
+    assert float(child.stdout) < parent - 300, (child.stdout, parent)

@@ -4,6 +4,9 @@ budget. A broken pipeline (wrong normalisation, anchors, box or target order, a 
 head) still trains with a finite loss, but does not pass this.
 
 The floor comes from measured runs (see FLOOR below); the budget is about 2 minutes on 2 CPU cores.
+
+The learned model is then shipped the way a user ships it (tools/export.py --nms --int8, tools/eval.py on the file):
+int8 must keep most of its AP50.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ BUDGET = {"trainer.max_epochs": 10, "data.batch_size": 8, "model.image_size": 19
 
 
 def _train(tmp_path, seed: int) -> dict:
+    """Train with the demo recipe; returns ``{"metrics", "data", "run"}``."""
     from effdet.data import make_demo_dataset
 
     data = make_demo_dataset(tmp_path / "data", num_train=96, num_val=24, seed=11)
@@ -35,13 +39,49 @@ def _train(tmp_path, seed: int) -> dict:
                *[f"{k}={v}" for k, v in overrides.items()]]
     completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800, env=tool_env())
     assert completed.returncode == 0, completed.stderr[-4000:]
-    return json.loads((out / "metrics.json").read_text())
+    return {"metrics": json.loads((out / "metrics.json").read_text()), "data": data, "run": out}
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory) -> dict:
+    return _train(tmp_path_factory.mktemp("learned"), seed=0)
+
+
+def _run_tool(tool: str, *args) -> str:
+    completed = subprocess.run([sys.executable, str(REPO / "tools" / tool), *map(str, args)], cwd=REPO,
+                               capture_output=True, text=True, timeout=1800, env=tool_env())
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    return completed.stdout
 
 
 @pytest.mark.slow
-def test_demo_recipe_learns_the_shapes_above_a_measured_ap50_floor(tmp_path):
-    metrics = _train(tmp_path, seed=0)
+def test_demo_recipe_learns_the_shapes_above_a_measured_ap50_floor(learned):
+    metrics = learned["metrics"]
     print(f"AP50 {metrics['AP50']:.3f}  AP {metrics['AP']:.3f}  (floor {FLOOR_AP50})")
     assert metrics["AP50"] >= FLOOR_AP50, (
         f"the demo recipe reached AP50 {metrics['AP50']:.3f} after {BUDGET}, below the floor {FLOOR_AP50} measured "
         "for this budget: training no longer learns as it did")
+
+
+# Measured on this test's model (AP50 0.215) and on a seed-1 model (fp32 AP50 0.152): int8 with the 7-bit weight
+# range (effdet.quantization.REDUCE_RANGE) kept AP50 0.136 of 0.152 (0.89x); full-range int8 weights, which saturate
+# in the AVX2 integer kernels, fell to 0.095 (0.62x). On the fully trained demo model the int8 file has AP 0.646 vs
+# fp32 0.644 (README, int8).
+INT8_KEEPS_AP50 = 0.8
+
+
+@pytest.mark.slow
+def test_int8_export_of_the_learned_model_keeps_its_ap50(learned, tmp_path):
+    pytest.importorskip("onnxruntime")
+    data, best = learned["data"], learned["run"] / "checkpoints" / "best.ckpt"
+    scores = {}
+    for name, flags in {"fp32": [], "int8": ["--int8", "--calibration", data["train_images"]]}.items():
+        onnx_file = tmp_path / f"{name}.onnx"
+        _run_tool("export.py", "--weights", best, "--out", onnx_file, "--nms", *flags)
+        _run_tool("eval.py", "--weights", onnx_file, "--images", data["val_images"], "--annotations",
+                  data["val_annotations"], "--out", tmp_path / name)
+        scores[name] = json.loads((tmp_path / name / "metrics.json").read_text())["AP50"]
+    print(f"AP50 fp32 {scores['fp32']:.3f}  int8 {scores['int8']:.3f}")
+    assert abs(scores["fp32"] - learned["metrics"]["AP50"]) < 1e-3  # the fp32 file is the trained model
+    assert scores["int8"] >= INT8_KEEPS_AP50 * scores["fp32"], (
+        f"int8 AP50 {scores['int8']:.3f} vs fp32 {scores['fp32']:.3f}: quantization loses more than measured")

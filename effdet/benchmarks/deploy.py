@@ -15,6 +15,7 @@ the float32 rate of a large ``torch.matmul`` on the same number of threads. "× 
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import statistics
@@ -24,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
+
+from .workers import peak_rss_mib
 
 ROOT = Path(__file__).resolve().parents[2]
 PATHS = ("torch", "onnxruntime", "openvino", "runtime-onnxruntime", "runtime-openvino", "int8-onnxruntime",
@@ -42,15 +45,17 @@ DESCRIPTIONS = {
 
 # ------------------------------------------------------------------------------------------- workers
 
-_SERVE_LOOP = r"""
-import time, resource
+# Each worker reports its own peak (see workers.peak_rss_mib, whose source is copied in: the reference's process
+# cannot import this project).
+_SERVE_LOOP = "\n" + inspect.getsource(peak_rss_mib) + r"""
+import time
 print("@@ready", flush=True)
 for line in sys.stdin:
     batch = int(line)
     start = time.perf_counter()
     call(batch)
     elapsed = time.perf_counter() - start
-    print("@@%r %r" % (elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0), flush=True)
+    print("@@%r %r" % (elapsed, peak_rss_mib()), flush=True)
 """
 
 _OURS = r"""
