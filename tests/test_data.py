@@ -293,6 +293,18 @@ def test_to_rgb_and_normalize():
     assert lite.shape == (3, 4, 5) and torch.allclose(lite, torch.full_like(lite, 128 / 128))
 
 
+def test_numpy_normalize_to_chw_equals_torch_normalize():
+    """The torch-free runtime's normalisation (per-plane multiply-add) equals normalize() on the same pixels."""
+    from effdet.preprocess import normalize_to_chw
+
+    rng = np.random.default_rng(0)
+    hwc = [rng.integers(0, 256, (6, 7, 3), dtype=np.uint8) for _ in range(2)]
+    out = normalize_to_chw(hwc, IMAGENET_MEAN, IMAGENET_STD)
+    assert out.dtype == np.float32 and out.shape == (2, 3, 6, 7) and out.flags["C_CONTIGUOUS"]
+    expected = normalize(torch.from_numpy(np.stack(hwc)).permute(0, 3, 1, 2), IMAGENET_MEAN, IMAGENET_STD)
+    np.testing.assert_allclose(out, expected.numpy(), atol=1e-5, rtol=0)
+
+
 # ----------------------------------------------------------------------------- transforms + collate
 
 

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 
-from ..preprocess import fill_from_mean, letterbox, load_image, to_rgb
+from ..preprocess import fill_from_mean, letterbox, load_image, normalize_to_chw, to_rgb
 from .sessions import open_session
 
 __all__ = ["OnnxDetector", "prepare_batch"]
@@ -33,8 +33,7 @@ def prepare_batch(rgb_images: Sequence[np.ndarray], image_size: Sequence[int], m
         canvases.append(canvas)
         scales.append(scale)
         valid.append((min(image.shape[0] * scale, height), min(image.shape[1] * scale, width)))
-    batch = (np.stack(canvases).astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return ({"images": np.ascontiguousarray(batch.transpose(0, 3, 1, 2)),
+    return ({"images": normalize_to_chw(canvases, mean, std),
              "image_sizes": np.asarray(valid, np.float32).reshape(-1, 2)}, scales)
 
 
