@@ -10,5 +10,6 @@ BOX_LOSSES: tuple[str, ...] = ("huber", "giou")
 FUSION_METHODS: tuple[str, ...] = ("fast", "attn", "sum")  # BiFPN feature fusion
 RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino")  # what runs the network (effdet/backends.py)
 DATA_FORMATS: tuple[str, ...] = ("coco", "voc", "yolo")  # annotation formats train.py reads (effdet/data/formats.py)
+ANCHOR_FIT_MODES: tuple[str, ...] = ("report", "apply", "off")  # start-up anchor check (effdet/anchor_fit.py)
 
-__all__ = ["BOX_LOSSES", "DATA_FORMATS", "EVAL_BACKENDS", "FUSION_METHODS", "LR_SCHEDULES", "NMS_METHODS", "OPTIMIZERS", "RUNTIMES"]
+__all__ = ["ANCHOR_FIT_MODES", "BOX_LOSSES", "DATA_FORMATS", "EVAL_BACKENDS", "FUSION_METHODS", "LR_SCHEDULES", "NMS_METHODS", "OPTIMIZERS", "RUNTIMES"]

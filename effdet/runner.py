@@ -141,6 +141,24 @@ def build_trainer(cfg: DictConfig, out: Path, **extra: Any) -> L.Trainer:
     return L.Trainer(**kwargs)
 
 
+def check_anchors(cfg: DictConfig, datamodule: CocoDataModule, model_config: Any) -> None:
+    """The start-up anchor check (``data.anchor_fit``, :func:`effdet.anchor_fit.startup_check`): logs how well
+    the anchors can match the training boxes; with ``apply`` writes the suggested anchors into ``cfg.model``
+    (so config.yaml and the checkpoints carry them). Every process computes the same result from the same data."""
+    from .anchor_fit import startup_check
+
+    text, overrides = startup_check(datamodule.train_set.coco.dataset, model_config, cfg.loss.match_threshold,
+                                    cfg.data.anchor_fit, seed=cfg.seed)
+    if text and _is_global_zero():
+        for line in text.splitlines():
+            if line.startswith("warning: "):
+                logger.warning(line[len("warning: "):])
+            else:
+                logger.info(line)
+    for key, value in overrides.items():
+        cfg.model[key] = value
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train as configured; returns the final metrics (also written to ``output_dir/metrics.json``)."""
     L.seed_everything(cfg.seed, workers=True)
@@ -150,6 +168,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     provisional = resolve_model_config(cfg.model, num_classes=1)
     datamodule = CocoDataModule(cfg.data, provisional.image_size, provisional.mean, seed=cfg.seed)
+    check_anchors(cfg, datamodule, provisional)
     resume_from = prepare_output_dir(cfg)
     if _is_global_zero():
         with atomic_path(out / "config.yaml") as tmp:

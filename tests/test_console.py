@@ -30,6 +30,7 @@ def test_training_prints_each_message_once(trained_demo_run):
     output = trained_demo_run["stdout"] + trained_demo_run["stderr"]
     messages = log_messages(output)
     assert any("Seed set to" in m for m in messages) and any("GPU available" in m for m in messages)
+    assert any(m.startswith("anchor fit: ") and "best possible recall" in m for m in messages)  # start-up check
     repeated = {m: n for m, n in Counter(messages).items() if n > 1}
     assert not repeated, f"printed more than once: {repeated}"
     assert "litlogger" not in output and "litmodels" not in output

@@ -12,7 +12,7 @@ import torch
 
 from effdet.anchor_fit import anchor_fit, anchor_size_range, letterboxed_boxes, suggest_anchors
 from effdet.benchmarks.convergence import epochs_to_reach, format_table, summarize
-from effdet.schema import load_train_config, resolve_model_config
+from effdet.schema import ConfigError, load_train_config, resolve_model_config
 from effdet.data.synthetic import DIGIT_CATEGORIES, make_synthetic_dataset, object_size_summary
 from effdet.data.transforms import DetectionSample, train_transforms
 from effdet.pretrained_settings import pretrained_backbone_settings
@@ -136,6 +136,70 @@ def test_suggested_anchor_scale_raises_the_recall_of_small_boxes():
     suggestion = suggest_anchors(boxes, (256, 256), anchor_scale=3.0)
     assert suggestion["anchor_scale"] < 3.0
     assert suggestion["fit"].best_possible_recall > current.best_possible_recall + 0.2
+
+
+@pytest.mark.parametrize("size", [(256, 256), (384, 640)])
+def test_best_iou_by_nearest_grid_centre_equals_iou_with_every_anchor(size):
+    from torchvision.ops import box_iou
+
+    from effdet.anchor_fit import _best_ious
+    from effdet.anchors import generate_anchors
+
+    rng = np.random.default_rng(1)
+    corners = rng.uniform(-20, max(size) + 20, size=(2000, 4))
+    boxes = torch.tensor(np.concatenate([np.minimum(corners[:, :2], corners[:, 2:]),
+                                         np.maximum(corners[:, :2], corners[:, 2:]) + 0.5], axis=1))
+    boxes = torch.cat([boxes, boxes[:500] / 8])  # and many small ones
+    anchors = generate_anchors(size, 3, 7, 3, [(1.0, 1.0), (1.4, 0.7), (0.7, 1.4)], 2.5, dtype=torch.float64)
+    expected = box_iou(boxes, anchors).max(dim=1).values
+    torch.testing.assert_close(_best_ious(boxes, anchors), expected, atol=1e-6, rtol=0)
+
+
+def _small_box_coco(num_images: int = 20, side: tuple[float, float] = (10, 18)) -> dict:
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for image_id in range(1, num_images + 1):
+        images.append({"id": image_id, "width": 256, "height": 256, "file_name": f"{image_id}.jpg"})
+        for _ in range(10):
+            w, h = rng.uniform(*side, size=2)
+            x, y = rng.uniform(0, 230, size=2)
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "bbox": [x, y, w, h],
+                                "category_id": 1, "iscrowd": 0})
+    return {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "dot"}]}
+
+
+def test_startup_anchor_check_reports_and_applies_only_when_asked():
+    from effdet.anchor_fit import startup_check
+    from effdet.variants import model_config
+
+    model = model_config("efficientdet_lite0", image_size=256)  # anchor_scale 3: smallest anchor 24 px
+    coco = _small_box_coco()
+    text, overrides = startup_check(coco, model, 0.5, "report")
+    assert "best possible recall" in text and "warning: " in text and "data.anchor_fit=apply" in text
+    assert overrides == {}
+    text, overrides = startup_check(coco, model, 0.5, "apply")
+    assert overrides["anchor_scale"] < 3.0 and len(overrides["aspect_ratios"]) == 3
+    assert "training with the suggested anchors" in text
+    assert startup_check(coco, model, 0.5, "off") == ("", {})
+    fitting = _small_box_coco(side=(40, 60))  # boxes the default anchors match: no warning, no search
+    text, overrides = startup_check(fitting, model, 0.5, "apply")
+    assert "warning" not in text and "suggested" not in text and overrides == {}
+
+
+def test_train_startup_writes_applied_anchors_into_the_config():
+    """runner.check_anchors (what tools/train.py runs before building the model): with data.anchor_fit=apply the
+    suggestion lands in cfg.model, so config.yaml and the checkpoints' model config carry it."""
+    from types import SimpleNamespace
+
+    from effdet.runner import check_anchors
+
+    cfg = load_train_config(DEMO, ["data.anchor_fit=apply"])
+    datamodule = SimpleNamespace(train_set=SimpleNamespace(coco=SimpleNamespace(dataset=_small_box_coco())))
+    check_anchors(cfg, datamodule, resolve_model_config(cfg.model, num_classes=1))
+    model = resolve_model_config(cfg.model, num_classes=1)
+    assert model.anchor_scale < 3.0 and model.aspect_ratios == [list(map(float, a)) for a in cfg.model.aspect_ratios]
+    with pytest.raises(ConfigError, match="data.anchor_fit"):
+        load_train_config(DEMO, ["data.anchor_fit=yes"])
 
 
 def test_letterboxed_boxes_scale_like_the_letterbox():
