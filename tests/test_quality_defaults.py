@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from effdet.schema import ConfigError, load_train_config, resolve_model_config
 from effdet.data.synthetic import DIGIT_CATEGORIES, make_synthetic_dataset, object_size_summary
 from effdet.data.transforms import DetectionSample, train_transforms
 from effdet.pretrained_settings import pretrained_backbone_settings
+from reference import needs_reference  # tests/reference.py
 
 DEMO = "configs/demo.yaml"
 
@@ -222,3 +224,42 @@ def test_convergence_summary_reports_epochs_to_reach_the_reference():
     assert epochs_to_reach(reference, 0.9) is None
     assert "| x | 0.500 / 0.500 | 0.280 / 0.280 | 2 / 3 |" in format_table([summary])
     assert math.isclose(summary["ours_final_AP"], 0.5)
+
+
+def test_reference_init_reorders_class_channels_to_ours():
+    """convergence --same-init: the reference labels classes in the annotation file's order, ours by sorted id;
+    the class head's channels are anchor-major ([anchors, classes])."""
+    from effdet.benchmarks.reference_train import permute_class_channels
+
+    anchors, classes = 2, 3
+    weight = torch.arange(anchors * classes, dtype=torch.float32).reshape(anchors * classes, 1, 1, 1)
+    state = {"class_net.predict.conv_pw.weight": weight, "class_net.predict.conv_pw.bias": weight.flatten(),
+             "box_net.predict.conv_pw.bias": torch.arange(4.0)}
+    out = permute_class_channels(state, classes, order=[1, 2, 0])
+    assert out["class_net.predict.conv_pw.weight"].flatten().tolist() == [1, 2, 0, 4, 5, 3]
+    assert out["class_net.predict.conv_pw.bias"].tolist() == [1, 2, 0, 4, 5, 3]
+    assert torch.equal(out["box_net.predict.conv_pw.bias"], state["box_net.predict.conv_pw.bias"])
+
+
+@needs_reference
+@pytest.mark.slow
+def test_same_init_gives_ours_the_reference_initial_weights(tmp_path):
+    """The file `convergence --same-init` hands to tools/train.py (model.weights) loads into our tf_efficientdet_lite0
+    with the dataset's classes, and carries the packaged ImageNet backbone the reference starts from."""
+    from effdet import create_model
+    from effdet.benchmarks.convergence import (dataset_paths, reference_folder, reference_initial_weights,
+                                               write_reference_spec)
+    from effdet.checkpoint import load_pretrained_backbone
+
+    data = make_synthetic_dataset("small", tmp_path / "data", num_train=2, num_val=1, seed=3)
+    spec = write_reference_spec(dataset_paths(Path(data["root"])), tmp_path / "run" / "small" / "reference", 1, 0,
+                                reference_folder(), 1, 0)
+    weights = reference_initial_weights(spec, reference_folder())
+    model = create_model("tf_efficientdet_lite0", weights=str(weights))
+    assert model.config.num_classes == len(json.load(open(data["val_annotations"]))["categories"])
+    imagenet = create_model("tf_efficientdet_lite0", num_classes=1).backbone
+    load_pretrained_backbone(imagenet, "efficientnet_lite0")
+    for key, value in imagenet.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[key], value), key
+    bias = [v for k, v in model.state_dict().items() if k.startswith("class_net.predict") and k.endswith("bias")]
+    assert bias and all(torch.allclose(b, torch.full_like(b, -math.log(99.0))) for b in bias)  # untrained: the prior

