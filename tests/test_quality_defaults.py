@@ -263,3 +263,71 @@ def test_same_init_gives_ours_the_reference_initial_weights(tmp_path):
         assert torch.equal(model.backbone.state_dict()[key], value), key
     bias = [v for k, v in model.state_dict().items() if k.startswith("class_net.predict") and k.endswith("bias")]
     assert bias and all(torch.allclose(b, torch.full_like(b, -math.log(99.0))) for b in bias)  # untrained: the prior
+
+
+def _write_small_box_dataset(root: Path) -> Path:
+    """A dataset (images + COCO files) whose boxes (10-18 px) are all below Lite0's smallest anchor (24 px at 256)."""
+    import cv2
+
+    coco = _small_box_coco(num_images=4)
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        for image in coco["images"]:
+            picture = np.full((256, 256, 3), 90, np.uint8)
+            for ann in coco["annotations"]:
+                if ann["image_id"] == image["id"]:
+                    x, y, w, h = (int(v) for v in ann["bbox"])
+                    picture[y:y + h, x:x + w] = 230
+            cv2.imwrite(str(root / split / image["file_name"]), picture)
+    (root / "annotations").mkdir()
+    for split in ("train", "val"):
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
+    return root
+
+
+@pytest.mark.slow
+def test_train_tool_applies_the_suggested_anchors_to_the_run_and_its_checkpoint(tmp_path):
+    """tools/train.py ... data.anchor_fit=apply, as a user runs it: the log says it, config.yaml and the checkpoint
+    carry the suggested anchors, and the checkpoint loads back with them."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, tool_env
+    from effdet import create_model
+
+    data = _write_small_box_dataset(tmp_path / "data")
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "train.py"), str(REPO / DEMO), f"data.root={data}",
+                           f"output_dir={out}", "data.anchor_fit=apply", "trainer.max_epochs=1", "model.image_size=256",
+                           "data.num_workers=0", "data.batch_size=2", "eval.plots=false",
+                           "trainer.enable_progress_bar=false"],
+                          cwd=REPO, capture_output=True, text=True, timeout=900, env=tool_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "data.anchor_fit=apply: training with the suggested anchors" in done.stdout + done.stderr
+    saved = load_train_config(str(out / "config.yaml"))
+    assert saved.model.anchor_scale is not None and saved.model.anchor_scale < 3.0
+    model = create_model(weights=str(out / "checkpoints" / "best.ckpt"))
+    assert model.config.anchor_scale == saved.model.anchor_scale
+    assert model.config.aspect_ratios == [list(map(float, a)) for a in saved.model.aspect_ratios]
+
+
+@needs_reference
+@pytest.mark.slow
+def test_convergence_same_init_cli_trains_ours_from_the_reference_init(tmp_path):
+    """`tools/benchmark.py convergence --compare-reference --same-init`, smallest form: both sides train one epoch,
+    ours from the weights the reference starts from."""
+    import subprocess
+    import sys
+
+    from conftest import REPO, tool_env
+
+    out = tmp_path / "conv"
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "benchmark.py"), "convergence", "--compare-reference",
+                           "--same-init", "--epochs", "1", "--kinds", "shapes", "--num-train", "4", "--num-val", "2",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=1200, env=tool_env())
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    ours_log = (out / "shapes" / "ours" / "train.log").read_text()
+    init = out / "shapes" / "reference" / "initial_weights.pth"
+    assert init.is_file() and f"from {init} into tf_efficientdet_lite0" in ours_log
+    result = json.loads((out / "convergence.json").read_text())["results"][0]
+    assert len(result["ours"]) == 1 and len(result["reference"]) == 1
