@@ -105,11 +105,11 @@ def _best_ious(boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
         grid = centres[shape_of == index]
         nearest = []
         for axis in (0, 1):
-            values = torch.unique(grid[:, axis])
-            position = torch.searchsorted(values, box_centres[:, axis].contiguous()).clamp(1, max(1, len(values) - 1))
-            below, above = values[position - 1], values[position.clamp(max=len(values) - 1)]
-            target = box_centres[:, axis]
-            nearest.append(torch.where((target - below).abs() <= (above - target).abs(), below, above))
+            values, target = torch.unique(grid[:, axis]), box_centres[:, axis].contiguous()
+            above = torch.searchsorted(values, target).clamp(max=len(values) - 1)
+            below = (above - 1).clamp(min=0)
+            closer_below = (target - values[below]).abs() <= (values[above] - target).abs()
+            nearest.append(torch.where(closer_below, values[below], values[above]))
         half = torch.tensor([width / 2, height / 2], dtype=torch.float64)
         centre = torch.stack(nearest, dim=1)
         anchor = torch.cat([centre - half, centre + half], dim=1)

@@ -3,8 +3,8 @@
 Calibration feeds N images of the user's data through the same letterbox and normalisation as inference
 (``effdet.runtime.OnnxDetector.preprocess``) and records activation ranges (MinMax). Weights are quantized
 per output channel (int8, symmetric, 7-bit range: see :data:`REDUCE_RANGE`), activations per tensor (uint8,
-asymmetric), in the QDQ format, which onnxruntime fuses into integer convolutions. Only the network's convolutions (and the element-wise ops
-between them) are quantized; decoding, top-k and NMS of a detections-form graph stay float32.
+asymmetric), in the QDQ format, which onnxruntime fuses into integer convolutions. Only the network's convolutions
+are quantized; decoding, top-k and NMS of a detections-form graph stay float32.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ QUANTIZED_OPS = ["Conv"]  # the network only: decode, top-k and NMS (Mul/Add/Sig
 # outputs are the logits and box codes themselves (a per-tensor uint8 range over all anchors' logits loses the
 # small score differences that rank detections), and the stem, which sees the raw normalised image.
 FLOAT_CONVS = ("/predict/", "/stem/")
-# Weights in [-64, 63] instead of [-128, 127]. On x86 CPUs without VNNI (AVX2, most AVX-512), onnxruntime's uint8 x
+# Weights in [-64, 64] instead of [-128, 127]. On x86 CPUs without VNNI (AVX2, most AVX-512), onnxruntime's uint8 x
 # int8 kernels multiply-add pairs of products into int16 (vpmaddubsw), which saturates with full-range weights;
 # the onnxruntime quantization docs recommend reduce_range there. Measured on the fully trained demo model on this
 # AVX2 machine (README, "int8"): AP 0.485 with full-range weights, 0.646 with the 7-bit range (fp32: 0.644). A file

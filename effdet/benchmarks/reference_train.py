@@ -71,9 +71,9 @@ def write_init(spec: dict, target: str) -> None:
     our models use (the reference labels classes in the annotation file's order), so ours can start from the very
     weights the reference starts from (``convergence --same-init``)."""
     model = initial_model(spec)
-    file_ids = [int(c["id"]) for c in json.loads(Path(spec["val_annotations"]).read_text())["categories"]]
-    order = [file_ids.index(c) for c in sorted(file_ids)]
-    torch.save(permute_class_channels(model.state_dict(), len(file_ids), order), target)
+    label_ids = list(_parser(spec["val_annotations"]).cat_ids)  # the reference's class i is category label_ids[i]
+    order = [label_ids.index(c) for c in sorted(label_ids)]
+    torch.save(permute_class_channels(model.state_dict(), len(label_ids), order), target)
 
 
 def write_keys(spec: dict) -> None:
