@@ -137,7 +137,8 @@ def test_int8_quantization_keeps_metadata_and_detects(shipped, tmp_path):
         cv2.imwrite(str(calibration / f"c{index}.jpg"), photo(120, 160, 10 + index))
     target = tmp_path / "int8.onnx"
     report = quantize_file(shipped["onnx"], target, calibration, max_images=3)
-    assert report == {"format": "QDQ", "images": 3, "float_convs": 2 * 2 * 5 + 1}  # predict convs per level + stem
+    assert report == {"quantizer": "onnxruntime", "format": "QDQ", "images": 3,
+                      "float_convs": 2 * 2 * 5 + 1}  # predict convs per level + stem
     model = onnx.load(str(target))
     int8_weights = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert len(int8_weights) > 50 and any(n.op_type == "DequantizeLinear" for n in model.graph.node)
@@ -153,6 +154,39 @@ def test_int8_quantization_keeps_metadata_and_detects(shipped, tmp_path):
     assert meta["int8"] is True and meta["class_names"] == NAMES and meta["calibration_images"] == 3
     results = OnnxDetector(target).predict([str(p) for p in shipped["images"]])
     assert all(len(r["boxes"]) > 0 and r["boxes"].shape[1] == 4 for r in results)
+
+
+@pytest.mark.slow
+def test_nncf_quantization_keeps_elementwise_ops_in_int8_for_openvino(shipped, tmp_path):
+    import onnx
+
+    from effdet.quantization import NETWORK_SCOPE, quantize_file
+    from effdet.runtime import OnnxDetector
+
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    for index in range(4):
+        cv2.imwrite(str(calibration / f"c{index}.jpg"), photo(120, 160, 10 + index))
+    target = tmp_path / "int8-nncf.onnx"
+    report = quantize_file(shipped["onnx"], target, calibration, max_images=3, quantizer="nncf")
+    assert report == {"quantizer": "nncf", "format": "QDQ", "images": 3, "float_convs": 21}
+    nodes = onnx.load(str(target)).graph.node
+    dequantized = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    reads_int8 = [n for n in nodes if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+                  and any(i in dequantized for i in n.input)]
+    by_type = {t: sum(n.op_type == t for n in reads_int8) for t in ("Conv", "Add", "MaxPool")}
+    # besides the convolutions, the BiFPN's fusions and the residual sums and the downsampling pools take int8
+    # inputs: OpenVINO then runs whole blocks in int8 instead of converting around every convolution
+    assert by_type["Conv"] > 50 and by_type["Add"] > 5 and by_type["MaxPool"] > 0, by_type
+    outside = [n.name for n in reads_int8 if not n.name.startswith(NETWORK_SCOPE)]
+    assert outside == []  # decode, top-k and NMS stay float32
+    kept = [n for n in nodes if n.op_type == "Conv" and ("/predict/" in n.name or "/stem/" in n.name)]
+    assert len(kept) == 21 and not any(i in dequantized for n in kept for i in n.input)
+    meta = read_metadata(target)
+    assert meta["int8"] is True and meta["quantizer"] == "nncf" and meta["class_names"] == NAMES
+    for backend in ("openvino", "onnxruntime"):  # placed for OpenVINO, valid for both
+        results = OnnxDetector(target, backend=backend).predict([str(p) for p in shipped["images"]])
+        assert all(len(r["boxes"]) > 0 and r["boxes"].shape[1] == 4 for r in results), backend
 
 
 def test_export_cli_errors_are_clear(tmp_path, capsys):

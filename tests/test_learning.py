@@ -71,17 +71,18 @@ INT8_KEEPS_AP50 = 0.8
 
 
 @pytest.mark.slow
-def test_int8_export_of_the_learned_model_keeps_its_ap50(learned, tmp_path):
-    pytest.importorskip("onnxruntime")
+@pytest.mark.parametrize("quantizer, runtime", [("onnxruntime", "onnxruntime"), ("nncf", "openvino")])
+def test_int8_export_of_the_learned_model_keeps_its_ap50(learned, tmp_path, quantizer, runtime):
     data, best = learned["data"], learned["run"] / "checkpoints" / "best.ckpt"
     scores = {}
-    for name, flags in {"fp32": [], "int8": ["--int8", "--calibration", data["train_images"]]}.items():
+    int8_flags = ["--int8", "--quantizer", quantizer, "--calibration", data["train_images"]]
+    for name, flags in {"fp32": [], "int8": int8_flags}.items():
         onnx_file = tmp_path / f"{name}.onnx"
         _run_tool("export.py", "--weights", best, "--out", onnx_file, "--nms", *flags)
-        _run_tool("eval.py", "--weights", onnx_file, "--images", data["val_images"], "--annotations",
-                  data["val_annotations"], "--out", tmp_path / name)
+        _run_tool("eval.py", "--weights", onnx_file, "--runtime", runtime, "--images", data["val_images"],
+                  "--annotations", data["val_annotations"], "--out", tmp_path / name)
         scores[name] = json.loads((tmp_path / name / "metrics.json").read_text())["AP50"]
-    print(f"AP50 fp32 {scores['fp32']:.3f}  int8 {scores['int8']:.3f}")
+    print(f"AP50 fp32 {scores['fp32']:.3f}  int8 ({quantizer}, {runtime}) {scores['int8']:.3f}")
     assert abs(scores["fp32"] - learned["metrics"]["AP50"]) < 1e-3  # the fp32 file is the trained model
     assert scores["int8"] >= INT8_KEEPS_AP50 * scores["fp32"], (
         f"int8 AP50 {scores['int8']:.3f} vs fp32 {scores['fp32']:.3f}: quantization loses more than measured")

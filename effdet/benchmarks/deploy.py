@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PATHS = ("torch", "onnxruntime", "openvino", "runtime-onnxruntime", "runtime-openvino", "int8-onnxruntime",
          "int8-openvino")
 DEFAULT_MODELS = ("efficientdet_d0", "efficientdet_lite0", "efficientdet_d1")
+INT8_QUANTIZERS = {"int8-onnxruntime": "onnxruntime", "int8-openvino": "nncf"}  # each runtime's fastest file
 DESCRIPTIONS = {
     "reference": "reference DetBenchPredict (tensor in)",
     "torch": "ours, Predictor backend torch",
@@ -39,8 +40,8 @@ DESCRIPTIONS = {
     "openvino": "ours, Predictor backend openvino",
     "runtime-onnxruntime": "ours, torch-free runtime, onnxruntime, NMS in graph",
     "runtime-openvino": "ours, torch-free runtime, OpenVINO, NMS in graph",
-    "int8-onnxruntime": "ours, torch-free runtime, onnxruntime, int8",
-    "int8-openvino": "ours, torch-free runtime, OpenVINO, int8",
+    "int8-onnxruntime": "ours, torch-free runtime, onnxruntime, int8 (onnxruntime quantizer)",
+    "int8-openvino": "ours, torch-free runtime, OpenVINO, int8 (NNCF quantizer)",
 }
 
 # ------------------------------------------------------------------------------------------- workers
@@ -163,7 +164,8 @@ def multiply_adds(model_name: str) -> tuple[float, list[int]]:
 
 
 def export_files(model_name: str, folder: Path, paths: Sequence[str], calibration: Optional[str]) -> dict[str, str]:
-    """The ONNX files the paths need: raw (Predictor backends), with NMS (runtime), int8 with NMS."""
+    """The ONNX files the paths need: raw (Predictor backends), with NMS (runtime), int8 with NMS (one per
+    quantizer: each runtime gets the file placed for it)."""
     import effdet
     from effdet.export import export_onnx
     from effdet.inference import PostprocessSettings
@@ -177,21 +179,38 @@ def export_files(model_name: str, folder: Path, paths: Sequence[str], calibratio
     if any(p.startswith(("runtime-", "int8-")) for p in paths):
         files["nms"] = str(folder / f"{model_name}_nms.onnx")
         export_onnx(model, files["nms"], outputs="detections", dynamic_batch=True, settings=settings, verify=False)
-    if any(p.startswith("int8-") for p in paths):
+    int8_paths = [p for p in paths if p.startswith("int8-")]
+    if int8_paths and calibration is None:
+        from effdet.data import make_demo_dataset
+
+        calibration = str(Path(make_demo_dataset(folder / "calibration", num_train=16, num_val=2)["root"]) / "train")
+    for path in int8_paths:
         from effdet.quantization import quantize_file
 
-        if calibration is None:
-            from effdet.data import make_demo_dataset
-
-            calibration = str(Path(make_demo_dataset(folder / "calibration", num_train=16, num_val=2)["root"]) / "train")
-        files["int8"] = str(folder / f"{model_name}_int8.onnx")
-        quantize_file(files["nms"], files["int8"], calibration, max_images=16)
+        files[path] = str(folder / f"{model_name}_{path}.onnx")
+        quantize_file(files["nms"], files[path], calibration, max_images=16, quantizer=INT8_QUANTIZERS[path])
     return files
+
+
+def cpu_features() -> str:
+    """The CPU model and the instruction sets that decide int8/bf16 speed (from /proc/cpuinfo; '' elsewhere)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    fields: dict[str, str] = {}
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # the first processor's entry
+    flags = set(fields.get("flags", "").split())
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+    vnni = "" if {"avx512_vnni", "avx_vnni"} & flags else " (no VNNI: int8 convolutions gain little)"
+    return f"{fields.get('model name', '?')}; " + " ".join(f for f in wanted if f in flags) + vnni
 
 
 def _file_for(path: str, files: dict[str, str]) -> Optional[str]:
     if path.startswith("int8-"):
-        return files["int8"]
+        return files[path]
     if path.startswith("runtime-"):
         return files["nms"]
     return files.get("raw")
@@ -276,6 +295,7 @@ def run(models: Sequence[str] = DEFAULT_MODELS, paths: Sequence[str] = PATHS, co
         results = [measure_model(m, paths, reference if compare_reference else None, threads, rounds, batch,
                                  batch_rounds, Path(folder), calibration) for m in models]
     flops = statistics.median([flops_before, matmul_flops(threads)])
+    lines.append(f"CPU: {cpu_features()}")
     lines.append(f"float32 matmul rate on {threads} threads: {flops / 1e9:.1f} GFLOP/s (2048² matmul, median of "
                  f"the rates measured before and after)")
     for result in results:
