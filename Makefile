@@ -15,7 +15,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -e ".[test,plot,pretrained,fast-eval,export,openvino,nncf]"
+	$(PIP) install -q -e ".[test,plot,pretrained,fast-eval,export,openvino]"
 	touch $@
 
 # The reference `effdet` package (also named `effdet`) goes in its own folder, never into .venv:

