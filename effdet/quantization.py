@@ -41,12 +41,13 @@ QUANTIZED_OPS = ["Conv"]  # the network only: decode, top-k and NMS (Mul/Add/Sig
 # outputs are the logits and box codes themselves (a per-tensor uint8 range over all anchors' logits loses the
 # small score differences that rank detections), and the stem, which sees the raw normalised image.
 FLOAT_CONVS = ("/predict/", "/stem/")
-# Weights in [-64, 64] instead of [-128, 127]. On x86 CPUs without VNNI (AVX2, most AVX-512), onnxruntime's uint8 x
-# int8 kernels multiply-add pairs of products into int16 (vpmaddubsw), which saturates with full-range weights;
-# the onnxruntime quantization docs recommend reduce_range there. Measured on the fully trained demo model on this
-# AVX2 machine (README, "int8"): AP 0.485 with full-range weights, 0.646 with the 7-bit range (fp32: 0.644). A file
-# is quantized once and may run on any CPU, so the range is always reduced; on VNNI CPUs it costs one bit of
-# weight precision.
+# onnxruntime quantizer: weights in [-64, 64] instead of [-128, 127]. On x86 CPUs without VNNI (AVX2, most AVX-512),
+# onnxruntime's uint8 x int8 kernels multiply-add pairs of products into int16 (vpmaddubsw), which saturates with
+# full-range weights; the onnxruntime quantization docs recommend reduce_range there. Measured on the fully trained
+# demo model (README, "Int8"): on an AVX2 machine AP 0.485 with full-range weights, 0.646 with the 7-bit range (fp32
+# 0.644); on an AVX-512 VNNI machine 0.656 and 0.646 (fp32 0.661). A file is quantized once and may run on any CPU,
+# so the range is always reduced. (The default quantizer, NNCF, kept the AP with full-range weights on both VNNI and
+# AVX2-only OpenVINO kernels.)
 REDUCE_RANGE = True
 QUANTIZERS = ("nncf", "onnxruntime")  # the first is the default
 NETWORK_SCOPE = "/model/"  # exported node names of the network; the rest is decode, top-k and NMS

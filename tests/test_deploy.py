@@ -239,6 +239,18 @@ def test_export_cli_errors_are_clear(tmp_path, capsys):
     assert "missing.ckpt" in capsys.readouterr().err
 
 
+def test_openvino_runs_float_files_in_float32(tmp_path):
+    """OpenVINO would run float graphs in bfloat16 on CPUs with bf16 units (AVX512-BF16, AMX), moving scores by
+    ~1e-2; the session asks for float32 (the parity tests failed on such a machine without it)."""
+    pytest.importorskip("openvino")
+    from effdet.runtime.sessions import open_session
+
+    model = effdet.create_model("efficientdet_lite0", num_classes=2, image_size=[64, 64]).eval()
+    export_onnx(model, tmp_path / "raw.onnx", verify=False)
+    compiled = open_session(tmp_path / "raw.onnx", "openvino", threads=1)._compiled(1)
+    assert "float32" in str(compiled.get_property("INFERENCE_PRECISION_HINT"))  # without the hint: bfloat16 here
+
+
 def test_runtime_refuses_raw_exports(tmp_path):
     from effdet.runtime import OnnxDetector
 
