@@ -3,6 +3,7 @@ variant exported. Random weights with spread-out scores (tests/test_export.py ``
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -287,19 +288,20 @@ def test_benchmark_workers_report_their_own_peak_memory():
 
 @pytest.mark.slow
 def test_deploy_benchmark_runs_the_torch_free_path_and_reports_its_own_memory():
-    """`tools/benchmark.py predict --backend runtime-onnxruntime`, as a user runs it (one path, no reference): the row
-    has a latency, a batch-8 throughput and the worker's own peak RSS (a torch-free process: far below this
+    """`tools/benchmark.py predict --backend runtime-onnxruntime int8-openvino`, as a user runs it (no reference): it
+    prints the CPU's features, and each row (fp32 file; the int8 file it quantized with NNCF) has a latency, a batch-8 throughput and the worker's own peak RSS (a torch-free process: far below this
     torch-loaded test process's peak)."""
     from effdet.benchmarks.deploy import DESCRIPTIONS
     from effdet.benchmarks.workers import peak_rss_mib
 
     done = subprocess.run([sys.executable, str(REPO / "tools" / "benchmark.py"), "predict", "--backend",
-                           "runtime-onnxruntime", "--models", "efficientdet_lite0", "--runs", "2", "--threads", "1"],
-                          cwd=REPO, capture_output=True, text=True, timeout=900, env=tool_env())
+                           "runtime-onnxruntime", "int8-openvino", "--models", "efficientdet_lite0", "--runs", "2",
+                           "--threads", "1"], cwd=REPO, capture_output=True, text=True, timeout=900, env=tool_env())
     assert done.returncode == 0, done.stderr[-3000:]
-    row = next(line for line in done.stdout.splitlines()
-               if line.startswith(f"| {DESCRIPTIONS['runtime-onnxruntime']} |"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1].endswith("n=2)") and float(cells[1].split()[0]) > 0  # median latency in ms
-    assert float(cells[4]) > 0  # batch-8 images/s
-    assert 20 < float(cells[5]) < peak_rss_mib()  # its own peak, not the parent's
+    assert re.search(r"^CPU: .*avx", done.stdout, re.M), done.stdout[:2000]  # the instruction sets int8 speed needs
+    for path in ("runtime-onnxruntime", "int8-openvino"):  # the fp32 file and the NNCF int8 file it quantized
+        row = next(line for line in done.stdout.splitlines() if line.startswith(f"| {DESCRIPTIONS[path]} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1].endswith("n=2)") and float(cells[1].split()[0]) > 0  # median latency in ms
+        assert float(cells[4]) > 0  # batch-8 images/s
+        assert 20 < float(cells[5]) < peak_rss_mib()  # its own peak, not the parent's
