@@ -165,6 +165,15 @@ def test_predictor_backends_match_torch(shipped, backend):
         assert_same(ours, theirs)
 
 
+def calibration_folder(tmp_path) -> Path:
+    """Four photo-like JPEGs to calibrate int8 on."""
+    folder = tmp_path / "calibration"
+    folder.mkdir()
+    for index in range(4):
+        cv2.imwrite(str(folder / f"c{index}.jpg"), photo(120, 160, 10 + index))
+    return folder
+
+
 @pytest.mark.slow
 def test_int8_quantization_keeps_metadata_and_detects(shipped, tmp_path):
     import onnx
@@ -172,10 +181,7 @@ def test_int8_quantization_keeps_metadata_and_detects(shipped, tmp_path):
     from effdet.quantization import quantize_file
     from effdet.runtime import OnnxDetector
 
-    calibration = tmp_path / "calibration"
-    calibration.mkdir()
-    for index in range(4):
-        cv2.imwrite(str(calibration / f"c{index}.jpg"), photo(120, 160, 10 + index))
+    calibration = calibration_folder(tmp_path)
     target = tmp_path / "int8.onnx"
     report = quantize_file(shipped["onnx"], target, calibration, max_images=3, quantizer="onnxruntime")
     assert report == {"quantizer": "onnxruntime", "format": "QDQ", "images": 3,
@@ -204,10 +210,7 @@ def test_nncf_quantization_keeps_elementwise_ops_in_int8_for_openvino(shipped, t
     from effdet.quantization import NETWORK_SCOPE, quantize_file
     from effdet.runtime import OnnxDetector
 
-    calibration = tmp_path / "calibration"
-    calibration.mkdir()
-    for index in range(4):
-        cv2.imwrite(str(calibration / f"c{index}.jpg"), photo(120, 160, 10 + index))
+    calibration = calibration_folder(tmp_path)
     target = tmp_path / "int8-nncf.onnx"
     report = quantize_file(shipped["onnx"], target, calibration, max_images=3, quantizer="nncf")
     assert report == {"quantizer": "nncf", "format": "QDQ", "images": 3, "float_convs": 0}
@@ -289,8 +292,9 @@ def test_benchmark_workers_report_their_own_peak_memory():
 @pytest.mark.slow
 def test_deploy_benchmark_runs_the_torch_free_path_and_reports_its_own_memory():
     """`tools/benchmark.py predict --backend runtime-onnxruntime int8-openvino`, as a user runs it (no reference): it
-    prints the CPU's features, and each row (fp32 file; the int8 file it quantized with NNCF) has a latency, a batch-8 throughput and the worker's own peak RSS (a torch-free process: far below this
-    torch-loaded test process's peak)."""
+    prints the CPU's features, and each row (fp32 file; the int8 file it quantized with NNCF) has a latency, a
+    batch-8 throughput and the worker's own peak RSS (a torch-free process: far below this torch-loaded test
+    process's peak)."""
     from effdet.benchmarks.deploy import DESCRIPTIONS
     from effdet.benchmarks.workers import peak_rss_mib
 

@@ -3,7 +3,7 @@
     effdet-export --weights runs/demo/checkpoints/best.ckpt --out demo.onnx --nms
     effdet-export --weights tf_efficientdet_d0_34-f153e0cf.pth --out d0.onnx --image-size 512 --dynamic-batch
     effdet-export --weights best.ckpt --out demo-int8.onnx --nms --int8 --calibration demo_data/val   # NNCF
-    effdet-export --weights best.ckpt --out demo-int8-ort.onnx --nms --int8 --quantizer onnxruntime --calibration demo_data/val
+    effdet-export --weights best.ckpt --out ort-int8.onnx --nms --int8 --quantizer onnxruntime --calibration DIR
     effdet-export --model efficientdet_lite0 --out lite0.onnx      # random weights (testing, benchmarks)
 
 Any checkpoint the Predictor reads works (ours, converted and reference checkpoints, tf_ ports included).
@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--int8", action="store_true", help="int8 post-training static quantization")
     parser.add_argument("--calibration", help="with --int8: folder of representative images (your data)")
     parser.add_argument("--quantizer", choices=QUANTIZERS, default="nncf",
-                        help="with --int8: nncf (default; keeps the AP, fastest on OpenVINO) or onnxruntime (convolutions "
-                             "only; faster than nncf's file on onnxruntime)")
+                        help="with --int8: nncf (default; keeps the AP, fastest on OpenVINO) or onnxruntime "
+                             "(convolutions only; faster than nncf's file on onnxruntime)")
     parser.add_argument("--calibration-images", type=int, default=64, help="images used to calibrate (default 64)")
     parser.add_argument("--no-fold-bn", action="store_true", help="keep batch norms as separate nodes")
     parser.add_argument("--no-check", action="store_true", help="skip onnx.checker and the onnxruntime comparison")
@@ -106,8 +106,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             report = quantize_file(out, out, args.calibration, max_images=args.calibration_images,
                                    quantizer=args.quantizer)
             print(f"quantized to int8 ({report['quantizer']}, {report['format']}, {report['images']} calibration "
-                  f"images from {args.calibration}; {report['float_convs']} prediction/stem convolutions kept in float32): "
-                  f"{out.stat().st_size / 2**20:.1f} MiB")
+                  f"images from {args.calibration}; {report['float_convs']} prediction/stem convolutions kept in "
+                  f"float32): {out.stat().st_size / 2**20:.1f} MiB")
     except (FileNotFoundError, ValueError, ExportMismatchError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
