@@ -105,7 +105,7 @@ def backend_from_model(model: nn.Module, backend: str, image_size: Optional[Sequ
         export_onnx(model, path, image_size=image_size, outputs="raw", dynamic_batch=True,
                     verify=export_options.pop("verify", False), **export_options)
         session = open_session(path, backend, threads)
-        if backend == "openvino":
+        if backend.startswith("openvino"):
             session._compiled(1)  # compile while the file exists (OpenVINO keeps the model in memory)
         return OnnxBackend(session)
 

@@ -6,7 +6,8 @@ from .common import fmt_time, reference_path, run_worker
 
 def add_arguments(parser) -> None:
     parser.add_argument("--backend", nargs="+", help="predict: deployment paths (all, torch, onnxruntime, openvino, "
-                        "runtime-onnxruntime, runtime-openvino, int8-onnxruntime, int8-openvino)")
+                        "runtime-onnxruntime, runtime-openvino, int8-onnxruntime, int8-openvino; not in all: "
+                        "runtime-openvino-bf16, for CPUs with bfloat16 units)")
     parser.add_argument("--compare-reference", action="store_true", help="predict: alternate with the reference")
     parser.add_argument("--models", nargs="+", default=["efficientdet_d0", "efficientdet_lite0", "efficientdet_d1"],
                         help="predict --backend: variants at their native sizes")
