@@ -111,9 +111,12 @@ def backend_from_model(model: nn.Module, backend: str, image_size: Optional[Sequ
 
 
 def detect_with_graph(backend: OnnxBackend, images: torch.Tensor, scales: torch.Tensor,
-                      orig_sizes: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+                      orig_sizes: torch.Tensor, score_threshold: float = 0.0,
+                      max_detections: Optional[int] = None) -> list[dict[str, torch.Tensor]]:
     """:func:`effdet.inference.detect_batch` for a graph with NMS inside: same normalisation, valid areas and
-    undoing of the letterbox; decoding and NMS are the graph's (hard NMS, the export's settings)."""
+    undoing of the letterbox; decoding and NMS are the graph's (hard NMS, the export's settings). Detections
+    scoring below ``score_threshold`` are dropped and at most ``max_detections`` kept per image (the graph already
+    applied the export's own threshold and limit: these can only tighten them)."""
     from .inference import valid_image_sizes
     from .postprocess import scale_boxes_to_original
     from .preprocess import normalize
@@ -123,5 +126,10 @@ def detect_with_graph(backend: OnnxBackend, images: torch.Tensor, scales: torch.
     scale_list = [float(s) for s in scales]
     sizes = [(int(h), int(w)) for h, w in orig_sizes.tolist()]
     valid = valid_image_sizes(sizes, scale_list, inputs.shape[-2:])
-    return [dict(det, boxes=scale_boxes_to_original(det["boxes"], s, size))
-            for det, s, size in zip(backend.detect(inputs, valid), scale_list, sizes)]
+    results = []
+    for det, s, size in zip(backend.detect(inputs, valid), scale_list, sizes):
+        keep = int((det["scores"] >= score_threshold).sum())  # sorted by decreasing score
+        keep = keep if max_detections is None else min(keep, int(max_detections))
+        det = {key: value[:keep] for key, value in det.items()}
+        results.append(dict(det, boxes=scale_boxes_to_original(det["boxes"], s, size)))
+    return results

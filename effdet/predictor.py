@@ -362,7 +362,8 @@ class Predictor:
         if getattr(self.model, "outputs", "raw") == "detections":  # an ONNX graph with NMS inside
             from .backends import detect_with_graph
 
-            return detect_with_graph(self.model, images, scales, orig_sizes)
+            return detect_with_graph(self.model, images, scales, orig_sizes, self.settings.score_threshold,
+                                     self.settings.max_detections)
         return detect_batch(self.model, images.to(self.device, non_blocking=True), scales, orig_sizes, self.settings)
 
     def _to_rgb(self, image: ImageInput, bgr: bool) -> np.ndarray:

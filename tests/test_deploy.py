@@ -295,6 +295,28 @@ def test_openvino_bf16_runtime_is_close_to_float32_or_refuses_clearly(shipped, t
         assert abs(float(np.max(np.asarray(f32["scores"]))) - float(np.max(np.asarray(low["scores"])))) < 0.1
 
 
+@pytest.mark.slow
+def test_infer_on_a_graph_with_nms_keeps_only_scores_above_the_threshold(shipped, tmp_path):
+    """tools/infer.py --score-thr on an exported file with NMS inside gives what it gives on the checkpoint (the
+    graph returns up to max_detections boxes at the export's own low threshold; infer used to print them all)."""
+    def infer(weights, threshold: float, name: str) -> list[dict]:
+        done = subprocess.run([sys.executable, str(REPO / "tools" / "infer.py"), *map(str, shipped["images"]),
+                               "--weights", str(weights), "--score-thr", str(threshold), "--out", str(tmp_path / name),
+                               "--set", "nms=hard", "--set", "max_detections=50"],
+                              capture_output=True, text=True, timeout=600, cwd=REPO, env=tool_env())
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads((tmp_path / name / "detections.json").read_text())
+
+    everything = infer(shipped["checkpoint"], 0.0, "all")
+    threshold = float(np.median(everything[0]["scores"]))  # keeps about half of the first image's detections
+    from_checkpoint, from_graph = infer(shipped["checkpoint"], threshold, "checkpoint"), infer(shipped["onnx"],
+                                                                                                threshold, "graph")
+    assert 0 < len(from_checkpoint[0]["scores"]) < len(everything[0]["scores"])
+    for ours, theirs in zip(from_graph, from_checkpoint):
+        assert len(ours["scores"]) == len(theirs["scores"]) and min(ours["scores"], default=1.0) >= threshold
+        assert np.allclose(ours["scores"], theirs["scores"], atol=2e-3)
+
+
 def test_runtime_refuses_raw_exports(tmp_path):
     from effdet.runtime import OnnxDetector
 
