@@ -8,7 +8,7 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 LR_SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 BOX_LOSSES: tuple[str, ...] = ("huber", "giou")
 FUSION_METHODS: tuple[str, ...] = ("fast", "attn", "sum")  # BiFPN feature fusion
-# what runs the network (effdet/backends.py); openvino-bf16: OpenVINO with bfloat16 float layers (CPUs with bf16 units)
+# what runs the network (effdet/backends.py); openvino-bf16: OpenVINO, float layers in bfloat16 (CPUs with bf16)
 RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "openvino-bf16")
 DATA_FORMATS: tuple[str, ...] = ("coco", "voc", "yolo")  # annotation formats train.py reads (effdet/data/formats.py)
 ANCHOR_FIT_MODES: tuple[str, ...] = ("report", "apply", "off")  # start-up anchor check (effdet/anchor_fit.py)

@@ -274,8 +274,8 @@ class Predictor:
         override it (``score_threshold=0.3``, ``nms="hard"``, ``hflip_tta=True`` ...; unknown names fail
         listing the valid ones). ``device`` defaults to CUDA when available, else the CPU. ``fuse_bn``: fold
         batch norms into convs for speed (same outputs up to float rounding). ``backend``: ``"torch"``, or
-        ``"onnxruntime"`` / ``"openvino"`` / ``"openvino-bf16"`` (the model is exported to ONNX on the fly, see ``effdet.backends``;
-        ``threads`` sets their CPU threads).
+        ``"onnxruntime"`` / ``"openvino"`` / ``"openvino-bf16"`` (the model is exported to ONNX on the fly, see
+        ``effdet.backends``; ``threads`` sets their CPU threads).
         """
         from .backends import check_backend
 

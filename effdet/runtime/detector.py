@@ -41,7 +41,8 @@ class OnnxDetector:
     """An exported EfficientDet with NMS in the graph (``effdet-export --nms``), run without torch.
 
     Args:
-        path: the ``.onnx`` file. backend: ``"onnxruntime"``, ``"openvino"`` or ``"openvino-bf16"``. threads: CPU threads.
+        path: the ``.onnx`` file. backend: ``"onnxruntime"``, ``"openvino"`` or ``"openvino-bf16"``.
+        threads: CPU threads.
         score_threshold: drop detections scoring below it (default: keep what the graph returns, i.e. the
             export's threshold).
 
