@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from .variants import ModelConfig
 from .runtime.sessions import BACKENDS as ONNX_BACKENDS
-from .runtime.sessions import InferenceSession, open_session
+from .runtime.sessions import InferenceSession, OpenVinoSession, open_session
 
 __all__ = ["BACKENDS", "OnnxBackend", "backend_from_model", "detect_with_graph"]
 
@@ -105,7 +105,7 @@ def backend_from_model(model: nn.Module, backend: str, image_size: Optional[Sequ
         export_onnx(model, path, image_size=image_size, outputs="raw", dynamic_batch=True,
                     verify=export_options.pop("verify", False), **export_options)
         session = open_session(path, backend, threads)
-        if backend.startswith("openvino"):
+        if isinstance(session, OpenVinoSession):  # any precision
             session._compiled(1)  # compile while the file exists (OpenVINO keeps the model in memory)
         return OnnxBackend(session)
 

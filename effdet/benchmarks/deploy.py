@@ -190,9 +190,9 @@ def export_files(model_name: str, folder: Path, paths: Sequence[str], calibratio
         from effdet.data import make_demo_dataset
 
         calibration = str(Path(make_demo_dataset(folder / "calibration", num_train=16, num_val=2)["root"]) / "train")
-    for path in int8_paths:
+    if int8_paths:
         from effdet.quantization import quantize_file
-
+    for path in int8_paths:
         files[path] = str(folder / f"{model_name}_{path}.onnx")
         quantize_file(files["nms"], files[path], calibration, max_images=16, quantizer=INT8_QUANTIZERS[path])
     return files
