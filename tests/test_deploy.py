@@ -257,7 +257,7 @@ def test_openvino_runs_float_files_in_float32(tmp_path):
 
 @pytest.mark.slow
 def test_openvino_bf16_runtime_is_close_to_float32_or_refuses_clearly(shipped, tmp_path):
-    """`openvino-bf16` (runtime, Predictor, tools/eval.py and infer --runtime) runs the float layers in bfloat16 on
+    """`openvino-bf16` (runtime, Predictor, tools/infer.py and eval --runtime) runs the float layers in bfloat16 on
     CPUs with bf16 units: raw scores close to float32 but not identical (so bf16 really ran), and about the same top
     score per image through the NMS graph and through the Predictor. Elsewhere it refuses with an error that names
     the float32 backend. (Which box comes first may change: random heads give near-tied top scores.)"""
@@ -290,7 +290,13 @@ def test_openvino_bf16_runtime_is_close_to_float32_or_refuses_clearly(shipped, t
     graph_bf16 = OnnxDetector(shipped["onnx"], backend="openvino-bf16").predict(files)
     exported = Predictor.from_checkpoint(shipped["checkpoint"], backend="openvino-bf16", nms="hard",
                                          max_detections=50).predict(files)  # exported on the fly
-    for f32, low in [*zip(graph_f32, graph_bf16), *zip(torch_predictions(shipped), exported)]:
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "infer.py"), *files, "--weights", str(shipped["onnx"]),
+                           "--runtime", "openvino-bf16", "--score-thr", "0", "--out", str(tmp_path / "infer")],
+                          capture_output=True, text=True, timeout=600, cwd=REPO, env=tool_env())
+    assert done.returncode == 0, done.stderr[-3000:]  # what a user runs: tools/infer.py --runtime openvino-bf16
+    from_cli = json.loads((tmp_path / "infer" / "detections.json").read_text())
+    pairs = [*zip(graph_f32, graph_bf16), *zip(graph_f32, from_cli), *zip(torch_predictions(shipped), exported)]
+    for f32, low in pairs:
         assert len(low["scores"]) > 0
         assert abs(float(np.max(np.asarray(f32["scores"]))) - float(np.max(np.asarray(low["scores"])))) < 0.1
 
