@@ -209,6 +209,42 @@ def test_whole_file_written_as_xyxy_or_normalised_is_recognised(tmp_path):
     assert cleaned["annotations"][0]["bbox"] == [100.0, 10.0, 50.0, 50.0]
 
 
+def test_fix_converts_every_box_of_a_file_written_in_xyxy(tmp_path):
+    """Issue 20.1: a file written in [x1, y1, x2, y2] where some boxes happen to fit when read as [x, y, w, h]
+    (here [10, 10, 40, 40]: a 30 x 30 box that reads as 40 x 40). The whole-file verdict is xyxy, so
+    `tools/check_data.py --fix` must convert all of them, not only those that overflow, and say so."""
+    from conftest import tool_env
+
+    images = tmp_path / "images"
+    images.mkdir()
+    xyxy = [[60, 60, 90, 90], [70, 10, 95, 40], [10, 10, 40, 40], [5, 55, 30, 80]]
+    data = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "thing"}]}
+    expected = {}
+    for image_id in (1, 2, 3):
+        cv2.imwrite(str(images / f"{image_id}.png"), np.zeros((100, 100, 3), np.uint8))
+        data["images"].append({"id": image_id, "file_name": f"{image_id}.png", "width": 100, "height": 100})
+        for x1, y1, x2, y2 in xyxy:
+            ann_id = len(data["annotations"]) + 1
+            data["annotations"].append({"id": ann_id, "image_id": image_id, "category_id": 1,
+                                        "bbox": [x1, y1, x2, y2], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+            expected[ann_id] = [x1, y1, x2 - x1, y2 - y1]
+    source = tmp_path / "xyxy.json"
+    source.write_text(json.dumps(data))
+    fixed = tmp_path / "fixed.json"
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "check_data.py"), "--images", str(images),
+                           "--annotations", str(source), "--fix", str(fixed)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600, env=tool_env())
+    assert "box_format_suspect" in done.stdout, done.stdout  # the check names the whole-file verdict
+    cleaned = {a["id"]: a["bbox"] for a in json.loads(fixed.read_text())["annotations"]}
+    assert cleaned == {ann_id: pytest.approx(box) for ann_id, box in expected.items()}
+    changes = (tmp_path / "fixed.json.changes.txt").read_text().splitlines()
+    for ann_id, box in expected.items():  # every box, including the three [10, 10, 40, 40] that fit as xywh
+        assert any(line.startswith(f"annotation id {ann_id}: bbox") for line in changes), (ann_id, changes)
+    assert any("all 12 boxes" in line for line in changes), changes
+    assert "all 12 boxes" in done.stdout
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_draw_renders_loaded_and_augmented_views(clean_set, tmp_path):
     out = tmp_path / "drawn"
     code, text, err = run(["--images", clean_set["val_images"], "--annotations", clean_set["val_annotations"],
