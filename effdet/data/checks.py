@@ -84,7 +84,8 @@ DESCRIPTIONS: Dict[str, str] = {
     "box_degenerate": "bbox under 1 px once clipped to its image: training drops it (fix: dropped)",
     "box_xyxy": "bbox overflows its image as [x,y,w,h] but fits as [x1,y1,x2,y2] (fix: converted)",
     "boxes_normalized": "all boxes lie in 0..1: normalised coordinates, not pixels (fix: scaled to pixels)",
-    "box_format_suspect": "most overflowing boxes fit as [x1,y1,x2,y2]: is the file written in xyxy?",
+    "box_format_suspect": "most overflowing boxes fit as [x1,y1,x2,y2]: the file is written in xyxy "
+                          "(fix: every box of the file converted, also those that fit as [x,y,w,h])",
     "box_clipped": "bbox partly outside its image (training clips it) (fix: clipped)",
     "exif_rotated": "EXIF orientation tag: viewers show it rotated, training uses the stored pixels",
     "crowd_region": "iscrowd=1 region: ignored in training, not an object",
@@ -321,23 +322,57 @@ def _looks_normalized(annotations: Sequence[Dict[str, Any]], sizes: Dict[Any, Tu
     return all(max(b) <= 1.0 + 1e-6 and min(b) >= 0 and max(s) > 2 for b, s in boxes)
 
 
-def _box_verdict(bbox: Any, width: float, height: float, normalized: bool
+def _fits_as_xyxy(x: float, y: float, w: float, h: float, width: float, height: float) -> bool:
+    """Whether the four numbers of a bbox make a box inside the image when read as ``[x1, y1, x2, y2]``."""
+    tol = BORDER_TOLERANCE
+    return w > x and h > y and x >= -tol and y >= -tol and w <= width + tol and h <= height + tol
+
+
+def _file_written_as_xyxy(boxes: Sequence[Tuple[Any, float, float]]) -> Tuple[bool, int]:
+    """The whole-file verdict on ``(bbox, image width, image height)`` of every box of a file:
+    ``(written as [x1, y1, x2, y2], how many boxes overflow their image as [x, y, w, h] but fit as xyxy)``.
+
+    xyxy when at least half of the overflowing boxes, and at least half of all boxes, fit as xyxy. Then every
+    box of the file is xyxy, also those that happen to fit when read as [x, y, w, h].
+    """
+    overflowing = fit_xyxy = 0
+    for bbox, width, height in boxes:
+        parsed = _parse_bbox(bbox)
+        if parsed is None:
+            continue
+        x, y, w, h = parsed
+        if x + w > width + BORDER_TOLERANCE or y + h > height + BORDER_TOLERANCE:
+            overflowing += 1
+            fit_xyxy += _fits_as_xyxy(x, y, w, h, width, height)
+    verdict = bool(overflowing) and fit_xyxy >= max(1, 0.5 * overflowing) and fit_xyxy >= 0.5 * max(1, len(boxes))
+    return verdict, fit_xyxy
+
+
+def _box_verdict(bbox: Any, width: float, height: float, normalized: bool, xyxy_file: bool = False
                  ) -> Tuple[Optional[str], Optional[List[float]], str]:
-    """(code or None, repaired xywh box or None when it must go, message) for one annotation's bbox."""
+    """(code or None, repaired xywh box or None when it must go, message) for one annotation's bbox.
+
+    ``bbox`` is COCO ``[x, y, w, h]`` in pixels (in 0..1 when ``normalized``); with ``xyxy_file`` (the whole-file
+    verdict of :func:`_file_written_as_xyxy`) it is read as ``[x1, y1, x2, y2]``, whether or not it would fit as
+    ``[x, y, w, h]``. The repaired box is ``[x, y, w, h]`` pixels, clipped to the image.
+    """
     parsed = _parse_bbox(bbox)
     if parsed is None:
         return "box_invalid", None, f"bbox {bbox!r} is not 4 finite numbers"
     x, y, w, h = parsed
     if normalized:
         x, y, w, h = x * width, y * height, w * width, h * height
+    code: Optional[str] = None
+    message = ""
+    if xyxy_file:
+        code = "box_xyxy"
+        message = f"bbox {list(parsed)} read as [x1, y1, x2, y2]: the file is written in xyxy"
+        w, h = w - x, h - y
     if w <= 0 or h <= 0:
         return "box_nonpositive", None, f"bbox {list(parsed)} has width {w:g} / height {h:g} <= 0"
     tol = BORDER_TOLERANCE
     overflow = x + w > width + tol or y + h > height + tol
-    fits_xyxy = (w > x and h > y and x >= -tol and y >= -tol and w <= width + tol and h <= height + tol)
-    code: Optional[str] = None
-    message = ""
-    if overflow and fits_xyxy:
+    if code is None and overflow and _fits_as_xyxy(x, y, w, h, width, height):
         code = "box_xyxy"
         message = (f"bbox {list(parsed)}: x+w = {x + w:g} / y+h = {y + h:g} exceed the image ({width:g} x "
                    f"{height:g}) but as [x1, y1, x2, y2] it fits: written as xyxy?")
@@ -528,7 +563,7 @@ def _check_annotations(report: DataReport, anns: List[Dict[str, Any]], category_
     if normalized:
         report.add("error", "boxes_normalized", f"all {len(anns)} boxes have coordinates in 0..1 while the images "
                    "are larger: the boxes are normalised (e.g. YOLO-style), COCO needs pixels")
-    overflowing = fit_xyxy = 0
+    sized = []  # (bbox, image width, image height) for the whole-file xyxy verdict
     for ann in anns:
         ann_id, image_id = ann["id"], ann["image_id"]
         file = image_by_id[image_id]["file_name"] if image_id in image_by_id else None
@@ -545,21 +580,18 @@ def _check_annotations(report: DataReport, anns: List[Dict[str, Any]], category_
             continue
         width, height = sizes[image_id]
         code, _, message = _box_verdict(ann["bbox"], width, height, normalized)
-        parsed = _parse_bbox(ann["bbox"])
-        if parsed is not None and not normalized:
-            x, y, w, h = parsed
-            if x + w > width + BORDER_TOLERANCE or y + h > height + BORDER_TOLERANCE:
-                overflowing += 1
-                fit_xyxy += code == "box_xyxy"
+        sized.append((ann["bbox"], width, height))
         if code is not None:
             report.add(_BOX_SEVERITY[code], code, message, annotation_id=ann_id, image_id=image_id, file=file)
         if ann.get("iscrowd"):
             report.add("warning", "crowd_region", "iscrowd=1: an ignore region, not an object",
                        annotation_id=ann_id, image_id=image_id, file=file)
-    if overflowing and fit_xyxy >= max(1, 0.5 * overflowing) and fit_xyxy >= 0.5 * max(1, len(anns)):
-        report.add("error", "box_format_suspect", f"{fit_xyxy} of {len(anns)} boxes overflow their image as "
+    xyxy_file, fit_xyxy = _file_written_as_xyxy(sized) if not normalized else (False, 0)
+    if xyxy_file:
+        report.add("error", "box_format_suspect", f"{fit_xyxy} of {len(sized)} boxes overflow their image as "
                    f"[x, y, w, h] but fit as [x1, y1, x2, y2]: the file looks written in xyxy; COCO bbox is "
-                   f"[x, y, width, height]")
+                   f"[x, y, width, height]. --fix converts every box of the file, also those that fit as "
+                   f"[x, y, w, h]")
 
 
 def _statistics(report: DataReport, data: Dict[str, Any], categories: List[Dict[str, Any]],
@@ -661,6 +693,10 @@ def fix_dataset(data: Dict[str, Any], report: DataReport) -> Tuple[Dict[str, Any
     normalized = _looks_normalized(valid_anns, sizes)
     if normalized:
         changes.append("all boxes were normalised (0..1): scaled to pixels by their image's width/height")
+    xyxy_file = not normalized and _file_written_as_xyxy(
+        [(a["bbox"], *sizes[a["image_id"]]) for a in valid_anns
+         if a["image_id"] in sizes and a["category_id"] in category_ids])[0]
+    xyxy_summary_at, converted = len(changes), 0  # the summary line goes before the per-box lines
     annotations, ann_ids = [], set()
     next_id = 1 + max([a["id"] for a in valid_anns if isinstance(a["id"], int)] or [0])
     for ann in valid_anns:
@@ -675,7 +711,7 @@ def fix_dataset(data: Dict[str, Any], report: DataReport) -> Tuple[Dict[str, Any
                 changes.append(f"dropped annotation id {ann_id!r}: image id {ann['image_id']!r} is not in 'images'")
             continue
         width, height = sizes[ann["image_id"]]
-        code, box, message = _box_verdict(ann["bbox"], width, height, normalized)
+        code, box, message = _box_verdict(ann["bbox"], width, height, normalized, xyxy_file)
         if box is None:
             changes.append(f"dropped annotation id {ann_id!r}: {code}: {message}")
             continue
@@ -686,12 +722,16 @@ def fix_dataset(data: Dict[str, Any], report: DataReport) -> Tuple[Dict[str, Any
                 ann["area"] = round(ann["bbox"][2] * ann["bbox"][3], 3)
             if code is not None:
                 changes.append(f"annotation id {ann_id!r}: bbox {before} -> {ann['bbox']} ({code})")
+            converted += int(xyxy_file and code == "box_xyxy")
         if ann_id in ann_ids:
             changes.append(f"annotation id {ann_id!r} was used twice: this one renumbered to {next_id}")
             ann["id"] = next_id
             next_id += 1
         ann_ids.add(ann["id"])
         annotations.append(ann)
+    if xyxy_file:
+        changes.insert(xyxy_summary_at, f"the file is written as [x1, y1, x2, y2] (box_format_suspect): all "
+                       f"{converted} boxes converted to [x, y, w, h], also those that fit when read as [x, y, w, h]")
     cleaned = dict(data)
     cleaned.update(images=images, annotations=annotations, categories=categories)
     return cleaned, changes
