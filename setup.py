@@ -4,6 +4,9 @@ setup(
     name="effdet-lightning",
     version="0.1.0",
     description="EfficientDet (D0-D7x, Lite0-4) in PyTorch, trained with Lightning from OmegaConf YAML",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
+    classifiers=["License :: OSI Approved :: Apache Software License"],
     packages=find_packages(include=["effdet", "effdet.*", "backbones", "backbones.*", "heads", "heads.*"]),
     python_requires=">=3.9",
     entry_points={
