@@ -161,6 +161,79 @@ def test_convert_dataset_tool_writes_coco_json(demo, tmp_path):
     assert code == 2 and "does not exist" in err
 
 
+def convert_tool(argv) -> subprocess.CompletedProcess:
+    """`python tools/convert_dataset.py ...` as a user runs it."""
+    from conftest import tool_env
+
+    return subprocess.run([sys.executable, str(REPO / "tools" / "convert_dataset.py"), *[str(a) for a in argv]],
+                          cwd=REPO, capture_output=True, text=True, timeout=600, env=tool_env())
+
+
+def yolo_root(demo, root: Path) -> dict:
+    """The standard YOLO layout ROOT/images/{train,val}, ROOT/labels/{train,val}, ROOT/data.yaml; returns the
+    number of images and of label lines (objects), counted from the files."""
+    write_yolo(load(demo["train_annotations"]), Path(demo["train_images"]), root, "train")
+    write_yolo(load(demo["val_annotations"]), Path(demo["val_images"]), root, "val")
+    lines = sum(1 for p in (root / "labels").rglob("*.txt") for line in p.read_text().splitlines() if line.strip())
+    return {"images": len(list((root / "images").rglob("*.jpg"))), "boxes": lines}
+
+
+def test_yolo_root_folder_finds_every_label_by_the_images_to_labels_rule(demo, tmp_path):
+    """Issue 20.2: `convert_dataset.py --from yolo ROOT` found every image and no label ("N images, 0 boxes",
+    exit 0). Each image's label is where YOLO tools look: the last `images` part of its path becomes `labels`."""
+    root = tmp_path / "yolo"
+    counted = yolo_root(demo, root)
+    assert counted["boxes"] > 0
+    done = convert_tool(["--from", "yolo", root, "--out", tmp_path / "root.json"])
+    assert done.returncode == 0, done.stderr
+    converted = load(tmp_path / "root.json")
+    assert len(converted["images"]) == counted["images"]
+    assert len(converted["annotations"]) == counted["boxes"]
+    assert f"{counted['images']} images, {counted['boxes']} boxes" in done.stdout
+    # the same boxes as the original COCO files (file names are now relative to ROOT: images/<split>/<name>)
+    original = load(demo["train_annotations"])
+    val = load(demo["val_annotations"])
+    offset = max(i["id"] for i in original["images"])
+    original["images"] += [dict(i, id=i["id"] + offset) for i in val["images"]]
+    original["annotations"] += [dict(a, id=a["id"] + 10 ** 6, image_id=a["image_id"] + offset)
+                                for a in val["annotations"]]
+    for image in original["images"]:
+        split = "train" if image["file_name"].startswith("train") else "val"
+        image["file_name"] = f"images/{split}/{image['file_name']}"
+    assert_same_boxes(original, converted)
+
+
+def test_yolo_images_without_any_label_stop_with_where_labels_were_looked_for(demo, tmp_path):
+    root = tmp_path / "yolo"
+    yolo_root(demo, root)
+    shutil.rmtree(root / "labels")
+    done = convert_tool(["--from", "yolo", root, "--classes", root / "data.yaml", "--out", tmp_path / "none.json"])
+    assert done.returncode != 0 and not (tmp_path / "none.json").exists(), done.stdout
+    first = sorted((root / "images" / "train").glob("*.jpg"))[0]
+    assert str(root / "labels" / "train" / f"{first.stem}.txt") in done.stderr, done.stderr
+
+
+def test_training_with_data_format_yolo_follows_the_same_label_rule(demo, tmp_path):
+    """`data.format=yolo` in training: labels found by the images -> labels rule (annotations: null), and a split
+    without a single label stops with where they were looked for."""
+    from effdet.data.formats import dataset_sources
+    from effdet.schema import load_train_config
+
+    root = tmp_path / "yolo"
+    yolo_root(demo, root)
+    overrides = ["data.format=yolo", f"data.root={root}", "data.classes=data.yaml", "data.train.images=images/train",
+                 "data.train.annotations=null", "data.val.images=images/val", "data.val.annotations=null"]
+    cfg = load_train_config(str(REPO / "configs" / "demo.yaml"), overrides)
+    sources = dataset_sources(cfg.data)
+    for split in ("train", "val"):
+        lines = sum(1 for p in (root / "labels" / split).glob("*.txt") for line in p.read_text().splitlines()
+                    if line.strip())
+        assert len(sources[split]["annotations_data"]["annotations"]) == lines > 0
+    shutil.rmtree(root / "labels" / "val")
+    with pytest.raises(ValueError, match=str(root / "labels" / "val")):
+        dataset_sources(cfg.data)
+
+
 def train_and_eval(tmp_path: Path, overrides: list, images: Path, coco_json: Path) -> dict:
     run = tmp_path / "run"
     command = [sys.executable, str(REPO / "tools" / "train.py"), str(REPO / "configs" / "demo.yaml"),
