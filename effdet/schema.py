@@ -46,7 +46,9 @@ ModelSection = _model_section_class()
 @dataclass
 class DataSplit:
     images: str = "???"  # images folder (relative paths resolve against data.root)
-    annotations: str = "???"  # COCO instances JSON
+    # COCO instances JSON (voc: XML folder, VOC root or split list; yolo: labels folder, or null: the images ->
+    # labels rule of YOLO tools, effdet.data.yolo.label_path_for)
+    annotations: Optional[str] = "???"
 
 
 @dataclass
@@ -234,6 +236,10 @@ def _validate(cfg: Any) -> None:
         for part in ("images", "annotations"):
             if OmegaConf.is_missing(cfg.data[split], part):
                 raise ConfigError(f"config key 'data.{split}.{part}' is required (a path, relative to data.root)")
+            if cfg.data[split][part] is None and not (part == "annotations" and cfg.data.format == "yolo"):
+                raise ConfigError(f"config key 'data.{split}.{part}' is null: it needs a path (relative to data.root); "
+                                  f"only data.format=yolo takes annotations=null (labels found by the images -> "
+                                  f"labels rule)")
     if cfg.data.batch_size < 1:
         raise ConfigError(f"config key 'data.batch_size' must be >= 1, got {cfg.data.batch_size}")
     if cfg.checkpoint.every_n_steps < 0:

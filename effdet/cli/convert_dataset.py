@@ -1,8 +1,13 @@
 """Convert a Pascal VOC or YOLO dataset to one COCO JSON (boxes in pixels, category names kept).
 
     python tools/convert_dataset.py --from voc VOC_ROOT|ANNOTATIONS_DIR|ImageSets/Main/train.txt --out train.json
-    python tools/convert_dataset.py --from yolo IMAGES_DIR [--labels LABELS_DIR] [--classes classes.txt] --out train.json
+    python tools/convert_dataset.py --from yolo ROOT|IMAGES_DIR [--labels LABELS_DIR] [--classes classes.txt] --out train.json
     python tools/convert_dataset.py --from yolo data.yaml --split val --out val.json
+
+YOLO labels are found where YOLO tools look for them: each image's path with its last `images` folder replaced
+by `labels` and the extension by .txt (ROOT/images/train/a.jpg -> ROOT/labels/train/a.txt), else beside the
+image; so the dataset root, a split's images folder and data.yaml all work. Images without a single label file
+stop with an error that says where the labels were looked for.
 
 The JSON's file_name entries are relative to the images folder, which is printed: train with
 data.train.images=<that folder> data.train.annotations=<OUT.json>, or let train.py convert on the fly
@@ -21,11 +26,13 @@ from typing import Optional, Sequence
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convert_dataset", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", help="VOC: root, Annotations folder or split list; YOLO: images folder or data.yaml")
+    parser.add_argument("source", help="VOC: root, Annotations folder or split list; YOLO: dataset root, images "
+                                       "folder or data.yaml")
     parser.add_argument("--from", dest="fmt", choices=("voc", "yolo"), required=True, help="source format")
     parser.add_argument("--out", required=True, help="COCO JSON to write")
     parser.add_argument("--images", help="images folder (VOC: default JPEGImages beside Annotations)")
-    parser.add_argument("--labels", help="YOLO labels folder (default: images -> labels, else beside the images)")
+    parser.add_argument("--labels", help="YOLO labels folder mirroring the images folder (default: per image, its "
+                                         "path's last 'images' folder -> 'labels', else beside the image)")
     parser.add_argument("--classes", help="class names: classes.txt (one per line) or data.yaml (names:)")
     parser.add_argument("--split", default="train", help="split of a YOLO data.yaml (default train)")
     parser.add_argument("--difficult", choices=("keep", "ignore", "drop"), default="keep",
@@ -45,8 +52,8 @@ def convert(args: argparse.Namespace) -> tuple:
         return voc_to_coco(files, images_dir, classes, args.difficult), images_dir
     source = Path(args.source)
     if source.suffix.lower() in (".yaml", ".yml"):
-        images_dir, labels_dir, names = load_data_yaml(source, args.split)
-        return yolo_to_coco(images_dir, args.labels or labels_dir, classes or names), images_dir
+        images_dir, _, names = load_data_yaml(source, args.split)
+        return yolo_to_coco(images_dir, args.labels, classes or names), images_dir
     return yolo_to_coco(source, args.labels, classes), source
 
 

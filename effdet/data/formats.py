@@ -8,8 +8,10 @@
   * ``coco``: ``{train,val}.images`` folder, ``{train,val}.annotations`` COCO JSON.
   * ``voc``:  ``images`` = the JPEGImages folder (optional when ``annotations`` is a VOC root),
     ``annotations`` = a folder of XML files, a VOC root, or an ``ImageSets/Main/<split>.txt`` list.
-  * ``yolo``: ``images`` = images folder, ``annotations`` = labels folder (or ``null``: the ``images`` ->
-    ``labels`` convention).
+  * ``yolo``: ``images`` = images folder (a split's, or the dataset root), ``annotations`` = labels folder
+    mirroring it, or ``null``: each image's label where YOLO tools look for it (its path's last ``images``
+    folder becomes ``labels``; :func:`effdet.data.yolo.label_path_for`). Images without a single label stop
+    with an error that says where labels were looked for.
 ``data.classes``: class names (a list, or a ``classes.txt`` / ``data.yaml`` path). Needed for YOLO unless a
 classes file sits beside the data; for VOC the default is the sorted names found in both splits.
 """

@@ -1,7 +1,8 @@
 """YOLO txt labels <-> COCO dicts.
 
-A YOLO dataset has one ``<image stem>.txt`` per image (in a ``labels/`` folder parallel to ``images/``, or
-beside the images), one object per line: ``class cx cy w h`` with the centre and size normalised by the
+A YOLO dataset has one ``<image stem>.txt`` per image where YOLO tools look for it: the image's path with its
+last ``images`` folder replaced by ``labels`` (``ROOT/images/train/a.jpg`` -> ``ROOT/labels/train/a.txt``), or
+beside the image; one object per line: ``class cx cy w h`` with the centre and size normalised by the
 image width/height (0..1); a line with more than 5 numbers is a polygon ``class x1 y1 x2 y2 ...`` (its
 bounding box is used). Class names come from a ``classes.txt`` (one name per line) or a ``data.yaml``
 (``names:`` as a list or an ``{index: name}`` mapping). Images without a label file are negatives.
@@ -19,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 logger = logging.getLogger("effdet.data.yolo")
 
-__all__ = ["coco_to_yolo", "labels_dir_for", "load_data_yaml", "read_class_names", "yolo_to_coco"]
+__all__ = ["coco_to_yolo", "label_path_for", "labels_dir_for", "load_data_yaml", "read_class_names", "yolo_to_coco"]
 
 PathLike = Union[str, os.PathLike]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -80,18 +81,31 @@ def load_data_yaml(path: PathLike, split: str = "train") -> Tuple[Path, Path, Li
     return images, labels_dir_for(images), _names_from_yaml(path)
 
 
-def labels_dir_for(images_dir: PathLike) -> Path:
-    """The YOLO convention: ``.../images/...`` -> ``.../labels/...`` (the last ``images`` part), when that exists;
-    else the images folder itself (labels beside the images)."""
-    images_dir = Path(images_dir)
-    parts = list(images_dir.parts)
+def _images_part_to_labels(path: Path) -> Optional[Path]:
+    """``path`` with its last ``images`` component replaced by ``labels``; None when it has none."""
+    parts = list(path.parts)
     for index in range(len(parts) - 1, -1, -1):
         if parts[index] == "images":
-            candidate = Path(*parts[:index], "labels", *parts[index + 1:])
-            if candidate.is_dir():
-                return candidate
-            break
-    return images_dir
+            return Path(*parts[:index], "labels", *parts[index + 1:])
+    return None
+
+
+def label_path_for(image_path: PathLike) -> Path:
+    """Where YOLO tools (Ultralytics, darknet) look for an image's label file: the image's absolute path with
+    its last ``images`` folder replaced by ``labels`` and the extension by ``.txt``
+    (``ROOT/images/train/a.jpg`` -> ``ROOT/labels/train/a.txt``); the ``.txt`` beside the image when no folder
+    of its path is called ``images``."""
+    path = Path(os.path.abspath(image_path))
+    folder = _images_part_to_labels(path.parent)
+    return ((folder / path.name) if folder is not None else path).with_suffix(".txt")
+
+
+def labels_dir_for(images_dir: PathLike) -> Path:
+    """The YOLO convention for a folder: ``.../images/...`` -> ``.../labels/...`` (the last ``images`` part), when
+    that exists; else the images folder itself (labels beside the images). Per image see :func:`label_path_for`."""
+    images_dir = Path(images_dir)
+    candidate = _images_part_to_labels(images_dir)
+    return candidate if candidate is not None and candidate.is_dir() else images_dir
 
 
 def _parse_line(line: str, where: str, num_classes: int) -> Tuple[int, Tuple[float, float, float, float]]:
@@ -123,24 +137,30 @@ def yolo_to_coco(images_dir: PathLike, labels_dir: Optional[PathLike] = None,
     """A COCO dict of a YOLO folder. ``file_name`` entries are relative to ``images_dir`` (sub-folders kept).
 
     Args:
-        images_dir: folder of images (searched recursively).
-        labels_dir: folder of ``.txt`` labels mirroring ``images_dir`` (default :func:`labels_dir_for`).
+        images_dir: folder of images (searched recursively): a split's images folder, or the dataset root
+            (``ROOT/images/...`` with ``ROOT/labels/...``).
+        labels_dir: folder of ``.txt`` labels mirroring ``images_dir``; default: each image's label where YOLO
+            tools look for it (:func:`label_path_for`: the last ``images`` folder of its path becomes
+            ``labels``), else beside the image.
         class_names: names list, or a ``classes.txt`` / ``data.yaml``; default: ``classes.txt``,
             ``obj.names`` or ``data.yaml`` in the labels folder, the images folder or their parents.
 
-    Raises ``ValueError`` naming the file and line of a malformed label. Files whose header Pillow cannot
-    read are left out and listed in ``info.skipped``.
+    Raises ``ValueError`` naming the file and line of a malformed label, and saying where labels were looked
+    for when there are images but not a single label file. Files whose header Pillow cannot read are left out
+    and listed in ``info.skipped``.
     """
     from effdet.imageinfo import read_image_header
 
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
         raise ValueError(f"YOLO images folder '{images_dir}' does not exist")
-    labels_dir = Path(labels_dir) if labels_dir is not None else labels_dir_for(images_dir)
+    explicit_labels = Path(labels_dir) if labels_dir is not None else None
     if class_names is None:
-        class_names = _find_class_file(images_dir, labels_dir)
+        class_names = _find_class_file(images_dir, explicit_labels or labels_dir_for(images_dir))
     names = read_class_names(class_names)
     images, annotations, skipped = [], [], []
+    looked_at: List[Path] = []  # where the first images' labels were looked for (for the error message)
+    label_files = 0
     paths = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     for path in paths:
         relative = path.relative_to(images_dir)
@@ -152,9 +172,16 @@ def yolo_to_coco(images_dir: PathLike, labels_dir: Optional[PathLike] = None,
         image_id = len(images) + 1
         width, height = header.width, header.height
         images.append({"id": image_id, "file_name": relative.as_posix(), "width": width, "height": height})
-        label_path = (labels_dir / relative).with_suffix(".txt")
-        if not label_path.is_file():
+        if explicit_labels is not None:
+            candidates = [(explicit_labels / relative).with_suffix(".txt")]
+        else:
+            candidates = list(dict.fromkeys([label_path_for(path), path.with_suffix(".txt")]))
+        if len(looked_at) < 4:
+            looked_at += candidates
+        label_path = next((c for c in candidates if c.is_file()), None)
+        if label_path is None:
             continue
+        label_files += 1
         for number, line in enumerate(label_path.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
@@ -165,8 +192,17 @@ def yolo_to_coco(images_dir: PathLike, labels_dir: Optional[PathLike] = None,
                                 "iscrowd": 0})
     if not images:
         raise ValueError(f"no images found in YOLO images folder '{images_dir}' (extensions {IMAGE_SUFFIXES})")
+    if not label_files:
+        rule = (f"in the labels folder '{explicit_labels}', mirroring '{images_dir}'" if explicit_labels is not None
+                else "where YOLO tools look (the last 'images' folder of the image's path becomes 'labels') and "
+                     "beside the image")
+        raise ValueError(
+            f"YOLO dataset '{images_dir}': {len(images)} images but not one label file. Each image's .txt was "
+            f"looked for {rule}, e.g. {[str(p) for p in looked_at]}. Put the labels there (ROOT/images/... with "
+            f"ROOT/labels/...) or name their folder (--labels / data.<split>.annotations)")
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(names)]
-    info = {"converted_from": "yolo", "images_dir": str(images_dir), "labels_dir": str(labels_dir),
+    info = {"converted_from": "yolo", "images_dir": str(images_dir),
+            "labels_dir": str(explicit_labels) if explicit_labels is not None else "images -> labels rule",
             "skipped": skipped}
     return {"info": info, "images": images, "annotations": annotations, "categories": categories}
 
