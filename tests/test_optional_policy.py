@@ -1,0 +1,39 @@
+"""Test dependencies that `make test` installs cannot go missing silently: a test that needs one is skipped without it
+(and the summary counts it), except in CI (CI=true), where `make test` installed it, so a missing one fails the run,
+as a missing reference package fails the parity tests (tests/test_parity_policy.py).
+
+Each case runs pytest in a subprocess in which the module cannot be imported (``sys.modules[name] = None``: ``import``
+raises ModuleNotFoundError and ``importlib.util.find_spec`` returns None, as for a package that is not installed).
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_WITHOUT = ("import sys; sys.modules.update(dict.fromkeys(sys.argv[1].split(','))); import pytest; "
+            "sys.exit(pytest.main(sys.argv[2:]))")
+
+
+def pytest_without(modules: str, *args: str, ci: bool) -> subprocess.CompletedProcess:
+    """Run ``pytest -q -rs ARGS`` with ``modules`` (comma-separated) not importable, with or without CI=true."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("CI", "EFFDET_SKIP_PARITY")}
+    environment.update(PYTHONPATH=str(ROOT), **({"CI": "true"} if ci else {}))
+    return subprocess.run([sys.executable, "-c", _WITHOUT, modules, "-q", "-rs", "-p", "no:cacheprovider", *args],
+                          capture_output=True, text=True, env=environment, cwd=str(ROOT), timeout=600)
+
+
+def assert_fails_in_ci_and_skips_elsewhere(modules: str, *args: str, module: str) -> None:
+    in_ci = pytest_without(modules, *args, ci=True)
+    assert in_ci.returncode != 0, in_ci.stdout[-3000:]
+    assert f"CI=true: {module} is not installed" in in_ci.stdout, in_ci.stdout[-3000:]
+    elsewhere = pytest_without(modules, *args, ci=False)
+    assert elsewhere.returncode == 0, elsewhere.stdout[-3000:]
+    assert "skipped" in elsewhere.stdout and " passed" not in elsewhere.stdout, elsewhere.stdout[-3000:]
+    assert f"tests did NOT run: a test dependency is not installed ({module})" in elsewhere.stdout
+
+
+def test_the_tide_oracle_fails_in_ci_when_tidecv_is_missing():
+    assert_fails_in_ci_and_skips_elsewhere("tidecv", "tests/test_analysis.py", "-k", "tidecv", module="tidecv")
