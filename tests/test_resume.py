@@ -196,3 +196,68 @@ def test_data_module_position_survives_a_checkpoint(tmp_path):
     assert list(loader.sampler) == keys[4:]
     batch = next(iter(loader))
     assert batch["images"].shape[0] == 2
+
+
+# ------------------------------------------------------------------ last.ckpt holds the last step
+
+
+def _steps_per_epoch(annotations: Path, batch_size: int) -> int:
+    """Optimiser steps in one epoch with one process, from the annotation file alone: every listed image trains
+    (images without objects are negatives), and the loader drops the last partial batch when an epoch holds more
+    than one batch."""
+    images = len(json.loads(annotations.read_text())["images"])
+    return images // batch_size if images > batch_size else 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("every_n_steps,max_steps", [(0, -1), (3, -1), (3, 7)])
+def test_last_checkpoint_holds_the_last_step(tmp_path, monkeypatch, every_n_steps, max_steps):
+    """last.ckpt holds the true last step at the end of every epoch (validated or not: eval.every_n_epochs=2),
+    every N optimiser steps (N=3 does not divide the 5-step epoch), and at the end of training (max_steps=7 stops
+    mid-epoch). Observed from inside a real run: before each training batch, last.ckpt must hold the latest of the
+    last epoch end and the last multiple of N. A finished run started again trains no further step."""
+    import lightning as L
+
+    from effdet import runner
+    from effdet.data import make_demo_dataset
+    from effdet.schema import load_train_config
+
+    data = tmp_path / "data"
+    make_demo_dataset(data, num_train=11, num_val=2, seed=3)
+    batch_size, epochs = 2, 3
+    per_epoch = _steps_per_epoch(data / "annotations" / "instances_train.json", batch_size)
+    assert per_epoch == 5 and per_epoch % 3 != 0
+    out = tmp_path / "run"
+    last = out / "checkpoints" / "last.ckpt"
+    cfg = load_train_config(str(ROOT / "configs" / "demo.yaml"), [
+        f"data.root={data}", f"output_dir={out}", "model.image_size=128", "model.pretrained_backbone=null",
+        f"data.batch_size={batch_size}", "data.num_workers=0", f"trainer.max_epochs={epochs}",
+        f"trainer.max_steps={max_steps}", "eval.every_n_epochs=2", "eval.plots=false",
+        f"checkpoint.every_n_steps={every_n_steps}", "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false", "seed=3"])
+    seen: list[tuple[int, int]] = []
+
+    class Observer(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append((trainer.global_step, _step_of(last) if last.exists() else 0))
+
+    build_trainer = runner.build_trainer
+
+    def with_observer(*args, **kwargs):
+        trainer = build_trainer(*args, **kwargs)
+        trainer.callbacks.append(Observer())
+        return trainer
+
+    monkeypatch.setattr(runner, "build_trainer", with_observer)
+    runner.train(cfg)
+    total = epochs * per_epoch if max_steps < 0 else max_steps
+    assert [step for step, _ in seen] == list(range(total))
+    for step, saved in seen:
+        expected = max(per_epoch * (step // per_epoch), every_n_steps * (step // every_n_steps) if every_n_steps else 0)
+        assert saved == expected, (step, saved, expected, seen)
+    assert _step_of(last) == total
+    assert torch.load(last, weights_only=True, mmap=True)["epoch"] == (total - 1) // per_epoch
+
+    seen.clear()
+    runner.train(cfg)  # the same command again: resumes from the finished run's last.ckpt, trains nothing
+    assert seen == [] and _step_of(last) == total
