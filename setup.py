@@ -37,7 +37,9 @@ setup(
         "pyyaml>=5.4",  # YOLO data.yaml
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.21", "faster-coco-eval>=1.5", "hypothesis>=6.80"],
+        # pandas, seaborn, appdirs: what tidecv (the TIDE oracle, installed --no-deps by the Makefile) imports
+        "test": ["pytest>=7", "pytest-timeout>=2", "scikit-image>=0.21", "faster-coco-eval>=1.5", "hypothesis>=6.80",
+                 "pandas>=1.3", "seaborn>=0.11", "appdirs>=1.4"],
         "plot": ["matplotlib>=3.6"],
         "fast-eval": ["faster-coco-eval>=1.5"],
         "tensorboard": ["tensorboard>=2.10"],

@@ -1,7 +1,9 @@
 """Shared fixtures."""
 from __future__ import annotations
 
+import importlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,15 +14,57 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reference import OPT_OUT, _reference_available  # noqa: E402,F401  (the fixture behind needs_reference)
+from reference import OPT_OUT, _reference_available, in_ci  # noqa: E402,F401  (the fixture behind needs_reference)
+
+# Test dependencies that `make test` installs (setup.py extras, and tidecv from the Makefile). A test marked
+# ``@pytest.mark.needs("module")`` (or a parameter with that mark) is skipped without the module, and the summary
+# counts it; in CI (CI=true) `make test` installed it, so a missing one fails the test (tests/test_optional_policy.py).
+HOW_TO_INSTALL = {
+    "tidecv": "pip install pandas seaborn appdirs && pip install --no-deps tidecv==1.0.1 (as `make venv` does: "
+              "tidecv declares opencv-python, which would replace opencv-python-headless)",
+    "onnxruntime": "pip install -e '.[export]'",
+    "openvino": "pip install -e '.[openvino]'",
+}
+MISSING_DEPENDENCY = "a test dependency is not installed"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs(*modules): the test needs these optional packages, which `make test` "
+                                       "installs: skipped (and counted) without them, failed with CI=true")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("needs"):
+        for module in mark.args:
+            try:
+                importlib.import_module(module)
+                continue
+            except ImportError as error:
+                reason = str(error)
+            how = HOW_TO_INSTALL.get(module, f"pip install {module}")
+            if in_ci():
+                pytest.fail(f"CI=true: {module} is not installed ({reason}); `make test` installs it: {how}",
+                            pytrace=False)
+            pytest.skip(f"{MISSING_DEPENDENCY} ({module}): {how}")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    """Say how many parity tests did not run because of EFFDET_SKIP_PARITY=1 (they are not silently green)."""
-    opted_out = [report for report in terminalreporter.stats.get("skipped", []) if OPT_OUT in str(report.longrepr)]
+    """Say how many parity tests did not run because of EFFDET_SKIP_PARITY=1, and how many because a test
+    dependency is missing (they are not silently green)."""
+    skipped = [str(report.longrepr) for report in terminalreporter.stats.get("skipped", [])]
+    opted_out = [text for text in skipped if OPT_OUT in text]
     if opted_out:
         terminalreporter.write_line(f"{len(opted_out)} parity tests did NOT run: {OPT_OUT}; the numbers are not "
                                     "checked against the reference effdet 0.4.1", yellow=True, bold=True)
+    missing: dict[str, int] = {}
+    for text in skipped:
+        for module in re.findall(rf"{MISSING_DEPENDENCY} \((\w+)\)", text)[:1]:
+            missing[module] = missing.get(module, 0) + 1
+    for module, count in sorted(missing.items()):
+        terminalreporter.write_line(f"{count} tests did NOT run: {MISSING_DEPENDENCY} ({module}); `make test` "
+                                    f"installs it: {HOW_TO_INSTALL.get(module, f'pip install {module}')}",
+                                    yellow=True, bold=True)
 
 
 def tool_env(*first_on_path: Path) -> dict:
