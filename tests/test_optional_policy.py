@@ -25,15 +25,36 @@ def pytest_without(modules: str, *args: str, ci: bool) -> subprocess.CompletedPr
                           capture_output=True, text=True, env=environment, cwd=str(ROOT), timeout=600)
 
 
-def assert_fails_in_ci_and_skips_elsewhere(modules: str, *args: str, module: str) -> None:
+def assert_fails_in_ci_and_skips_elsewhere(modules: str, *args: str, module: str, count: int = 1) -> None:
+    """Without ``modules``, each of the ``count`` tests selected by ``args`` fails with CI=true (none passes or
+    skips) and is skipped elsewhere, with the summary line that counts it."""
     in_ci = pytest_without(modules, *args, ci=True)
     assert in_ci.returncode != 0, in_ci.stdout[-3000:]
     assert f"CI=true: {module} is not installed" in in_ci.stdout, in_ci.stdout[-3000:]
+    assert " passed" not in in_ci.stdout and "skipped" not in in_ci.stdout, in_ci.stdout[-3000:]
     elsewhere = pytest_without(modules, *args, ci=False)
     assert elsewhere.returncode == 0, elsewhere.stdout[-3000:]
-    assert "skipped" in elsewhere.stdout and " passed" not in elsewhere.stdout, elsewhere.stdout[-3000:]
-    assert f"tests did NOT run: a test dependency is not installed ({module})" in elsewhere.stdout
+    assert f"{count} skipped" in elsewhere.stdout and " passed" not in elsewhere.stdout, elsewhere.stdout[-3000:]
+    assert f"{count} tests did NOT run: a test dependency is not installed ({module})" in elsewhere.stdout
 
 
 def test_the_tide_oracle_fails_in_ci_when_tidecv_is_missing():
     assert_fails_in_ci_and_skips_elsewhere("tidecv", "tests/test_analysis.py", "-k", "tidecv", module="tidecv")
+
+
+# Runtimes of the export and deploy tests (setup.py extras `export` and `openvino`, both installed by `make test`).
+RUNTIME_CASES = {
+    "onnxruntime": ["tests/test_export.py", "tests/test_deploy.py", "tests/test_scaling.py", "-k",
+                    "(test_dynamic_batch_1_and_4_agree and raw) or test_runtime_refuses_raw_exports"
+                    " or test_measure_latency_with_onnxruntime"],
+    "openvino": ["tests/test_export.py", "tests/test_deploy.py", "-k",
+                 "(test_raw_outputs_and_detections_equal_pytorch and openvino and efficientdet_lite0)"
+                 " or test_openvino_runs_float_files_in_float32"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", list(RUNTIME_CASES))
+def test_export_and_deploy_tests_fail_in_ci_when_a_runtime_is_missing(runtime):
+    count = 3 if runtime == "onnxruntime" else 2
+    assert_fails_in_ci_and_skips_elsewhere(runtime, *RUNTIME_CASES[runtime], module=runtime, count=count)
