@@ -299,8 +299,8 @@ def test_scaling_benchmark_points_and_plot(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.needs("onnxruntime")
 def test_measure_latency_with_onnxruntime():
-    pytest.importorskip("onnxruntime")
     ticks = iter(range(100))
     timing = measure_latency(model_config("efficientdet_lite0.5", image_size=64), runs=2, warmup=1,
                              backend="onnxruntime", timer=lambda: next(ticks) * 0.5)
