@@ -148,6 +148,50 @@ def match_detections(ours: dict, theirs: dict, score_tol: float = 1e-5) -> float
     return worst
 
 
+def graph_detections(scores, image: int = 0) -> dict:
+    """Graph-form detections of one image: the given scores, class 0, distinct boxes."""
+    scores = np.asarray(scores, np.float32)
+    return {"batch_index": np.full(len(scores), image, np.int64),
+            "boxes": np.arange(4 * len(scores), dtype=np.float32).reshape(-1, 4) * 3,
+            "scores": scores, "classes": np.zeros(len(scores), np.int64)}
+
+
+def test_detection_comparisons_refuse_to_compare_ties_or_too_few_decisive_detections():
+    """A detection is decisive when no other score of its image lies within score_tol (1e-5) of it. Each compared
+    image needs at least 10 decisive detections and at least half of its detections decisive, else there is
+    nothing to see: a comparison of tied scores would pass whatever the boxes are."""
+    from effdet.export import compare_detections
+
+    spread = np.linspace(0.9, 0.1, 41)  # 0.02 apart: every one decisive
+    cases = {  # name -> (scores, comparable?)
+        "40 decisive": (spread[:40], True),
+        "every score tied": (np.full(40, 0.5), False),
+        "9 decisive, none tied": (spread[:9], False),
+        "10 decisive, none tied": (spread[:10], True),
+        "15 decisive and 25 tied": (np.concatenate([spread[:15], np.full(25, 0.05)]), False),
+        "20 decisive and 20 tied": (np.concatenate([spread[:20], np.full(20, 0.05)]), True),
+    }
+    for name, (scores, comparable) in cases.items():
+        ours = graph_detections(scores)
+        problem, _ = compare_detections(ours, ours, box_tol=1e-3)
+        assert (problem is None) == comparable, f"{name}: {problem}"
+        if not comparable:
+            assert "decisive" in problem, problem
+            with pytest.raises(AssertionError, match="decisive"):  # the tests' helper refuses them too
+                match_detections({"scores": scores, "boxes": ours["boxes"], "labels": ours["classes"]},
+                                  {"scores": scores, "boxes": ours["boxes"], "labels": ours["classes"]})
+    # per image: a well-spread image does not vouch for a tied one
+    both = {k: np.concatenate([graph_detections(spread[:40], 0)[k], graph_detections(np.full(40, 0.5), 1)[k]])
+            for k in ("batch_index", "boxes", "scores", "classes")}
+    problem, _ = compare_detections(both, both, box_tol=1e-3)
+    assert problem is not None and problem.startswith("image 1:"), problem
+    # what the minimum protects: 40 decisive detections still catch a moved box
+    moved = graph_detections(spread[:40])
+    moved["boxes"] = moved["boxes"].copy()
+    moved["boxes"][7] += 5.0
+    assert compare_detections(graph_detections(spread[:40]), moved, box_tol=1e-3, min_matched=1.0)[0] is not None
+
+
 def assert_same_detections(ours, theirs):
     theirs = {k: v.numpy() if hasattr(v, "numpy") else v for k, v in theirs.items()}
     assert match_detections(ours, theirs) <= BOX_TOLERANCE
