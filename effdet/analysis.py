@@ -505,7 +505,7 @@ def plot_errors(breakdown: Mapping[str, Any], path: Path) -> Path:
 
 
 def write_gallery(gt: Any, confusion: Mapping[str, Any], images_dir: PathLike, out: Path, count: int,
-                  names: Dict[int, str]) -> List[Path]:
+                  names: Dict[int, str], exif_orientation: str = "apply") -> List[Path]:
     """The ``count`` images with the most errors at the confusion operating point: ground truth (left) and
     detections (right; green correct, orange wrong class, red background; missed objects dashed blue)."""
     import cv2
@@ -519,7 +519,7 @@ def write_gallery(gt: Any, confusion: Mapping[str, Any], images_dir: PathLike, o
     for rank, (errors, image_id) in enumerate(ranked[:count]):
         info = gt.imgs[image_id]
         try:
-            image = load_image(Path(images_dir) / str(info["file_name"]))
+            image = load_image(Path(images_dir) / str(info["file_name"]), exif_orientation)
         except ImageReadError as error:
             logger.warning("gallery: %s", error)
             continue
@@ -556,12 +556,14 @@ def write_gallery(gt: Any, confusion: Mapping[str, Any], images_dir: PathLike, o
 
 def analyze(coco_gt: Any, results: Union[Sequence[dict], PathLike], out_dir: PathLike, *,
             images_dir: Optional[PathLike] = None, class_names: Optional[Mapping[int, str]] = None,
-            score_threshold: float = 0.5, iou_threshold: float = 0.5, gallery: int = 8) -> Dict[str, Any]:
+            score_threshold: float = 0.5, iou_threshold: float = 0.5, gallery: int = 8,
+            exif_orientation: str = "apply") -> Dict[str, Any]:
     """Write the error analysis next to ``metrics.json`` in ``out_dir``:
 
     ``pr_curves.png``, ``per_class_ap.png``, ``confusion_matrix.png`` + ``.json``, ``errors.png`` +
     ``errors.json`` (TIDE table; ``errors.txt`` the same as text) and, with ``images_dir``,
-    ``gallery/NN_<image>.jpg`` for the ``gallery`` images with the most errors.
+    ``gallery/NN_<image>.jpg`` for the ``gallery`` images with the most errors (read with ``exif_orientation``,
+    as the boxes were scored).
     Returns ``{"files": [...], "errors": breakdown without the per-error list, "confusion": ...}``.
     """
     out = Path(out_dir)
@@ -589,5 +591,5 @@ def analyze(coco_gt: Any, results: Union[Sequence[dict], PathLike], out_dir: Pat
     (out / "errors.txt").write_text(format_error_table(breakdown) + "\n", encoding="utf-8")
     files += [out / "confusion_matrix.json", out / "errors.json", out / "errors.txt"]
     if images_dir is not None and gallery > 0:
-        files += write_gallery(gt, confusion, images_dir, out / "gallery", gallery, names)
+        files += write_gallery(gt, confusion, images_dir, out / "gallery", gallery, names, exif_orientation)
     return {"files": [str(f) for f in files], "errors": summary, "confusion": public_confusion}

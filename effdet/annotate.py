@@ -87,7 +87,7 @@ class Runner:
             if self.remaining <= 0 or self.stopped:
                 return
             try:
-                image = load_image(path)
+                image = load_image(path, getattr(self.predictor, "exif_orientation", "apply"))
             except ImageReadError as error:
                 self.report_failure(str(path), error.reason)
                 continue

@@ -12,5 +12,8 @@ FUSION_METHODS: tuple[str, ...] = ("fast", "attn", "sum")  # BiFPN feature fusio
 RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "openvino-bf16")
 DATA_FORMATS: tuple[str, ...] = ("coco", "voc", "yolo")  # annotation formats train.py reads (effdet/data/formats.py)
 ANCHOR_FIT_MODES: tuple[str, ...] = ("report", "apply", "off")  # start-up anchor check (effdet/anchor_fit.py)
+# EXIF orientation of images (effdet/imageinfo.py): apply (use them as displayed, as annotation tools and OpenCV's
+# default reading show them) | ignore (the stored pixels, for data annotated on them)
+EXIF_ORIENTATION_MODES: tuple[str, ...] = ("apply", "ignore")
 
-__all__ = ["ANCHOR_FIT_MODES", "BOX_LOSSES", "DATA_FORMATS", "EVAL_BACKENDS", "FUSION_METHODS", "LR_SCHEDULES", "NMS_METHODS", "OPTIMIZERS", "RUNTIMES"]
+__all__ = ["ANCHOR_FIT_MODES", "BOX_LOSSES", "DATA_FORMATS", "EVAL_BACKENDS", "EXIF_ORIENTATION_MODES", "FUSION_METHODS", "LR_SCHEDULES", "NMS_METHODS", "OPTIMIZERS", "RUNTIMES"]

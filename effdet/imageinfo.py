@@ -3,6 +3,10 @@
 Reading the header costs tens of microseconds and never decodes pixels, so a 20000 x 20000 file (1.2 GB
 once decoded) is refused before any decoder allocates memory for it.
 
+EXIF orientation (``data.exif_orientation``, :data:`effdet.choices.EXIF_ORIENTATION_MODES`): ``apply`` (the default)
+uses an image as displayed, as annotation tools and OpenCV's default reading show it: an orientation of 5-8 (a
+quarter turn) swaps width and height (:meth:`ImageHeader.size`); ``ignore`` uses the stored pixels.
+
 The pixel limit (width x height) is, in this order: :func:`set_max_image_pixels` in this process, the
 environment variable ``EFFDET_MAX_IMAGE_PIXELS`` (inherited by DataLoader workers, also under ``spawn``),
 or :data:`DEFAULT_MAX_IMAGE_PIXELS`. ``0`` disables the guard.
@@ -13,13 +17,18 @@ import io
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Any, Mapping, Optional, Tuple, Union
+
+from .choices import EXIF_ORIENTATION_MODES
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS",
+    "EXIF_ORIENTATION_MODES",
     "ImageHeader",
     "ImageTooLargeError",
+    "check_exif_orientation_mode",
     "check_pixel_limit",
+    "exif_orientation_setting",
     "max_image_pixels",
     "read_image_header",
     "set_max_image_pixels",
@@ -29,6 +38,7 @@ __all__ = [
 DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
 ENV_MAX_IMAGE_PIXELS = "EFFDET_MAX_IMAGE_PIXELS"
 EXIF_ORIENTATION_TAG = 0x0112
+QUARTER_TURN_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations displayed with width and height swapped
 
 _limit_override: Optional[int] = None
 
@@ -54,6 +64,34 @@ class ImageHeader:
     def rotated(self) -> bool:
         """True when a viewer that honours EXIF would show the image rotated or mirrored."""
         return self.exif_orientation not in (None, 1)
+
+    @property
+    def displayed_size(self) -> Tuple[int, int]:
+        """``(width, height)`` as a viewer that honours EXIF shows it (swapped for orientations 5-8)."""
+        if self.exif_orientation in QUARTER_TURN_ORIENTATIONS:
+            return self.height, self.width
+        return self.width, self.height
+
+    def size(self, exif_orientation: str = "apply") -> Tuple[int, int]:
+        """``(width, height)`` of the image as :func:`effdet.preprocess.load_image` gives it with that
+        ``exif_orientation``: ``"apply"`` the displayed size, ``"ignore"`` the stored one."""
+        if check_exif_orientation_mode(exif_orientation) == "apply":
+            return self.displayed_size
+        return self.width, self.height
+
+
+def check_exif_orientation_mode(mode: Any, key: str = "exif_orientation") -> str:
+    """``mode`` when it is one of :data:`EXIF_ORIENTATION_MODES`, else a ``ValueError`` naming ``key``."""
+    if mode not in EXIF_ORIENTATION_MODES:
+        raise ValueError(f"{key} is {mode!r}; valid choices: {list(EXIF_ORIENTATION_MODES)} (apply: use images as "
+                         f"displayed, as annotation tools show them; ignore: the stored pixels)")
+    return str(mode)
+
+
+def exif_orientation_setting(train_config: Optional[Mapping[str, Any]]) -> str:
+    """``data.exif_orientation`` of a training config (e.g. a checkpoint's); ``"apply"`` when it has none."""
+    data = (train_config or {}).get("data") or {}
+    return check_exif_orientation_mode(data.get("exif_orientation") or "apply", "data.exif_orientation")
 
 
 def set_max_image_pixels(limit: Optional[int]) -> None:

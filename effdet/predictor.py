@@ -33,6 +33,7 @@ from .variants import ModelConfig
 from .data.sources import iter_batches
 from .inference import PostprocessSettings, detect_batch
 from .model import EfficientDet
+from .imageinfo import exif_orientation_setting
 from .preprocess import ImageReadError, fill_from_mean, image_to_tensor, letterbox, load_image, to_rgb
 from .types import PathLike
 
@@ -213,6 +214,8 @@ class Predictor:
         image_size: network input ``[height, width]``; every image is letterboxed to it.
         fill: RGB padding colour of the letterbox (the rounded normalisation mean, as in validation).
         train_config: the training config stored in the checkpoint (``from_checkpoint``), else None.
+        exif_orientation: how image files are read (``load_image``): ``"apply"`` (as displayed, the default) or
+            the checkpoint's ``data.exif_orientation``.
     """
 
     def __init__(
@@ -254,6 +257,7 @@ class Predictor:
         self.image_size = [int(s) for s in config.image_size]
         self.fill = fill_from_mean(config.mean)
         self.train_config: Optional[dict[str, Any]] = None
+        self.exif_orientation = "apply"
         self.checkpoint_path: Optional[str] = None
         self.weights_kind = "given"
 
@@ -303,6 +307,7 @@ class Predictor:
         predictor = cls(model, class_names, category_ids, settings,
                         device=device if device is not None else _default_device(), fuse_bn=fuse_bn)
         predictor.train_config = train_config
+        predictor.exif_orientation = exif_orientation_setting(train_config)  # images read as training read them
         predictor.checkpoint_path = str(path)
         predictor.weights_kind = described["weights"]
         return predictor
@@ -368,7 +373,7 @@ class Predictor:
 
     def _to_rgb(self, image: ImageInput, bgr: bool) -> np.ndarray:
         if isinstance(image, (str, os.PathLike)):
-            return load_image(image)
+            return load_image(image, self.exif_orientation)
         if isinstance(image, np.ndarray):
             return to_rgb(image, bgr=bgr)
         raise TypeError(f"expected an image file path or a numpy image, got {type(image).__name__}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 from typing import TYPE_CHECKING
 
@@ -34,6 +34,7 @@ __all__ = [
     "LITE_MEAN",
     "LITE_STD",
     "ImageReadError",
+    "apply_exif_orientation",
     "fill_from_mean",
     "image_to_tensor",
     "letterbox",
@@ -282,30 +283,60 @@ def _jpeg_is_truncated(data: bytes) -> bool:
     return True
 
 
-def _check_pixel_limit(data: bytes, name: str) -> None:
-    """Decompression-bomb guard (``effdet.imageinfo``): refuse, from the header, images above the pixel limit."""
+def _check_pixel_limit(data: bytes, name: str):
+    """Decompression-bomb guard (``effdet.imageinfo``): refuse, from the header, images above the pixel limit.
+    Returns the header (None when Pillow cannot read it)."""
     from .imageinfo import ImageTooLargeError, check_pixel_limit
 
     try:
-        check_pixel_limit(data, name)
+        return check_pixel_limit(data, name)
     except ImageTooLargeError as error:
         raise ImageReadError(name, error.reason) from None  # type: ignore[attr-defined]
 
 
-def load_image(path: Union[PathLike, bytes]) -> np.ndarray:
+def apply_exif_orientation(image: np.ndarray, orientation: Optional[int]) -> np.ndarray:
+    """The stored pixels ``image`` (``H x W [x C]``) as a viewer shows them for an EXIF ``orientation`` (1-8; None or
+    any other value: as stored), the transposition of Pillow's ``ImageOps.exif_transpose`` and OpenCV's default
+    reading. Orientations 5-8 swap height and width."""
+    if orientation == 2:
+        image = image[:, ::-1]  # mirrored left-right
+    elif orientation == 3:
+        image = image[::-1, ::-1]  # rotated 180°
+    elif orientation == 4:
+        image = image[::-1]  # mirrored top-bottom
+    elif orientation == 5:
+        image = image.swapaxes(0, 1)  # transposed (mirrored along the main diagonal)
+    elif orientation == 6:
+        image = np.rot90(image, -1)  # rotated 90° clockwise
+    elif orientation == 7:
+        image = image[::-1, ::-1].swapaxes(0, 1)  # transversed (mirrored along the other diagonal)
+    elif orientation == 8:
+        image = np.rot90(image, 1)  # rotated 90° counter-clockwise
+    else:
+        return image
+    return np.ascontiguousarray(image)
+
+
+def load_image(path: Union[PathLike, bytes], exif_orientation: str = "apply") -> np.ndarray:
     """Read an image file (or encoded bytes) as ``H x W x 3`` uint8 RGB.
 
     Grayscale becomes 3 channels, alpha is dropped, 16-bit is scaled to 8-bit (``/257``), BGR becomes
-    RGB. EXIF orientation is NOT applied: pixels are used in their stored order, the order in which
-    COCO-style annotations are drawn by tools that read raw pixels.
+    RGB. ``exif_orientation`` (config ``data.exif_orientation``): ``"apply"`` (default) turns the pixels by the
+    EXIF orientation tag, so the image is used as displayed, as annotation tools and ``cv2.imread`` show it
+    (its size is ``effdet.imageinfo.ImageHeader.size("apply")``); ``"ignore"`` keeps the stored pixel order,
+    for data annotated on the stored pixels.
 
     Raises:
         ImageReadError: missing file, a folder, empty, truncated JPEG, more pixels than
             ``effdet.imageinfo.max_image_pixels()`` (checked from the header, before decoding), or anything
             OpenCV cannot decode.
+        ValueError: ``exif_orientation`` is not ``"apply"`` or ``"ignore"``.
     """
     import cv2  # imported where used: `import effdet` does not load OpenCV
 
+    from .imageinfo import check_exif_orientation_mode
+
+    check_exif_orientation_mode(exif_orientation)
     if isinstance(path, (bytes, bytearray, memoryview)):
         data, name = bytes(path), "<bytes>"
     else:
@@ -321,13 +352,18 @@ def load_image(path: Union[PathLike, bytes]) -> np.ndarray:
             raise ImageReadError(name, f"cannot open the file ({error.strerror or error})") from error
     if not data:
         raise ImageReadError(name, "file is empty")
-    _check_pixel_limit(data, name)
+    header = _check_pixel_limit(data, name)
     if data[:2] == b"\xff\xd8" and _jpeg_is_truncated(data):
         raise ImageReadError(name, "JPEG data is truncated (no end-of-image marker)")
+    # IMREAD_UNCHANGED keeps 16 bits and alpha, and never applies the EXIF orientation: it is applied below from
+    # the header Pillow read, the same one ImageHeader.size() answers from.
     decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None:
         raise ImageReadError(name, "OpenCV cannot decode it (corrupt, truncated or not an image format)")
     try:
-        return to_rgb(decoded, bgr=True)
+        image = to_rgb(decoded, bgr=True)
     except (TypeError, ValueError) as error:
         raise ImageReadError(name, str(error)) from error
+    if exif_orientation == "apply" and header is not None:
+        image = apply_exif_orientation(image, header.exif_orientation)
+    return image

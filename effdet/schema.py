@@ -9,7 +9,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence
 
-from .choices import ANCHOR_FIT_MODES, BOX_LOSSES, DATA_FORMATS, EVAL_BACKENDS, LR_SCHEDULES, NMS_METHODS, OPTIMIZERS
+from .choices import (ANCHOR_FIT_MODES, BOX_LOSSES, DATA_FORMATS, EVAL_BACKENDS, EXIF_ORIENTATION_MODES, LR_SCHEDULES,
+                      NMS_METHODS, OPTIMIZERS)
 from .variants import ModelConfig, model_config
 
 
@@ -69,6 +70,10 @@ class DataConfig:
     classes: Optional[Any] = None  # class names: a list, or a classes.txt / data.yaml path (voc, yolo)
     allow_outside_images: bool = False  # accept file_name values that are absolute or leave the images folder
     max_image_pixels: Optional[int] = None  # decompression-bomb limit (null: 178956970 or $EFFDET_MAX_IMAGE_PIXELS)
+    # EXIF orientation: apply (images used as displayed, as annotation tools and OpenCV's default reading show them:
+    # loading, the YOLO/VOC importers' sizes, the data checks, inference) | ignore (the stored pixels, for data
+    # annotated on them)
+    exif_orientation: str = "apply"
     # start-up anchor check on the training boxes (effdet/anchor_fit.py): report (log the best possible recall; warn
     # and suggest anchor_scale/aspect_ratios when boxes fall outside the anchors) | apply (train with the suggestion)
     # | off
@@ -157,6 +162,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.backend": EVAL_BACKENDS,
     "data.format": DATA_FORMATS,
     "data.anchor_fit": ANCHOR_FIT_MODES,
+    "data.exif_orientation": EXIF_ORIENTATION_MODES,
 }
 
 

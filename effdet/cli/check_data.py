@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from effdet.choices import EXIF_ORIENTATION_MODES
+
 EXIT_OK, EXIT_CANNOT_TRAIN, EXIT_USAGE = 0, 1, 2
 
 
@@ -42,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="accept file_name values that are absolute or leave the images folder")
     parser.add_argument("--max-image-pixels", type=int, default=None,
                         help="decompression-bomb limit in pixels (default 178956970; 0 = none)")
+    parser.add_argument("--exif-orientation", choices=EXIF_ORIENTATION_MODES, default="apply",
+                        help="apply (default): images as displayed (EXIF orientation applied, as annotation tools "
+                             "show them): the JSON's width/height must be the displayed size; ignore: the stored "
+                             "pixels (config data.exif_orientation)")
     return parser
 
 
@@ -77,7 +83,7 @@ def _write_fixed(args: argparse.Namespace, report: Any) -> tuple:
     if len(changes) > max(args.max_lines * 5, 50):
         print(f"  ... see '{changes_path}' for all of them")
     recheck = check_dataset(args.images, args.fix, level="fast", data=cleaned,
-                            allow_outside_images=args.allow_outside_images)
+                            allow_outside_images=args.allow_outside_images, exif_orientation=args.exif_orientation)
     verdict = "can train" if recheck.can_train else "still cannot train: " + ", ".join(
         sorted(recheck.codes("fatal", "error")))
     print(f"the cleaned copy {verdict}")
@@ -86,7 +92,7 @@ def _write_fixed(args: argparse.Namespace, report: Any) -> tuple:
 
 def draw_samples(images_dir: str, annotations: str, data: Optional[Dict[str, Any]], out: Path, count: int,
                  image_size: int, scale_range: Sequence[float], seed: int,
-                 allow_outside_images: bool = False) -> List[Path]:
+                 allow_outside_images: bool = False, exif_orientation: str = "apply") -> List[Path]:
     """Render ``count`` images: boxes and names as loaded | as augmented by the training transforms."""
     import cv2
     import numpy as np
@@ -96,7 +102,7 @@ def draw_samples(images_dir: str, annotations: str, data: Optional[Dict[str, Any
     from effdet.visualize import draw_boxes, side_by_side
 
     dataset = CocoDetection(images_dir, annotations, transform=None, annotations_data=data,
-                            allow_outside_images=allow_outside_images)
+                            allow_outside_images=allow_outside_images, exif_orientation=exif_orientation)
     augment = train_transforms(image_size, tuple(scale_range))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(dataset))[: min(count, len(dataset))]
@@ -133,7 +139,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from effdet.fileio import write_json_atomic
 
     report = check_dataset(args.images, args.annotations, level=args.level,
-                           allow_outside_images=args.allow_outside_images, max_image_pixels=args.max_image_pixels)
+                           allow_outside_images=args.allow_outside_images, max_image_pixels=args.max_image_pixels,
+                           exif_orientation=args.exif_orientation)
     print(report.format_text(max_per_code=args.max_lines))
     if args.json:
         write_json_atomic(args.json, report.to_dict())
@@ -152,7 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             try:
                 written = draw_samples(args.images, args.fix or args.annotations, draw_data, Path(args.out),
                                        args.draw, args.image_size, args.scale_range, args.seed,
-                                       args.allow_outside_images)
+                                       args.allow_outside_images, args.exif_orientation)
                 print(f"\n--draw: {len(written)} renderings (as loaded | as augmented for training) in '{args.out}'")
             except (ValueError, RuntimeError) as error:
                 print(f"\n--draw: skipped: {error}", file=sys.stderr)

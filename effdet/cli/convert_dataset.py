@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from effdet.choices import EXIF_ORIENTATION_MODES
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convert_dataset", description=__doc__,
@@ -37,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="train", help="split of a YOLO data.yaml (default train)")
     parser.add_argument("--difficult", choices=("keep", "ignore", "drop"), default="keep",
                         help="VOC difficult objects: keep (default), ignore (crowd regions) or drop")
+    parser.add_argument("--exif-orientation", choices=EXIF_ORIENTATION_MODES, default="apply",
+                        help="apply (default): image sizes as displayed (EXIF orientation applied, as annotation "
+                             "tools show the images); ignore: the stored size (config data.exif_orientation)")
     return parser
 
 
@@ -49,12 +54,12 @@ def convert(args: argparse.Namespace) -> tuple:
         from effdet.data.voc import voc_sources, voc_to_coco
 
         files, images_dir = voc_sources(args.source, args.images)
-        return voc_to_coco(files, images_dir, classes, args.difficult), images_dir
+        return voc_to_coco(files, images_dir, classes, args.difficult, args.exif_orientation), images_dir
     source = Path(args.source)
     if source.suffix.lower() in (".yaml", ".yml"):
         images_dir, _, names = load_data_yaml(source, args.split)
-        return yolo_to_coco(images_dir, args.labels, classes or names), images_dir
-    return yolo_to_coco(source, args.labels, classes), source
+        return yolo_to_coco(images_dir, args.labels, classes or names, args.exif_orientation), images_dir
+    return yolo_to_coco(source, args.labels, classes, args.exif_orientation), source
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -74,7 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{len(names)} categories {names}; file names are relative to '{images_dir}'")
     for skipped in data.get("info", {}).get("skipped", []):
         print(f"skipped '{skipped['file_name']}': {skipped['reason']}", file=sys.stderr)
-    report = check_dataset(images_dir, args.out, level="fast", data=data)
+    report = check_dataset(images_dir, args.out, level="fast", data=data, exif_orientation=args.exif_orientation)
     problems = report.of("fatal", "error")
     for finding in problems[:20]:
         print(f"  {finding.severity}: {finding.line()}", file=sys.stderr)

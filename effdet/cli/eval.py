@@ -15,7 +15,8 @@ Image ids come from --image-info (a COCO JSON with an "images" list, e.g. image_
 else they are 1..N in file-name order and OUT/image_ids.json maps them to file names (and lists the
 files that could not be read).
 
-Post-processing defaults to the checkpoint's training config `eval` section; key=value arguments
+Images are read as training read them (the training config's data.exif_orientation; default apply: as
+displayed). Post-processing defaults to the checkpoint's training config `eval` section; key=value arguments
 override it: score_threshold, pre_nms_top_k, nms (soft|hard), iou_threshold, soft_nms_sigma,
 max_detections, hflip_tta (true|false).
 """
@@ -60,10 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _write_plots(args: argparse.Namespace, coco_gt: Any, results: Any, names: Any = None) -> None:
+def _write_plots(args: argparse.Namespace, coco_gt: Any, results: Any, names: Any = None,
+                 exif_orientation: str = "apply") -> None:
     from effdet.analysis import analyze, format_error_table
 
     summary = analyze(coco_gt, results, Path(args.out), images_dir=args.images, class_names=names,
+                      exif_orientation=exif_orientation,
                       score_threshold=args.plot_score_thr, gallery=args.gallery)
     print("\n" + format_error_table(summary["errors"]))
     print(f"error analysis: {len(summary['files'])} files in {args.out}")
@@ -126,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
                    workers=args.workers, progress=True)
     if args.annotations:
         dataset = CocoDetection(args.images, args.annotations,
-                                transform=eval_transforms(predictor.image_size, predictor.fill), check_files=True)
+                                transform=eval_transforms(predictor.image_size, predictor.fill), check_files=True,
+                                exif_orientation=predictor.exif_orientation)
         for warning in category_warnings(predictor, dataset):
             print(f"warning: {warning}", file=sys.stderr)
         backend = args.backend or str((train_config.get("eval") or {}).get("backend") or "pycocotools")
@@ -143,14 +147,15 @@ def run(args: argparse.Namespace) -> int:
               f"({len(dataset) / max(metrics['seconds'], 1e-9):.1f} img/s); metrics: {path}; "
               f"detections: {out / 'detections.json'}")
         if args.plots:
-            _write_plots(args, dataset.coco, metrics["results"], dict(zip(predictor.category_ids, predictor.class_names)))
+            _write_plots(args, dataset.coco, metrics["results"], dict(zip(predictor.category_ids, predictor.class_names)),
+                         predictor.exif_orientation)
         return 0
     items, from_info = image_items(args.images, args.image_info)
     if not items:
         print(f"error: no images found in {args.images}", file=sys.stderr)
         return 1
-    found = detect(predictor, ImageFileDataset(items, predictor.image_size, predictor.fill), root=args.images,
-                   **loading)
+    found = detect(predictor, ImageFileDataset(items, predictor.image_size, predictor.fill, predictor.exif_orientation),
+                   root=args.images, **loading)
     for path, reason in found["failed"]:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     write_json_atomic(out / "detections.json", found["results"], indent=None)

@@ -13,7 +13,9 @@ Every problem is a :class:`Finding` naming the file, image id or annotation id, 
 :func:`check_dataset` runs the checks; ``level`` decides how much of each image is read:
 ``"fast"`` (the JSON and one directory listing per folder: what ``train.py`` runs before it builds
 anything), ``"headers"`` (also each image's header: real size, EXIF orientation, pixel limit) or
-``"full"`` (also decodes every image: truncated and corrupt files). :func:`fix_dataset` returns a
+``"full"`` (also decodes every image: truncated and corrupt files). The real size is the displayed one
+(EXIF orientation applied; width and height swapped for orientations 5-8) unless ``exif_orientation="ignore"``
+(config ``data.exif_orientation``), as training loads the images. :func:`fix_dataset` returns a
 cleaned copy of the JSON and the list of changes; the input is never modified.
 
 Boxes: COCO ``[x, y, w, h]`` in pixels. A box is *partly outside* when it crosses the image border by
@@ -87,7 +89,8 @@ DESCRIPTIONS: Dict[str, str] = {
     "box_format_suspect": "most overflowing boxes fit as [x1,y1,x2,y2]: the file is written in xyxy "
                           "(fix: every box of the file converted, also those that fit as [x,y,w,h])",
     "box_clipped": "bbox partly outside its image (training clips it) (fix: clipped)",
-    "exif_rotated": "EXIF orientation tag: viewers show it rotated, training uses the stored pixels",
+    "exif_rotated": "EXIF orientation tag: used as displayed (data.exif_orientation=apply, the default) or as "
+                    "stored (ignore): boxes and width/height must be of the same view",
     "crowd_region": "iscrowd=1 region: ignored in training, not an object",
     "empty_image": "image without boxes: a negative example",
     "unused_category": "category without any box",
@@ -406,6 +409,7 @@ def check_dataset(
     data: Optional[Dict[str, Any]] = None,
     allow_outside_images: bool = False,
     max_image_pixels: Optional[int] = None,
+    exif_orientation: str = "apply",
 ) -> DataReport:
     """Check a COCO-format dataset; return every finding (see the module docstring for levels/severities).
 
@@ -416,9 +420,14 @@ def check_dataset(
         data: an already-loaded COCO dict (e.g. converted from VOC/YOLO) instead of reading ``annotations``.
         allow_outside_images: accept absolute ``file_name`` values and ``..`` leaving ``images_dir``.
         max_image_pixels: pixel limit for ``image_too_large`` (default: ``effdet.imageinfo.max_image_pixels()``).
+        exif_orientation: ``"apply"`` (images as displayed: the JSON's width/height are compared with the
+            displayed size) or ``"ignore"`` (the stored pixels), as training loads them.
     """
+    from effdet.imageinfo import check_exif_orientation_mode
+
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    check_exif_orientation_mode(exif_orientation)
     report = DataReport(str(annotations), str(images_dir), level)
     if data is None:
         data = load_annotations(annotations, report)
@@ -438,7 +447,8 @@ def check_dataset(
     if not data["images"]:
         report.add("fatal", "no_images", "the file lists no images", file=str(annotations))
 
-    sizes = _check_images(report, images_dir, image_by_id, level, allow_outside_images, max_image_pixels)
+    sizes = _check_images(report, images_dir, image_by_id, level, allow_outside_images, max_image_pixels,
+                          exif_orientation)
     _check_annotations(report, anns, category_names, image_by_id, sizes)
     _statistics(report, data, categories, images, anns, category_names, image_by_id)
     return report
@@ -485,9 +495,11 @@ def _listing(folder: Path, cache: Dict[Path, Optional[set]]) -> Optional[set]:
 
 
 def _check_images(report: DataReport, images_dir: PathLike, image_by_id: Dict[Any, Dict[str, Any]], level: str,
-                  allow_outside: bool, max_pixels: Optional[int]) -> Dict[Any, Tuple[float, float]]:
-    """Per image: size from the JSON, path, existence; with headers/full the real file. Returns the
-    ``image id -> (width, height)`` used to judge boxes (the JSON's; the real size where the JSON's is bad)."""
+                  allow_outside: bool, max_pixels: Optional[int], exif_orientation: str
+                  ) -> Dict[Any, Tuple[float, float]]:
+    """Per image: size from the JSON, path, existence; with headers/full the real file (its size as loaded with
+    ``exif_orientation``). Returns the ``image id -> (width, height)`` used to judge boxes (the JSON's; the real
+    size where the JSON's is bad)."""
     from effdet.imageinfo import max_image_pixels, read_image_header
 
     limit = max_image_pixels() if max_pixels is None else int(max_pixels)
@@ -525,19 +537,26 @@ def _check_images(report: DataReport, images_dir: PathLike, image_by_id: Dict[An
                            f"pixels, above the limit of {limit:,} (raise it with --max-image-pixels / "
                            f"EFFDET_MAX_IMAGE_PIXELS if you trust the file)", image_id=image_id, file=name)
                 continue
+            real_width, real_height = header.size(exif_orientation)
             if header.rotated:
-                report.add("warning", "exif_rotated", f"EXIF orientation {header.exif_orientation}: viewers show "
-                           f"it rotated/mirrored, training uses the stored {header.width} x {header.height} pixels; "
-                           f"check that the boxes were drawn on the stored pixels", image_id=image_id, file=name)
-            if size_ok and (header.width, header.height) != (int(width), int(height)):  # type: ignore[arg-type]
-                report.add("error", "size_mismatch", f"the file is {header.width} x {header.height} (w x h) but "
-                           f"the JSON says {entry['width']} x {entry['height']}", image_id=image_id, file=name,
-                           detail={"width": header.width, "height": header.height})
+                view = ("used as displayed" if exif_orientation == "apply" else "used as stored (viewers show it "
+                        "rotated/mirrored)")
+                other = "ignore" if exif_orientation == "apply" else "apply"
+                report.add("warning", "exif_rotated", f"EXIF orientation {header.exif_orientation}: {view}, "
+                           f"{real_width} x {real_height} (data.exif_orientation={exif_orientation}); check that "
+                           f"the boxes were drawn on that view (data.exif_orientation={other} for the other)",
+                           image_id=image_id, file=name)
+            if size_ok and (real_width, real_height) != (int(width), int(height)):  # type: ignore[arg-type]
+                turned = (f" (EXIF orientation {header.exif_orientation}; data.exif_orientation={exif_orientation})"
+                          if header.rotated else "")
+                report.add("error", "size_mismatch", f"the file is {real_width} x {real_height} (w x h){turned} "
+                           f"but the JSON says {entry['width']} x {entry['height']}", image_id=image_id, file=name,
+                           detail={"width": real_width, "height": real_height})
             elif not size_ok:
-                sizes[image_id] = (float(header.width), float(header.height))
-                _set_detail(report, image_id, "bad_image_size", {"width": header.width, "height": header.height})
+                sizes[image_id] = (float(real_width), float(real_height))
+                _set_detail(report, image_id, "bad_image_size", {"width": real_width, "height": real_height})
         if level == "full":
-            _decode(report, path, image_id, name)
+            _decode(report, path, image_id, name, exif_orientation)
     return sizes
 
 
@@ -547,11 +566,11 @@ def _set_detail(report: DataReport, image_id: Any, code: str, detail: Dict[str, 
             finding.detail.update(detail)
 
 
-def _decode(report: DataReport, path: Path, image_id: Any, name: str) -> None:
+def _decode(report: DataReport, path: Path, image_id: Any, name: str, exif_orientation: str) -> None:
     from effdet.preprocess import ImageReadError, load_image
 
     try:
-        load_image(path)
+        load_image(path, exif_orientation)
     except ImageReadError as error:
         code = "image_too_large" if "decompression-bomb" in error.reason else "unreadable_image"
         report.add("error", code, error.reason, image_id=image_id, file=name)
@@ -741,14 +760,14 @@ def fix_dataset(data: Dict[str, Any], report: DataReport) -> Tuple[Dict[str, Any
 
 
 def preflight(images_dir: PathLike, annotations: PathLike, *, data: Optional[Dict[str, Any]] = None,
-              allow_outside_images: bool = False, split: str = "") -> DataReport:
+              allow_outside_images: bool = False, split: str = "", exif_orientation: str = "apply") -> DataReport:
     """The fast checks (JSON and directory listings only) that training runs before it builds anything.
 
     Fatal findings raise :class:`DataCheckError` listing all of them at once (not only the first);
     errors and warnings are logged as one summary line each, pointing to ``tools/check_data.py``.
     """
     report = check_dataset(images_dir, annotations, level="fast", data=data,
-                           allow_outside_images=allow_outside_images)
+                           allow_outside_images=allow_outside_images, exif_orientation=exif_orientation)
     label = f"{split} data" if split else "data"
     fatal = report.of("fatal")
     if fatal:

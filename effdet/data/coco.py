@@ -141,6 +141,9 @@ class CocoDetection(Dataset):
         max_load_attempts: how many consecutive samples ``__getitem__`` tries when images fail to load.
         annotations_data: the COCO dict itself (e.g. converted from VOC/YOLO) instead of reading the JSON.
         allow_outside_images: accept ``file_name`` values that are absolute or leave ``images_dir``.
+        exif_orientation: ``"apply"`` (default): images are used as displayed (EXIF orientation applied, as
+            annotation tools show them), so the JSON's width/height and boxes are those of the displayed image;
+            ``"ignore"``: the stored pixels (config ``data.exif_orientation``).
 
     Attributes:
         category_ids: ``label -> category id`` (sorted ids), length C.
@@ -174,7 +177,11 @@ class CocoDetection(Dataset):
         max_load_attempts: int = 32,
         annotations_data: Optional[Dict[str, Any]] = None,
         allow_outside_images: bool = False,
+        exif_orientation: str = "apply",
     ) -> None:
+        from effdet.imageinfo import check_exif_orientation_mode
+
+        self.exif_orientation = check_exif_orientation_mode(exif_orientation)
         self.images_dir = Path(images_dir)
         self.annotations_json = Path(annotations_json)
         # An already-loaded COCO dict (e.g. converted from VOC/YOLO); annotations_json then only names it.
@@ -421,7 +428,7 @@ class CocoDetection(Dataset):
             if str(path) in self.failed_files:
                 continue
             try:
-                image = load_image(path)
+                image = load_image(path, self.exif_orientation)
             except ImageReadError as error:
                 self.failed_files.add(str(path))
                 logger.warning("skipping image id %d: %s", int(self._image_ids[current]), error)
@@ -441,8 +448,10 @@ class CocoDetection(Dataset):
             if path not in self._size_warned:
                 self._size_warned.add(path)
                 logger.warning(
-                    "image '%s' is %dx%d (h x w) but the JSON says %dx%d; boxes are clipped to the real "
-                    "image (EXIF-rotated or replaced file?)", path, image.shape[0], image.shape[1], orig_h, orig_w,
+                    "image '%s' is %dx%d (h x w) as loaded with data.exif_orientation=%s, but the JSON says %dx%d; "
+                    "boxes are clipped to the loaded image (EXIF orientation: annotated on the %s pixels? Or a "
+                    "replaced file?)", path, image.shape[0], image.shape[1], self.exif_orientation, orig_h, orig_w,
+                    "stored" if self.exif_orientation == "apply" else "displayed",
                 )
             orig_h, orig_w = image.shape[:2]
             limits = np.array([orig_w, orig_h, orig_w, orig_h], dtype=np.float32)

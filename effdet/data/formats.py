@@ -12,6 +12,7 @@
     mirroring it, or ``null``: each image's label where YOLO tools look for it (its path's last ``images``
     folder becomes ``labels``; :func:`effdet.data.yolo.label_path_for`). Images without a single label stop
     with an error that says where labels were looked for.
+``data.exif_orientation``: ``apply`` (images as displayed: YOLO/VOC sizes from the displayed image) or ``ignore``.
 ``data.classes``: class names (a list, or a ``classes.txt`` / ``data.yaml`` path). Needed for YOLO unless a
 classes file sits beside the data; for VOC the default is the sorted names found in both splits.
 """
@@ -43,8 +44,8 @@ def _classes(data_cfg: Any, root: Optional[str]) -> Any:
 
 def dataset_sources(data_cfg: Any) -> Dict[str, Dict[str, Any]]:
     """``{"train": kwargs, "val": kwargs}`` for ``CocoDetection`` (``images_dir``, ``annotations_json``,
-    ``annotations_data`` and ``allow_outside_images``), checked with the fast data checks."""
-    from effdet.imageinfo import set_max_image_pixels
+    ``annotations_data``, ``allow_outside_images`` and ``exif_orientation``), checked with the fast data checks."""
+    from effdet.imageinfo import check_exif_orientation_mode, set_max_image_pixels
 
     fmt = str(data_cfg.get("format") or "coco")
     if fmt not in DATA_FORMATS:
@@ -53,6 +54,7 @@ def dataset_sources(data_cfg: Any) -> Dict[str, Dict[str, Any]]:
         set_max_image_pixels(int(data_cfg.max_image_pixels))
     root = data_cfg.get("root")
     allow = bool(data_cfg.get("allow_outside_images") or False)
+    exif = check_exif_orientation_mode(data_cfg.get("exif_orientation") or "apply", "data.exif_orientation")
     splits = ("train", "val")
     sources: Dict[str, Dict[str, Any]] = {}
     if fmt == "coco":
@@ -77,7 +79,7 @@ def dataset_sources(data_cfg: Any) -> Dict[str, Dict[str, Any]]:
             names = sorted({o["name"] for files, _ in found.values() for p in files for o in read_voc_xml(p)["objects"]})
         for split, (files, images_dir) in found.items():
             sources[split] = {"images_dir": str(images_dir), "annotations_json": _resolve(root, data_cfg[split].annotations),
-                              "annotations_data": voc_to_coco(files, images_dir, names)}
+                              "annotations_data": voc_to_coco(files, images_dir, names, exif_orientation=exif)}
     else:
         from effdet.data.yolo import yolo_to_coco
 
@@ -86,9 +88,10 @@ def dataset_sources(data_cfg: Any) -> Dict[str, Dict[str, Any]]:
             images_dir = _resolve(root, data_cfg[split].images)
             labels = _resolve(root, data_cfg[split].annotations)
             sources[split] = {"images_dir": images_dir, "annotations_json": labels or images_dir,
-                              "annotations_data": yolo_to_coco(images_dir, labels, names)}
+                              "annotations_data": yolo_to_coco(images_dir, labels, names, exif)}
     for split, source in sources.items():
         preflight(source["images_dir"], source["annotations_json"], data=source["annotations_data"],
-                  allow_outside_images=allow, split=split)
+                  allow_outside_images=allow, split=split, exif_orientation=exif)
         source["allow_outside_images"] = allow
+        source["exif_orientation"] = exif
     return sources

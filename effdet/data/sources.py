@@ -114,8 +114,10 @@ class ImageFileDataset(Dataset):
     ``{"image_id", "path", "error"}`` when a file cannot be read (reported, not raised).
     """
 
-    def __init__(self, items: Sequence[tuple[int, PathLike]], image_size: Sequence[int], fill: Sequence[int]) -> None:
+    def __init__(self, items: Sequence[tuple[int, PathLike]], image_size: Sequence[int], fill: Sequence[int],
+                 exif_orientation: str = "apply") -> None:
         self.items = [(int(i), Path(p)) for i, p in items]
+        self.exif_orientation = exif_orientation  # load_image's: "apply" (as displayed) or "ignore"
         self.image_size = [int(s) for s in image_size]
         self.fill = tuple(int(v) for v in fill)
         limit_opencv_threads()  # in the parent, before DataLoader workers fork
@@ -126,7 +128,7 @@ class ImageFileDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_id, path = self.items[index]
         try:
-            image = load_image(path)
+            image = load_image(path, self.exif_orientation)
         except ImageReadError as error:
             return {"image_id": image_id, "path": str(path), "error": error.reason}
         canvas, scale = letterbox(image, self.image_size, self.fill)

@@ -93,8 +93,12 @@ def voc_sources(annotations: PathLike, images_dir: Optional[PathLike] = None) ->
 
 
 def voc_to_coco(xml_files: Sequence[PathLike], images_dir: PathLike,
-                class_names: Optional[Sequence[str]] = None, difficult: str = "keep") -> Dict[str, Any]:
+                class_names: Optional[Sequence[str]] = None, difficult: str = "keep",
+                exif_orientation: str = "apply") -> Dict[str, Any]:
     """A COCO dict of VOC XML files; ``file_name`` is relative to ``images_dir``.
+
+    Width and height come from ``<size>``; without it from the image header: the displayed size (EXIF
+    orientation applied) unless ``exif_orientation="ignore"``.
 
     ``class_names``: category order (ids 1..C); an object of another name raises ``ValueError`` naming
     the XML. Default: the sorted names found in ``xml_files``.
@@ -122,7 +126,7 @@ def voc_to_coco(xml_files: Sequence[PathLike], images_dir: PathLike,
             header = read_image_header(images_dir / file_name)
             if header is None:
                 raise ValueError(f"'{xml_path}' has no <size> and its image '{images_dir / file_name}' cannot be read")
-            width, height = header.width, header.height
+            width, height = header.size(exif_orientation)
         image_id = len(images) + 1
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
         for obj in record["objects"]:

@@ -8,7 +8,8 @@ bounding box is used). Class names come from a ``classes.txt`` (one name per lin
 (``names:`` as a list or an ``{index: name}`` mapping). Images without a label file are negatives.
 
 COCO side: category id = YOLO class index + 1 (COCO ids start at 1), ``bbox`` ``[x, y, w, h]`` in pixels.
-Image sizes are read from the file headers (nothing is decoded).
+Image sizes are read from the file headers (nothing is decoded): the displayed size (EXIF orientation applied, as
+YOLO labels are drawn on the displayed image) unless ``exif_orientation="ignore"``.
 """
 from __future__ import annotations
 
@@ -133,7 +134,8 @@ def _parse_line(line: str, where: str, num_classes: int) -> Tuple[int, Tuple[flo
 
 
 def yolo_to_coco(images_dir: PathLike, labels_dir: Optional[PathLike] = None,
-                 class_names: Union[PathLike, Sequence[str], None] = None) -> Dict[str, Any]:
+                 class_names: Union[PathLike, Sequence[str], None] = None,
+                 exif_orientation: str = "apply") -> Dict[str, Any]:
     """A COCO dict of a YOLO folder. ``file_name`` entries are relative to ``images_dir`` (sub-folders kept).
 
     Args:
@@ -144,6 +146,8 @@ def yolo_to_coco(images_dir: PathLike, labels_dir: Optional[PathLike] = None,
             ``labels``), else beside the image.
         class_names: names list, or a ``classes.txt`` / ``data.yaml``; default: ``classes.txt``,
             ``obj.names`` or ``data.yaml`` in the labels folder, the images folder or their parents.
+        exif_orientation: ``"apply"`` (default): the normalised labels scale by the displayed size (width and
+            height swapped for EXIF orientations 5-8); ``"ignore"``: by the stored size.
 
     Raises ``ValueError`` naming the file and line of a malformed label, and saying where labels were looked
     for when there are images but not a single label file. Files whose header Pillow cannot read are left out
@@ -170,7 +174,7 @@ def yolo_to_coco(images_dir: PathLike, labels_dir: Optional[PathLike] = None,
             logger.warning("YOLO import: skipping '%s': not a readable image", path)
             continue
         image_id = len(images) + 1
-        width, height = header.width, header.height
+        width, height = header.size(exif_orientation)
         images.append({"id": image_id, "file_name": relative.as_posix(), "width": width, "height": height})
         if explicit_labels is not None:
             candidates = [(explicit_labels / relative).with_suffix(".txt")]
