@@ -3,8 +3,9 @@
 Run directory layout (``output_dir``)::
 
     config.yaml              the resolved config of the run
-    checkpoints/last.ckpt    written atomically every epoch, every ``checkpoint.every_n_steps`` optimiser
-                             steps and on SIGTERM (the resume point; mid-epoch resumes are exact)
+    checkpoints/last.ckpt    the true last step, written atomically at the end of every epoch (validated or
+                             not), every ``checkpoint.every_n_steps`` optimiser steps, at the end of training
+                             and on SIGTERM (the resume point; mid-epoch resumes are exact)
     checkpoints/best.ckpt    best val/AP so far
     logs/metrics.csv         Lightning CSV log (TensorBoard event files in tb/ when installed)
     metrics.json             final COCO stats (0..1) + per-class AP of best.ckpt
@@ -23,7 +24,7 @@ from typing import Any, Optional
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
@@ -49,20 +50,47 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 SIGTERM_EXIT_CODE = 143
 
 
-class SigtermCheckpoint(Callback):
-    """On SIGTERM (what schedulers send before they kill a job), write ``last.ckpt`` before the process exits.
+class LastCheckpoint(Checkpoint):
+    """Owns ``last.ckpt``, the resume point: it always holds the run's true last step.
 
-    Lightning's own handler turns SIGTERM into ``SIGTERMException`` at the next batch boundary on every rank
-    (it forwards the signal to its child processes and broadcasts it from rank 0); this callback adds the
-    checkpoint, saved collectively like any other.
+    Written (collectively, atomically through :class:`AtomicCheckpointIO`)
+    - at the end of every training epoch, validated or not (after that epoch's validation, so the best-AP
+      bookkeeping and the data position are current);
+    - right after every ``every_n_steps``-th optimiser step when ``every_n_steps > 0`` (mid-epoch resumes are
+      exact: Lightning saves the loop state and the data module's position with it);
+    - at the end of training, when it stopped between those points (``trainer.max_steps``);
+    - on SIGTERM. Lightning's own handler turns SIGTERM into ``SIGTERMException`` at the next batch boundary on
+      every rank (it forwards the signal to its child processes and broadcasts it from rank 0).
+
+    A ``Checkpoint`` subclass, so Lightning calls its epoch-end hook after the epoch is counted as processed, as
+    for ``ModelCheckpoint``: a resume from it starts the next epoch, and a finished run resumed trains nothing.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, every_n_steps: int = 0):
         self.path = Path(path)
+        self.every_n_steps = int(every_n_steps)
+        self._saved_step = -1  # global step of the last mid-epoch save (an epoch end always saves)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        trainer.save_checkpoint(self.path)
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step  # counts optimiser steps: unchanged by micro-batches under accumulation
+        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != self._saved_step:
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._save(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self._saved_step:
+            self._save(trainer)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
-            trainer.save_checkpoint(self.path)
+            self._save(trainer)
             logger.warning("SIGTERM: saved %s at epoch %d, global step %d; run the same command to resume",
                            self.path, trainer.current_epoch, trainer.global_step)
 
@@ -122,16 +150,11 @@ def _loggers(out: Path) -> list:
 
 def build_trainer(cfg: DictConfig, out: Path, **extra: Any) -> L.Trainer:
     """A Lightning Trainer from ``cfg.trainer`` plus the run's callbacks, loggers and atomic checkpoints."""
-    checkpoint = ModelCheckpoint(
+    best = ModelCheckpoint(
         dirpath=str(out / "checkpoints"), filename="best", monitor="val/AP", mode="max", save_top_k=1,
-        save_last=True, auto_insert_metric_name=False, enable_version_counter=False)
-    callbacks: list[Callback] = [checkpoint, SigtermCheckpoint(out / "checkpoints" / "last.ckpt")]
-    if cfg.checkpoint.every_n_steps:
-        # last.ckpt mid-epoch too, right after every n-th optimiser step (Lightning saves the loop state and the
-        # data module's position with it, so a resume continues at the next batch)
-        callbacks.append(ModelCheckpoint(
-            dirpath=str(out / "checkpoints"), save_top_k=0, save_last=True,
-            every_n_train_steps=int(cfg.checkpoint.every_n_steps), enable_version_counter=False))
+        save_last=False, auto_insert_metric_name=False, enable_version_counter=False)
+    last = LastCheckpoint(out / "checkpoints" / "last.ckpt", every_n_steps=int(cfg.checkpoint.every_n_steps))
+    callbacks: list[Callback] = [best, last]
     kwargs: dict[str, Any] = dict(
         default_root_dir=str(out), callbacks=callbacks, logger=_loggers(out), plugins=[AtomicCheckpointIO()],
         gradient_clip_val=cfg.optim.grad_clip, check_val_every_n_epoch=cfg.eval.every_n_epochs,
@@ -181,7 +204,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     except SIGTERMException:
-        raise SystemExit(SIGTERM_EXIT_CODE) from None  # last.ckpt is saved (SigtermCheckpoint)
+        raise SystemExit(SIGTERM_EXIT_CODE) from None  # last.ckpt is saved (LastCheckpoint)
     return finalize(cfg, trainer, module, datamodule)
 
 
