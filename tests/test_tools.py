@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -132,6 +133,103 @@ def test_eval_scores_a_results_file_like_pycocotools(small_set, tmp_path):
         metrics = json.loads((tmp_path / backend / "metrics.json").read_text())
         assert [metrics[k] for k in STAT_KEYS] == pytest.approx(list(reference.stats), abs=1e-12), backend
         assert 0.0 < metrics["AP"] < 1.0
+
+
+def sticking_out_ground_truth(annotations: dict, detections: list[dict], margin: float = 40.0) -> dict:
+    """A ground truth whose boxes stick out of their images, built from a model's own detections: per image, its
+    best detection touching the right border, extended ``margin`` px past it (and, if it touches the bottom, past
+    that too). Clipped to the image such a box is that detection again (IoU 1); as the file says it is larger."""
+    sizes = {i["id"]: (i["width"], i["height"]) for i in annotations["images"]}
+    boxes = []
+    for image_id, (width, height) in sizes.items():
+        touching = [r for r in detections if r["image_id"] == image_id and r["bbox"][0] + r["bbox"][2] >= width - 0.01]
+        assert touching, f"no detection touches the right border of image {image_id}"
+        best = max(touching, key=lambda r: r["score"])
+        x, y, w, h = best["bbox"]
+        h_out = h + margin if y + h >= height - 0.01 else h
+        boxes.append({"id": len(boxes) + 1, "image_id": image_id, "category_id": best["category_id"],
+                      "bbox": [x, y, w + margin, h_out], "area": (w + margin) * h_out, "iscrowd": 0})
+    return dict(annotations, annotations=boxes)
+
+
+def test_eval_weights_and_results_score_against_the_official_ground_truth(small_set, untrained_ckpt, tmp_path):
+    """Issue 20.4: `--weights` scored against a cleaned copy of the JSON (boxes clipped to their image), `--results`
+    against the JSON itself, so the same detections got two APs. Both must score what pycocotools scores on the
+    file (COCO(json)), here with boxes that stick out of their images."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from conftest import tool_env
+
+    code, _, stderr = run(eval_tool.main, ["--weights", untrained_ckpt, "--images", small_set["val_images"],
+                                           "--annotations", small_set["val_annotations"], "--out", tmp_path / "first",
+                                           "--workers", 0])
+    assert code == 0, stderr
+    first = json.loads((tmp_path / "first" / "detections.json").read_text())
+    truth = sticking_out_ground_truth(json.loads(Path(small_set["val_annotations"]).read_text()), first)
+    gt_path = tmp_path / "sticking_out.json"
+    gt_path.write_text(json.dumps(truth))
+
+    def eval_script(*argv) -> dict:
+        out = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
+        done = subprocess.run([sys.executable, str(REPO / "tools" / "eval.py"), *map(str, argv), "--annotations",
+                               str(gt_path), "--out", str(out)], capture_output=True, text=True, timeout=600,
+                              env=tool_env(), cwd=REPO)
+        assert done.returncode == 0, done.stderr
+        return {"metrics": json.loads((out / "metrics.json").read_text()), "out": out}
+
+    with_weights = eval_script("--weights", untrained_ckpt, "--images", small_set["val_images"], "--workers", 0)
+    detections = with_weights["out"] / "detections.json"
+    assert json.loads(detections.read_text()) == first  # the same detections: only the ground truth is new
+    with_results = eval_script("--results", detections)
+
+    coco = COCO(str(gt_path))  # what the official tools score against
+    reference = COCOeval(coco, coco.loadRes(str(detections)), "bbox")
+    with contextlib.redirect_stdout(io.StringIO()):
+        reference.evaluate(), reference.accumulate(), reference.summarize()
+    for name, result in (("--weights", with_weights), ("--results", with_results)):
+        assert [result["metrics"][k] for k in STAT_KEYS] == pytest.approx(list(reference.stats), abs=1e-12), name
+    assert with_weights["metrics"]["per_class"] == with_results["metrics"]["per_class"]
+
+
+def test_training_validation_scores_against_the_official_ground_truth(small_set, tmp_path):
+    """Issue 20.4, training's side: the validation that training logs (DetectionModule under a Lightning Trainer,
+    the val set from the config) scores against the annotation file as pycocotools loads it, not against the
+    training dataset's clipped copy."""
+    import lightning as L
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from effdet.schema import load_train_config, resolve_model_config
+    from effdet.training import CocoDataModule, DetectionModule
+
+    def validate(annotations: Path) -> DetectionModule:
+        cfg = load_train_config(str(REPO / "configs" / "demo.yaml"), [
+            "data.root=null", f"data.train.images={small_set['val_images']}", f"data.train.annotations={annotations}",
+            f"data.val.images={small_set['val_images']}", f"data.val.annotations={annotations}",
+            "data.num_workers=0", "data.batch_size=2", "model.image_size=64", "model.pretrained_backbone=null"])
+        model_config = resolve_model_config(cfg.model, num_classes=1)
+        datamodule = CocoDataModule(cfg.data, model_config.image_size, model_config.mean)
+        torch.manual_seed(0)  # the same weights in every call: only the ground truth changes
+        module = DetectionModule(cfg, datamodule.class_names, datamodule.category_ids)
+        trainer = L.Trainer(devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, default_root_dir=str(tmp_path))
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        return module
+
+    first = validate(Path(small_set["val_annotations"])).last_evaluator.results()
+    truth = sticking_out_ground_truth(json.loads(Path(small_set["val_annotations"]).read_text()), first)
+    gt_path = tmp_path / "sticking_out.json"
+    gt_path.write_text(json.dumps(truth))
+    module = validate(gt_path)
+    results = module.last_evaluator.results()
+    assert results == first
+    coco = COCO(str(gt_path))
+    reference = COCOeval(coco, coco.loadRes(results), "bbox")
+    with contextlib.redirect_stdout(io.StringIO()):
+        reference.evaluate(), reference.accumulate(), reference.summarize()
+    assert [module.last_metrics[k] for k in STAT_KEYS] == pytest.approx(list(reference.stats), abs=1e-12)
+    assert reference.stats[0] > 0  # detections meet the ground truth: not a trivial all-zero comparison
 
 
 def test_eval_test_dev_style_writes_only_detections(small_set, untrained_ckpt, tmp_path):
