@@ -283,3 +283,39 @@ def test_model_weights_start_fine_tuning_with_a_new_class_head(tmp_path):
     assert torch.equal(module.model.backbone.stem.conv.weight, source.backbone.stem.conv.weight)
     with pytest.raises(WeightsMismatchError, match="reset_class_head"):
         DetectionModule(load_train_config(None, DATA_KEYS + keys), ["a", "b"], [1, 2])
+
+
+@pytest.mark.slow
+def test_fine_tuning_from_a_checkpoint_keeps_its_backbone(tmp_path, tiny_data):
+    """`tools/train.py configs/finetune.yaml model.weights=prev/best.ckpt`: finetune.yaml also names an ImageNet
+    `pretrained_backbone`, but the checkpoint's tensors win. With lr 0 nothing moves during the one step, so the
+    new run's weights (raw and EMA) must equal the source checkpoint's EMA weights (what model.weights loads from
+    a training checkpoint), backbone included; the log says where the tensors came from."""
+    from effdet.checkpoint import load_pretrained_backbone
+    from effdet.factory import create_model
+
+    finetune = str(ROOT / "configs" / "finetune.yaml")
+    prev = tmp_path / "prev"
+    first = run_train([finetune, *tiny_overrides(tiny_data, prev, **{"model.pretrained_backbone": "null"})])
+    assert first.returncode == 0, first.stderr[-3000:]
+    source = prev / "checkpoints" / "best.ckpt"
+    out = tmp_path / "tuned"
+    second = run_train([finetune, *tiny_overrides(tiny_data, out, **{
+        "model.weights": source, "optim.lr": 0.0, "trainer.max_steps": 1})])
+    assert second.returncode == 0, second.stderr[-3000:]
+
+    start = torch.load(source, weights_only=True)["state_dict"]
+    tuned = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert tuned["model.backbone.stem.conv.weight"].shape == start["ema.module.backbone.stem.conv.weight"].shape
+    weights = [k[len("ema.module."):] for k, v in start.items()
+               if k.startswith("ema.module.") and v.is_floating_point() and "running_" not in k]
+    assert len([k for k in weights if k.startswith("backbone.")]) > 50
+    for key in weights:
+        for prefix in ("model.", "ema.module."):
+            assert torch.equal(tuned[prefix + key], start["ema.module." + key]), prefix + key
+
+    imagenet = create_model("efficientdet_lite0", num_classes=3, image_size=128)
+    load_pretrained_backbone(imagenet.backbone, "efficientnet_lite0")
+    assert not torch.equal(imagenet.backbone.stem.conv.weight, tuned["model.backbone.stem.conv.weight"])
+    log = second.stdout + second.stderr
+    assert "pretrained_backbone 'efficientnet_lite0' not loaded" in log and str(source) in log
