@@ -235,9 +235,15 @@ class DetectionModule(L.LightningModule):
                                  trust_checkpoint=section.trust_checkpoint,
                                  **dict(model_overrides(section), num_classes=self.model_config.num_classes))
             self.model_config = model.config
-        else:
-            overrides = {k: v for k, v in self.model_config.to_dict().items() if k != "name"}
-            model = create_model(self.model_config.name, **overrides)
+            fresh = " except the class predictions where the class count differs (model.reset_class_head)" \
+                if section.reset_class_head else ""
+            logger.info("initial weights: every tensor from model.weights %s%s", section.weights, fresh)
+            if section.pretrained_backbone:
+                logger.info("pretrained_backbone '%s' not loaded: model.weights %s provides the backbone (the "
+                            "checkpoint's tensors win)", section.pretrained_backbone, section.weights)
+            return model
+        overrides = {k: v for k, v in self.model_config.to_dict().items() if k != "name"}
+        model = create_model(self.model_config.name, **overrides)
         if section.pretrained_backbone:
             from .checkpoint import load_pretrained_backbone
 
@@ -390,7 +396,7 @@ class DetectionModule(L.LightningModule):
             datamodule = getattr(self.trainer, "datamodule", None)
             if datamodule is None:
                 raise RuntimeError("validation needs the val COCO annotations: pass val_coco or a CocoDataModule")
-            self.val_coco = datamodule.val_set.coco
+            self.val_coco = datamodule.val_set.ground_truth  # the file as the official COCO tools load it
         self.evaluator = CocoEvaluator(self.val_coco, self.category_ids, self.class_names, self.cfg.eval.backend)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
