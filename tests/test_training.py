@@ -319,3 +319,45 @@ def test_fine_tuning_from_a_checkpoint_keeps_its_backbone(tmp_path, tiny_data):
     assert not torch.equal(imagenet.backbone.stem.conv.weight, tuned["model.backbone.stem.conv.weight"])
     log = second.stdout + second.stderr
     assert "pretrained_backbone 'efficientnet_lite0' not loaded" in log and str(source) in log
+
+
+@pytest.mark.slow
+def test_one_non_finite_step_poisons_neither_the_model_nor_the_ema(tmp_path, tiny_data, monkeypatch):
+    """An inf reaches one training forward (step 2 of 6): the step is skipped, and the batch-norm statistics that
+    the bad forward changed are put back, so the following good steps average only finite values into the EMA.
+    After training, every buffer and parameter of the model and of the EMA is finite, and so are the EMA's
+    outputs on a real validation image."""
+    import cv2
+
+    from effdet import runner, training
+    from effdet.factory import create_model
+    from effdet.preprocess import normalize
+
+    calls = []
+
+    def normalize_with_one_inf(images, mean, std):
+        calls.append(1)
+        out = normalize(images, mean, std)
+        return out + float("inf") if len(calls) == 2 else out
+
+    monkeypatch.setattr(training, "normalize", normalize_with_one_inf)
+    out = tmp_path / "run"
+    cfg = load_train_config(str(ROOT / "configs" / "demo.yaml"), tiny_overrides(tiny_data, out, **{
+        "model.pretrained_backbone": "null", "trainer.max_epochs": 3, "optim.ema_decay": 0.9, "eval.plots": "false"}))
+    metrics = runner.train(cfg)
+    assert len(calls) == 6 and metrics["skipped_nonfinite_steps"] == 1
+
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 6
+    state = ckpt["state_dict"]
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    assert bad == []
+    running = [k for k in state if k.startswith("ema.module.") and k.endswith("running_var")]
+    assert running and all(bool((state[k] > 0).all()) for k in running)
+    ema = create_model("efficientdet_lite0", num_classes=3, image_size=128)
+    ema.load_state_dict({k[len("ema.module."):]: v for k, v in state.items() if k.startswith("ema.module.")})
+    image = cv2.imread(str(next(Path(tiny_data, "val").iterdir())))[:, :, ::-1]
+    tensor = torch.from_numpy(cv2.resize(image, (128, 128)).copy()).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        class_outputs, box_outputs = ema.eval()(normalize(tensor, ema.config.mean, ema.config.std))
+    assert all(bool(torch.isfinite(t).all()) for t in [*class_outputs, *box_outputs])
