@@ -13,6 +13,10 @@ Conventions (see ARCHITECTURE.md):
   ``metrics.json`` must treat negative stats as "no GT in this range", not as a score.
 * Every ground-truth image (or every id in ``image_ids``) is evaluated; an image without detections
   counts as misses for its objects. Empty results are evaluated normally (AP 0 where GT exists).
+* The ground truth is the annotation file as the official COCO tools load it (:func:`official_ground_truth`):
+  boxes as written (not clipped to their image), every image (also those without boxes or whose file is
+  missing), crowd flags and areas as in the file. ``tools/eval.py --weights``, ``--results`` and training's
+  validation all score against it, so they give the same numbers for the same detections.
 
 Two backends give the same numbers: ``pycocotools`` (reference) and ``faster_coco_eval``
 (C++ evaluate/accumulate, roughly 10x faster; ``pip install faster-coco-eval``).
@@ -25,6 +29,7 @@ import io
 import json
 import logging
 import math
+import numbers
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -146,6 +151,32 @@ def _backend_api(backend: str) -> tuple[type, type]:
     raise ValueError(f"unknown COCO evaluation backend {backend!r}; choose one of {BACKENDS}")
 
 
+def official_ground_truth(dataset: Mapping[str, Any]) -> dict:
+    """The ground truth the official COCO tools score against: the annotation dict as ``pycocotools.coco.COCO(path)``
+    loads it. Every image (also those without boxes, or whose file is missing: their objects are misses), every
+    annotation with its ``bbox`` ``[x, y, w, h]`` as written (not clipped to its image), ``iscrowd`` and ``area``
+    as in the file.
+
+    Only what COCOeval cannot score at all is adapted (the dicts in ``dataset`` are not modified): an annotation
+    without ``area`` gets ``w * h`` of its box (COCOeval needs one), and one whose ``bbox`` is not 4 finite
+    numbers is left out (logged; ``tools/check_data.py`` names it).
+    """
+    kept, dropped = [], []
+    for ann in dataset.get("annotations", []):
+        bbox = ann.get("bbox") if isinstance(ann, Mapping) else None
+        if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
+                or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)):
+            dropped.append(ann.get("id") if isinstance(ann, Mapping) else ann)
+            continue
+        kept.append(ann if "area" in ann else dict(ann, area=float(bbox[2]) * float(bbox[3])))
+    if dropped:
+        logger.warning("ground truth: %d annotations whose bbox is not 4 finite numbers cannot be scored and are left "
+                       "out (ids %s); tools/check_data.py lists them", len(dropped), dropped[:10])
+    official = dict(dataset)
+    official["annotations"] = kept
+    return official
+
+
 def _coco_from_dataset(coco_cls: type, dataset: dict) -> Any:
     """Build a COCO index object of ``coco_cls`` around an in-memory dataset dict (quietly)."""
     coco = coco_cls()
@@ -158,17 +189,18 @@ def _coco_from_dataset(coco_cls: type, dataset: dict) -> Any:
 def load_coco_gt(coco_gt: Any, backend: str = "pycocotools") -> Any:
     """Return a ground-truth COCO object of ``backend``'s own class.
 
-    ``coco_gt`` may be a JSON path, a COCO-format dict, or a COCO object of either backend (re-indexed
-    around the same dataset dict when the class differs; the annotations are not copied).
+    ``coco_gt`` may be a JSON path or a COCO-format dict (read as :func:`official_ground_truth` says), or a COCO
+    object of either backend (used as it is; re-indexed around the same dataset dict when the class differs,
+    the annotations are not copied).
     """
     coco_cls, _ = _backend_api(backend)
     if isinstance(coco_gt, coco_cls):
         return coco_gt
     if isinstance(coco_gt, (str, os.PathLike)):
         with open(coco_gt) as handle:
-            dataset = json.load(handle)
+            dataset = official_ground_truth(json.load(handle))
     elif isinstance(coco_gt, Mapping):
-        dataset = dict(coco_gt)
+        dataset = official_ground_truth(coco_gt)
     elif hasattr(coco_gt, "dataset") and isinstance(coco_gt.dataset, dict):
         dataset = coco_gt.dataset
     else:
@@ -548,14 +580,15 @@ def evaluate(predictor: Any, dataset: Any, *, batch_size: int = 8, workers: int 
              backend: str = "pycocotools", progress: bool = False) -> dict[str, Any]:
     """COCO metrics of ``predictor`` (an :class:`effdet.Predictor`) on ``dataset`` (an
     :class:`effdet.data.CocoDetection` with ``eval_transforms``), made as validation makes them: batches
-    through ``predictor.detect`` into a :class:`CocoEvaluator` (one entry per image id).
+    through ``predictor.detect`` into a :class:`CocoEvaluator` (one entry per image id), scored against
+    ``dataset.ground_truth`` (the file as the official COCO tools load it, :func:`official_ground_truth`).
 
     Returns the metrics of :func:`evaluate_coco` plus ``results`` (COCO result dicts ordered by image id)
     and ``seconds`` (detection time).
     """
     from .data.collate import collate_detection
 
-    evaluator = CocoEvaluator(dataset.coco, predictor.category_ids, predictor.class_names, backend)
+    evaluator = CocoEvaluator(dataset.ground_truth, predictor.category_ids, predictor.class_names, backend)
     loader = _loader(dataset, batch_size, workers, collate_detection)
     start = time.perf_counter()
     for batch in _progress(loader, len(loader), progress):

@@ -5,8 +5,9 @@
     python tools/eval.py --results RESULTS.json --annotations JSON [--out DIR]          (score a file)
 
 With annotations: runs the model over the set (the same dataset, letterbox and decoding as training's
-validation, so the numbers match what training logged), prints the 12-line COCO table and a per-class AP
-table, writes OUT/metrics.json (the 12 stats AP AP50 AP75 APs APm APl AR1 AR10 AR100 ARs ARm ARl as 0..1
+validation, so the numbers match what training logged) and scores it, like --results and training's
+validation, against the annotation file as the official COCO tools read it (boxes as written, not clipped;
+every image, also those whose file is missing); prints the 12-line COCO table and a per-class AP table, writes OUT/metrics.json (the 12 stats AP AP50 AP75 APs APm APl AR1 AR10 AR100 ARs ARm ARl as 0..1
 floats, plus per_class) and OUT/detections.json (COCO results: image_id, category_id of the dataset,
 bbox xywh, score).
 
@@ -138,6 +139,9 @@ def run(args: argparse.Namespace) -> int:
         if dataset.failed_files:
             print(f"warning: {len(dataset.failed_files)} image(s) could not be read and count as misses: "
                   f"{sorted(dataset.failed_files)[:5]}", file=sys.stderr)
+        if dataset.report["missing_files"]:
+            print(f"warning: {dataset.report['missing_files']} image file(s) of the annotations were not found and "
+                  f"their objects count as misses: {dataset.report['missing_files_examples'][:5]}", file=sys.stderr)
         write_json_atomic(out / "detections.json", metrics["results"], indent=None)
         print(f"\n{args.weights} on {len(dataset)} images of {args.annotations}")
         path = _report(args, metrics, {"checkpoint": str(args.weights), "annotations": str(args.annotations),
@@ -147,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
               f"({len(dataset) / max(metrics['seconds'], 1e-9):.1f} img/s); metrics: {path}; "
               f"detections: {out / 'detections.json'}")
         if args.plots:
-            _write_plots(args, dataset.coco, metrics["results"], dict(zip(predictor.category_ids, predictor.class_names)),
+            _write_plots(args, dataset.ground_truth, metrics["results"], dict(zip(predictor.category_ids, predictor.class_names)),
                          predictor.exif_orientation)
         return 0
     items, from_info = image_items(args.images, args.image_info)

@@ -114,6 +114,15 @@ def _parse_bbox(bbox: Any) -> Optional[Tuple[float, float, float, float]]:
     return values  # type: ignore[return-value]
 
 
+def _cleaning_keeps(ann: Dict[str, Any], box: Tuple[float, float, float, float]) -> bool:
+    """Whether the cleaned copy of a valid annotation would equal it: its bbox numbers, unclipped (``box`` is the
+    clipped xyxy), and ``area`` and a 0/1 ``iscrowd`` present."""
+    bbox = ann["bbox"]
+    numeric = isinstance(bbox, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+    return (numeric and box == (bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]) and "area" in ann
+            and ann.get("iscrowd") in (0, 1) and not isinstance(ann.get("iscrowd"), bool))
+
+
 def _existing_files(paths: List[Path]) -> List[bool]:
     """Whether each path is an existing file; lists each folder once instead of one stat per file."""
     listing: Dict[Path, Set[str]] = {}
@@ -151,7 +160,10 @@ class CocoDetection(Dataset):
         label_of_category: ``category id -> label``.
         image_ids: image ids of the kept images, in dataset order.
         coco: ``pycocotools.coco.COCO`` over the cleaned annotations (kept images; valid, clipped
-            boxes; ``area`` and ``iscrowd`` filled in when absent) for evaluation.
+            boxes; ``area`` and ``iscrowd`` filled in when absent): what training learns from.
+        ground_truth: ``pycocotools.coco.COCO`` of the annotations as the official COCO tools load the file
+            (every image, boxes as written, not clipped; :func:`effdet.evaluation.official_ground_truth`): what
+            validation and ``tools/eval.py`` score against. Unchanged annotation dicts are shared with ``coco``.
         report: counts and examples of everything repaired or skipped (see :meth:`_validate`).
         failed_files: files that failed to decode at load time, in this process (workers keep their own).
 
@@ -239,10 +251,13 @@ class CocoDetection(Dataset):
             if box is None:
                 continue
             x1, y1, x2, y2 = box
-            cleaned = dict(ann)
-            cleaned["bbox"] = [x1, y1, x2 - x1, y2 - y1]
-            cleaned.setdefault("area", (x2 - x1) * (y2 - y1))
-            cleaned["iscrowd"] = int(bool(ann.get("iscrowd", 0)))
+            if _cleaning_keeps(ann, box):
+                cleaned = ann  # the same dict as in the ground truth: no copy
+            else:
+                cleaned = dict(ann)
+                cleaned["bbox"] = [x1, y1, x2 - x1, y2 - y1]
+                cleaned.setdefault("area", (x2 - x1) * (y2 - y1))
+                cleaned["iscrowd"] = int(bool(ann.get("iscrowd", 0)))
             kept_annotations.append(cleaned)
             if cleaned["iscrowd"]:
                 crowds[index].append(list(box))
@@ -251,6 +266,9 @@ class CocoDetection(Dataset):
 
         self._pack(images, objects, crowds)
         self.coco = self._make_coco(data, images, kept_annotations)
+        from effdet.evaluation import official_ground_truth
+
+        self.ground_truth = self._make_coco(data, data["images"], official_ground_truth(data)["annotations"])
         self.report = self._make_report(data, images, objects, crowds, problems)
         self._log_summary(problems)
 
