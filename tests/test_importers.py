@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -136,6 +137,34 @@ def test_voc_xml_errors_name_the_file(tmp_path):
     bad.write_text("<annotation><object>")
     with pytest.raises(ValueError, match="a.xml' is not valid XML"):
         read_voc_xml(bad)
+
+
+def test_coco_to_yolo_refuses_file_names_that_leave_the_labels_folder(tmp_path):
+    """Issue 20.5: the COCO -> YOLO writer turned `file_name` into a path as it was: `../x.jpg` and absolute names
+    wrote label files outside the labels folder."""
+    labels = tmp_path / "out" / "labels"
+    for name in ("../../escape.jpg", str(tmp_path / "absolute.jpg")):
+        data = {"images": [{"id": 1, "file_name": "fine.jpg", "width": 10, "height": 10},
+                           {"id": 2, "file_name": name, "width": 10, "height": 10}],
+                "annotations": [{"id": 1, "image_id": 2, "category_id": 1, "bbox": [1, 1, 4, 4]}],
+                "categories": [{"id": 1, "name": "thing"}]}
+        with pytest.raises(ValueError, match=re.escape(f"'{name}'")):
+            coco_to_yolo(data, labels)
+    assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "absolute.txt").exists()
+    assert sorted(p.name for p in tmp_path.rglob("*.txt")) == []  # refused before anything is written
+
+
+def test_voc_filename_that_leaves_the_images_folder_is_refused(tmp_path):
+    (tmp_path / "JPEGImages").mkdir()
+    (tmp_path / "Annotations").mkdir()
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "secret.jpg"), np.zeros((8, 8, 3), np.uint8))  # exists, outside JPEGImages
+    xml = tmp_path / "Annotations" / "a.xml"
+    xml.write_text("<annotation><filename>../secret.jpg</filename><object><name>cat</name><bndbox><xmin>1</xmin>"
+                   "<ymin>1</ymin><xmax>4</xmax><ymax>4</ymax></bndbox></object></annotation>")
+    with pytest.raises(ValueError, match=r"a\.xml.*'\.\./secret\.jpg'"):
+        voc_to_coco([xml], tmp_path / "JPEGImages")
 
 
 def run_convert(argv) -> tuple:

@@ -262,6 +262,44 @@ def test_eval_test_dev_style_writes_only_detections(small_set, untrained_ckpt, t
     assert not (out / "image_ids.json").exists() and not (out / "metrics.json").exists()
 
 
+def test_eval_file_names_follow_the_images_folder_rule(small_set, untrained_ckpt, tmp_path):
+    """Issue 20.5: a `file_name` becomes a path only by the dataset's rule: relative to the images folder, not
+    absolute and not leaving it with `..` (unless --allow-outside-images). Before, --image-info read any file and
+    the --plots gallery drew it."""
+    images = tmp_path / "images"
+    shutil.copytree(small_set["val_images"], images)
+    outside = tmp_path / "outside.jpg"
+    shutil.copy(images / "val_00000.jpg", outside)
+    for name in ("../outside.jpg", str(outside)):
+        info = tmp_path / "image_info.json"
+        info.write_text(json.dumps({"images": [{"id": 1, "file_name": "val_00001.jpg"}, {"id": 7, "file_name": name}]}))
+        out = tmp_path / "refused"
+        code, _, stderr = run(eval_tool.main, ["--weights", untrained_ckpt, "--images", images, "--image-info", info,
+                                               "--out", out, "--workers", 0])
+        assert code == 2, stderr
+        assert f"'{name}'" in stderr and "--allow-outside-images" in stderr, stderr
+        assert not (out / "detections.json").exists()
+    code, _, stderr = run(eval_tool.main, ["--weights", untrained_ckpt, "--images", images, "--image-info", info,
+                                           "--out", tmp_path / "allowed", "--workers", 0, "--allow-outside-images"])
+    assert code == 0, stderr
+    assert {r["image_id"] for r in json.loads((tmp_path / "allowed" / "detections.json").read_text())} == {1, 7}
+
+    # --results --plots: the gallery draws images from --images; one named '../outside.jpg' is not read
+    truth = json.loads(Path(small_set["val_annotations"]).read_text())
+    truth["images"][0]["file_name"] = "../outside.jpg"
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(truth))
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")  # no detections: every image has missed objects, so every one is a gallery candidate
+    code, _, stderr = run(eval_tool.main, ["--results", empty, "--annotations", gt_path, "--images", images,
+                                           "--out", tmp_path / "plots", "--plots", "--gallery", 8])
+    assert code == 0, stderr
+    drawn = sorted(p.name.split("_", 1)[1] for p in (tmp_path / "plots" / "gallery").glob("*.jpg"))
+    expected = sorted(i["file_name"] for i in truth["images"][1:]
+                      if any(a["image_id"] == i["id"] for a in truth["annotations"]))
+    assert drawn == expected and "outside" not in " ".join(drawn)
+
+
 def test_eval_argument_errors(small_set, untrained_ckpt, tmp_path):
     code, _, stderr = run(eval_tool.main, ["--weights", untrained_ckpt, "--images", small_set["val_images"],
                                            "--annotations", small_set["val_annotations"], "--out", tmp_path,
