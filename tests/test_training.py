@@ -107,6 +107,19 @@ def test_ema_update_has_tf_warmup():
     assert int(counts[0]) == 7
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_ema_never_averages_non_finite_values(bad):
+    """One non-finite value anywhere in an update leaves every averaged tensor as it was; the next finite update
+    averages normally."""
+    update = TFWarmupEMA(0.5)
+    averaged = [torch.full((3,), 2.0), torch.full((2, 2), -1.0)]
+    poisoned = [torch.tensor([1.0, bad, 1.0]), torch.ones(2, 2)]
+    update(averaged, poisoned, torch.tensor(10**7))
+    assert torch.equal(averaged[0], torch.full((3,), 2.0)) and torch.equal(averaged[1], torch.full((2, 2), -1.0))
+    update(averaged, [torch.zeros(3), torch.ones(2, 2)], torch.tensor(10**7))  # d = 0.5
+    assert torch.equal(averaged[0], torch.full((3,), 1.0)) and torch.equal(averaged[1], torch.zeros(2, 2))
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     io = AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"
