@@ -138,8 +138,10 @@ class CocoDataModule(L.LightningDataModule):
 class TFWarmupEMA:
     """``multi_avg_fn`` for ``AveragedModel``: EMA with TF's warm-up, ``d_t = min(decay, (1+t)/(10+t))``.
 
-    Integer buffers (BN ``num_batches_tracked``) are copied, not averaged. A plain class, not a closure, so the
-    module pickles (``trainer.strategy=ddp_spawn`` sends it to the spawned processes).
+    Integer buffers (BN ``num_batches_tracked``) are copied, not averaged. An update whose floating-point tensors
+    hold any NaN or inf leaves the average as it is (decided on the device, without a host sync: the EMA is what
+    validation, ``best.ckpt`` and exports use, and one non-finite value would stay in it for good). A plain
+    class, not a closure, so the module pickles (``trainer.strategy=ddp_spawn`` sends it to the spawned processes).
     """
 
     def __init__(self, decay: float) -> None:
@@ -150,10 +152,40 @@ class TFWarmupEMA:
         t = float(num_averaged)
         d = min(self.decay, (1.0 + t) / (10.0 + t))
         if averaged[0].is_floating_point():
+            # the norm of a tensor is non-finite when any of its values is: one flag for the whole group
+            finite = torch.stack(torch._foreach_norm(current)).isfinite().all()
+            current = [torch.where(finite, c, a) for a, c in zip(averaged, current)]
             torch._foreach_lerp_(averaged, current, 1.0 - d)
         else:
             for a, c in zip(averaged, current):
                 a.copy_(c)
+
+
+class BatchNormSnapshot:
+    """A copy of a model's batch-norm buffers (running mean/var, batch counts), taken before each training forward
+    and put back when that step is skipped: a forward that produced a non-finite loss has already moved the
+    running statistics (possibly to NaN/inf), and dropping its gradients alone would keep them. Device copies
+    only, no host sync. The buffers are looked up at each call (moving a module to a device replaces them)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.saved: list[torch.Tensor] = []
+
+    def _buffers(self) -> list[torch.Tensor]:
+        return [b for m in self.norms for b in m.buffers()]
+
+    @torch.no_grad()
+    def take(self) -> None:
+        buffers = self._buffers()
+        if len(buffers) != len(self.saved) or any(s.device != b.device for s, b in zip(self.saved[:1], buffers)):
+            self.saved = [b.detach().clone() for b in buffers]
+        elif buffers:
+            torch._foreach_copy_(self.saved, buffers)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        if self.saved:
+            torch._foreach_copy_(self._buffers(), self.saved)
 
 
 # --------------------------------------------------------------------------------------------- module
@@ -222,6 +254,7 @@ class DetectionModule(L.LightningModule):
         self.nonfinite_steps = 0
         self._consecutive_nonfinite = 0
         self._skip_step = False  # a non-finite loss in this optimiser step (on any rank)
+        self._batch_norm_snapshot = BatchNormSnapshot(self.model)
 
     def _build_model(self) -> EfficientDet:
         """The variant of the config; with ``model.weights``, the model that checkpoint needs (its padding,
@@ -283,6 +316,7 @@ class DetectionModule(L.LightningModule):
         images = normalize(batch["images"], self.model_config.mean, self.model_config.std)
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        self._batch_norm_snapshot.take()
         class_outputs, box_outputs = self.model(images)
         anchors = self._anchors(images.shape[-2:])
         cls_targets, box_targets, num_positives = self.matcher(
@@ -326,6 +360,7 @@ class DetectionModule(L.LightningModule):
         """Skip this optimiser step (on every rank: see ``_any_rank_nonfinite``); stop after too many in a row."""
         self.nonfinite_steps += 1
         self._consecutive_nonfinite += 1
+        self._batch_norm_snapshot.restore()  # the bad forward's running statistics must not stay
         ids = batch["image_ids"].tolist()
         logger.warning("non-finite loss (%s on this rank) at step %d, image ids here %s: step skipped on every "
                        "rank (%d skipped so far)", float(loss), self.global_step, ids, self.nonfinite_steps)
