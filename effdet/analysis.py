@@ -505,11 +505,13 @@ def plot_errors(breakdown: Mapping[str, Any], path: Path) -> Path:
 
 
 def write_gallery(gt: Any, confusion: Mapping[str, Any], images_dir: PathLike, out: Path, count: int,
-                  names: Dict[int, str], exif_orientation: str = "apply") -> List[Path]:
+                  names: Dict[int, str], exif_orientation: str = "apply",
+                  allow_outside_images: bool = False) -> List[Path]:
     """The ``count`` images with the most errors at the confusion operating point: ground truth (left) and
     detections (right; green correct, orange wrong class, red background; missed objects dashed blue)."""
     import cv2
 
+    from effdet.data.checks import PathOutsideImagesError, resolve_image_path
     from effdet.preprocess import ImageReadError, load_image
     from effdet.visualize import draw_boxes, side_by_side
 
@@ -519,9 +521,9 @@ def write_gallery(gt: Any, confusion: Mapping[str, Any], images_dir: PathLike, o
     for rank, (errors, image_id) in enumerate(ranked[:count]):
         info = gt.imgs[image_id]
         try:
-            image = load_image(Path(images_dir) / str(info["file_name"]), exif_orientation)
-        except ImageReadError as error:
-            logger.warning("gallery: %s", error)
+            image = load_image(resolve_image_path(images_dir, info["file_name"], allow_outside_images), exif_orientation)
+        except (ImageReadError, PathOutsideImagesError) as error:
+            logger.warning("gallery: image id %s: %s", image_id, error)
             continue
         pairs = confusion["_pairs"][image_id]
         objects, dets, det_match = pairs["objects"], pairs["detections"], pairs["det_match"]
@@ -557,13 +559,13 @@ def write_gallery(gt: Any, confusion: Mapping[str, Any], images_dir: PathLike, o
 def analyze(coco_gt: Any, results: Union[Sequence[dict], PathLike], out_dir: PathLike, *,
             images_dir: Optional[PathLike] = None, class_names: Optional[Mapping[int, str]] = None,
             score_threshold: float = 0.5, iou_threshold: float = 0.5, gallery: int = 8,
-            exif_orientation: str = "apply") -> Dict[str, Any]:
+            exif_orientation: str = "apply", allow_outside_images: bool = False) -> Dict[str, Any]:
     """Write the error analysis next to ``metrics.json`` in ``out_dir``:
 
     ``pr_curves.png``, ``per_class_ap.png``, ``confusion_matrix.png`` + ``.json``, ``errors.png`` +
     ``errors.json`` (TIDE table; ``errors.txt`` the same as text) and, with ``images_dir``,
     ``gallery/NN_<image>.jpg`` for the ``gallery`` images with the most errors (read with ``exif_orientation``,
-    as the boxes were scored).
+    as the boxes were scored; a ``file_name`` leaving ``images_dir`` is skipped unless ``allow_outside_images``).
     Returns ``{"files": [...], "errors": breakdown without the per-error list, "confusion": ...}``.
     """
     out = Path(out_dir)
@@ -591,5 +593,6 @@ def analyze(coco_gt: Any, results: Union[Sequence[dict], PathLike], out_dir: Pat
     (out / "errors.txt").write_text(format_error_table(breakdown) + "\n", encoding="utf-8")
     files += [out / "confusion_matrix.json", out / "errors.json", out / "errors.txt"]
     if images_dir is not None and gallery > 0:
-        files += write_gallery(gt, confusion, images_dir, out / "gallery", gallery, names, exif_orientation)
+        files += write_gallery(gt, confusion, images_dir, out / "gallery", gallery, names, exif_orientation,
+                               allow_outside_images)
     return {"files": [str(f) for f in files], "errors": summary, "confusion": public_confusion}

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="COCO evaluator (default: the training config's eval.backend, else pycocotools)")
     parser.add_argument("--results", help="score this COCO results JSON against --annotations (no model)")
     parser.add_argument("--image-info", help="test-dev style: COCO JSON whose 'images' give ids and file names")
+    parser.add_argument("--allow-outside-images", action="store_true",
+                        help="accept file_name values that are absolute or leave --images (refused by default)")
     parser.add_argument("--sort-classes", choices=("name", "ap"), default="name", help="per-class table order")
     parser.add_argument("--plots", action="store_true", help="also write the error analysis next to metrics.json: "
                         "pr_curves.png, per_class_ap.png, confusion_matrix.png/.json, errors.png/.json/.txt, gallery/")
@@ -67,7 +69,7 @@ def _write_plots(args: argparse.Namespace, coco_gt: Any, results: Any, names: An
     from effdet.analysis import analyze, format_error_table
 
     summary = analyze(coco_gt, results, Path(args.out), images_dir=args.images, class_names=names,
-                      exif_orientation=exif_orientation,
+                      exif_orientation=exif_orientation, allow_outside_images=args.allow_outside_images,
                       score_threshold=args.plot_score_thr, gallery=args.gallery)
     print("\n" + format_error_table(summary["errors"]))
     print(f"error analysis: {len(summary['files'])} files in {args.out}")
@@ -131,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
     if args.annotations:
         dataset = CocoDetection(args.images, args.annotations,
                                 transform=eval_transforms(predictor.image_size, predictor.fill), check_files=True,
-                                exif_orientation=predictor.exif_orientation)
+                                exif_orientation=predictor.exif_orientation,
+                                allow_outside_images=args.allow_outside_images)
         for warning in category_warnings(predictor, dataset):
             print(f"warning: {warning}", file=sys.stderr)
         backend = args.backend or str((train_config.get("eval") or {}).get("backend") or "pycocotools")
@@ -154,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
             _write_plots(args, dataset.ground_truth, metrics["results"], dict(zip(predictor.category_ids, predictor.class_names)),
                          predictor.exif_orientation)
         return 0
-    items, from_info = image_items(args.images, args.image_info)
+    items, from_info = image_items(args.images, args.image_info, args.allow_outside_images)
     if not items:
         print(f"error: no images found in {args.images}", file=sys.stderr)
         return 1

@@ -237,30 +237,34 @@ class DataReport:
 # --------------------------------------------------------------------------------------------- paths
 
 
-def resolve_image_path(images_dir: PathLike, file_name: Any, allow_outside: bool = False) -> Path:
-    """``images_dir / file_name``, refusing names that leave the folder.
+def resolve_image_path(images_dir: PathLike, file_name: Any, allow_outside: bool = False,
+                       folder: str = "images folder") -> Path:
+    """``images_dir / file_name``, refusing names that leave the folder: the one rule by which a ``file_name``
+    becomes a path (datasets, checks, importers, ``tools/eval.py --image-info``, the analysis gallery).
 
     Absolute names and names whose ``..`` parts resolve outside ``images_dir`` raise
     :class:`PathOutsideImagesError` unless ``allow_outside`` (config ``data.allow_outside_images``).
-    Symbolic links inside the folder are followed as they are (only the name is judged).
+    Symbolic links inside the folder are followed as they are (only the name is judged). ``folder`` names
+    the folder in the message (e.g. ``"labels folder"`` where label files are written).
     """
     name = str(file_name)
     root = Path(images_dir)
     candidate = Path(name)
+    hint = "set data.allow_outside_images=true / --allow-outside-images to accept it" if folder == "images folder" \
+        else "it is refused"
     if candidate.is_absolute() or candidate.drive:
         if allow_outside:
             return candidate
         raise PathOutsideImagesError(
-            f"file_name '{name}' is an absolute path; file names must be relative to the images folder "
-            f"'{root}' (set data.allow_outside_images=true / --allow-outside-images to accept it)")
+            f"file_name '{name}' is an absolute path; file names must be relative to the {folder} "
+            f"'{root}' ({hint})")
     joined = root / candidate
     if not allow_outside:
         base = os.path.normpath(os.path.abspath(root))
         target = os.path.normpath(os.path.abspath(joined))
         if os.path.commonpath([base, target]) != base:
             raise PathOutsideImagesError(
-                f"file_name '{name}' leaves the images folder '{root}' (it resolves to '{target}'); set "
-                f"data.allow_outside_images=true / --allow-outside-images to accept it")
+                f"file_name '{name}' leaves the {folder} '{root}' (it resolves to '{target}'); {hint}")
     return joined
 
 

@@ -286,14 +286,15 @@ class CocoDetection(Dataset):
                 )
         from effdet.data.checks import PathOutsideImagesError, resolve_image_path
 
+        paths = []
         for entry in entries:  # absolute names and '..' leaving images_dir are refused unless allowed
             try:
-                resolve_image_path(self.images_dir, entry["file_name"], self.allow_outside_images)
+                paths.append(resolve_image_path(self.images_dir, entry["file_name"], self.allow_outside_images))
             except PathOutsideImagesError as error:
                 raise ValueError(f"annotation file '{path}': image id {entry['id']}: {error}") from None
         if not check_files:
             return list(entries)
-        exists = _existing_files([self.images_dir / str(entry["file_name"]) for entry in entries])
+        exists = _existing_files(paths)
         kept = []
         for entry, found in zip(entries, exists):
             if found:

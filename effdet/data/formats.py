@@ -79,7 +79,8 @@ def dataset_sources(data_cfg: Any) -> Dict[str, Dict[str, Any]]:
             names = sorted({o["name"] for files, _ in found.values() for p in files for o in read_voc_xml(p)["objects"]})
         for split, (files, images_dir) in found.items():
             sources[split] = {"images_dir": str(images_dir), "annotations_json": _resolve(root, data_cfg[split].annotations),
-                              "annotations_data": voc_to_coco(files, images_dir, names, exif_orientation=exif)}
+                              "annotations_data": voc_to_coco(files, images_dir, names, exif_orientation=exif,
+                                                              allow_outside_images=allow)}
     else:
         from effdet.data.yolo import yolo_to_coco
 

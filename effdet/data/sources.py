@@ -161,9 +161,15 @@ def iter_batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield batch
 
 
-def image_items(images: PathLike, image_info: Optional[PathLike] = None) -> tuple[list[tuple[int, Path]], bool]:
+def image_items(images: PathLike, image_info: Optional[PathLike] = None,
+                allow_outside_images: bool = False) -> tuple[list[tuple[int, Path]], bool]:
     """``(image id, path)`` pairs of a folder for test-dev style detection, and whether the ids came from
-    ``image_info`` (a COCO JSON whose ``images`` give ids and file names) rather than the sorted file order."""
+    ``image_info`` (a COCO JSON whose ``images`` give ids and file names) rather than the sorted file order.
+
+    ``file_name`` values become paths by the dataset's rule (:func:`effdet.data.checks.resolve_image_path`):
+    absolute names or names leaving ``images`` raise ``ValueError`` unless ``allow_outside_images``."""
+    from effdet.data.checks import PathOutsideImagesError, resolve_image_path
+
     images = Path(images)
     if image_info:
         with open(image_info, encoding="utf-8") as handle:
@@ -171,7 +177,13 @@ def image_items(images: PathLike, image_info: Optional[PathLike] = None) -> tupl
         entries = info.get("images") if isinstance(info, dict) else None
         if not isinstance(entries, list):
             raise ValueError(f"--image-info '{image_info}' has no 'images' list")
-        return [(int(e["id"]), images / str(e["file_name"])) for e in entries], True
+        items = []
+        for entry in entries:
+            try:
+                items.append((int(entry["id"]), resolve_image_path(images, entry["file_name"], allow_outside_images)))
+            except PathOutsideImagesError as error:
+                raise ValueError(f"--image-info '{image_info}': image id {entry['id']}: {error}") from None
+        return items, True
     return [(index + 1, path) for index, path in enumerate(list_image_files(images))], False
 
 

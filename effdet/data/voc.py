@@ -94,8 +94,10 @@ def voc_sources(annotations: PathLike, images_dir: Optional[PathLike] = None) ->
 
 def voc_to_coco(xml_files: Sequence[PathLike], images_dir: PathLike,
                 class_names: Optional[Sequence[str]] = None, difficult: str = "keep",
-                exif_orientation: str = "apply") -> Dict[str, Any]:
-    """A COCO dict of VOC XML files; ``file_name`` is relative to ``images_dir``.
+                exif_orientation: str = "apply", allow_outside_images: bool = False) -> Dict[str, Any]:
+    """A COCO dict of VOC XML files; ``file_name`` is relative to ``images_dir``: a ``<filename>`` that is
+    absolute or leaves it raises ``ValueError`` naming the XML unless ``allow_outside_images``
+    (:func:`effdet.data.checks.resolve_image_path`).
 
     Width and height come from ``<size>``; without it from the image header: the displayed size (EXIF
     orientation applied) unless ``exif_orientation="ignore"``.
@@ -105,6 +107,7 @@ def voc_to_coco(xml_files: Sequence[PathLike], images_dir: PathLike,
     """
     if difficult not in DIFFICULT_MODES:
         raise ValueError(f"difficult must be one of {DIFFICULT_MODES}, got {difficult!r}")
+    from effdet.data.checks import PathOutsideImagesError, resolve_image_path
     from effdet.imageinfo import read_image_header
 
     images_dir = Path(images_dir)
@@ -116,6 +119,10 @@ def voc_to_coco(xml_files: Sequence[PathLike], images_dir: PathLike,
     images, annotations = [], []
     for xml_path, record in parsed:
         file_name = record["filename"] or f"{xml_path.stem}.jpg"
+        try:
+            resolve_image_path(images_dir, file_name, allow_outside_images)
+        except PathOutsideImagesError as error:
+            raise ValueError(f"'{xml_path}': <filename>: {error}") from None
         if not (images_dir / file_name).is_file():  # filename tags are often stale: try the XML's stem
             for suffix in (".jpg", ".jpeg", ".png", ".bmp"):
                 if (images_dir / f"{xml_path.stem}{suffix}").is_file():

@@ -225,9 +225,18 @@ def coco_to_yolo(data: Dict[str, Any], labels_dir: PathLike, decimals: int = 6) 
     """Write YOLO labels for a COCO dict: ``labels_dir/<file_name stem>.txt`` per image and ``classes.txt``.
 
     Class index = position of the category id in ascending order; crowd regions are left out. Returns the
-    class names in index order.
+    class names in index order. A ``file_name`` that is absolute or leaves the folder (``..``) raises
+    ``ValueError`` before anything is written (:func:`effdet.data.checks.resolve_image_path`).
     """
+    from effdet.data.checks import PathOutsideImagesError, resolve_image_path
+
     labels_dir = Path(labels_dir)
+    targets = {}
+    for image in data["images"]:
+        try:
+            targets[image["id"]] = resolve_image_path(labels_dir, image["file_name"], folder="labels folder")
+        except PathOutsideImagesError as error:
+            raise ValueError(f"image id {image['id']}: {error}") from None
     categories = sorted(data["categories"], key=lambda c: c["id"])
     index_of = {c["id"]: k for k, c in enumerate(categories)}
     names = [str(c["name"]) for c in categories]
@@ -243,7 +252,7 @@ def coco_to_yolo(data: Dict[str, Any], labels_dir: PathLike, decimals: int = 6) 
             x, y, w, h = (float(v) for v in ann["bbox"])
             values = ((x + w / 2) / width, (y + h / 2) / height, w / width, h / height)
             lines.append(f"{index_of[ann['category_id']]} " + " ".join(f"{v:.{decimals}f}" for v in values))
-        target = (labels_dir / str(image["file_name"])).with_suffix(".txt")
+        target = targets[image["id"]].with_suffix(".txt")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     (labels_dir / "classes.txt").write_text("".join(n + "\n" for n in names), encoding="utf-8")
