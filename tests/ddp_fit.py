@@ -8,7 +8,9 @@ Writes ``OUT_DIR/rank{r}.pt``: ``{"start": weights before the first step, "end":
 "ema_updates": EMA updates done, "global_step": optimiser steps, "lr": learning rate of the first step,
 "nonfinite_steps": skipped steps}``.
 With ``EFFDET_TEST_NAN_STEP=k`` the loss of global rank 1 (rank 0 with one process) is NaN at step k,
-to check that every rank skips that step together.
+to check that every rank skips that step together. With ``EFFDET_TEST_RECORD_MASKS=1`` the record also holds
+``"masks"``: per training forward, ``(global_step, which samples each drop-path module kept)``.
+A run directory that already holds ``checkpoints/last.ckpt`` resumes from it, as ``tools/train.py`` does.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
 from effdet.schema import load_train_config, resolve_model_config  # noqa: E402
-from effdet.runner import build_trainer  # noqa: E402
+from effdet.runner import build_trainer, prepare_output_dir  # noqa: E402
 from effdet.training import CocoDataModule, DetectionModule  # noqa: E402
 
 
@@ -49,6 +51,32 @@ class RecordRanks(L.Callback):
         torch.save(self.record, self.out / f"rank{trainer.global_rank}.pt")
 
 
+def record_drop_path_masks(module: DetectionModule, record: dict) -> None:
+    """Forward hooks on every drop-path module: which samples of the batch kept their residual branch."""
+    from backbones.layers import DropPath
+
+    masks = record.setdefault("masks", [])
+    current: list = []
+
+    def hook(layer, inputs, output):
+        if layer.training:
+            current.append((output.detach().flatten(1) != 0).any(1).cpu())
+
+    def forward_pre(_module, _inputs):
+        current.clear()
+
+    def forward_post(_module, _inputs, _output):
+        if module.model.training and current:
+            masks.append((module.trainer.global_step, torch.stack(current)))
+
+    layers = [m for m in module.model.modules() if isinstance(m, DropPath)]
+    assert layers, "no drop-path module: set model.drop_path_rate > 0"
+    for layer in layers:
+        layer.register_forward_hook(hook)
+    module.model.register_forward_pre_hook(forward_pre)
+    module.model.register_forward_hook(forward_post)
+
+
 def inject_nan(module: DetectionModule, step: int) -> None:
     forward = module.criterion.forward
 
@@ -71,10 +99,13 @@ def main(out: str, config: str, *overrides: str) -> None:
     module = DetectionModule(cfg, datamodule.class_names, datamodule.category_ids)
     if os.environ.get("EFFDET_TEST_NAN_STEP"):
         inject_nan(module, int(os.environ["EFFDET_TEST_NAN_STEP"]))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    recorder = RecordRanks(out_dir)
+    if os.environ.get("EFFDET_TEST_RECORD_MASKS"):
+        record_drop_path_masks(module, recorder.record)
+    resume_from = prepare_output_dir(cfg)
     trainer = build_trainer(cfg, out_dir)
-    trainer.callbacks.append(RecordRanks(out_dir))
-    trainer.fit(module, datamodule=datamodule)
+    trainer.callbacks.append(recorder)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
 
 
 if __name__ == "__main__":

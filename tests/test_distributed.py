@@ -159,6 +159,38 @@ def test_ema_updates_once_per_optimizer_step_under_accumulation(tmp_path, tiny_d
     assert record["global_step"] == 2 and record["ema_updates"] == 2
 
 
+@pytest.mark.slow
+def test_ranks_draw_their_own_random_streams_and_continue_them_across_a_resume(tmp_path, tiny_data):
+    """2 gloo processes with drop-path: the ranks start from the same weights (a function of `seed`) but draw
+    different drop-path masks; a run stopped at step 3 (inside the second epoch) and resumed draws, on each rank,
+    the masks that the uninterrupted run drew at step 3 (every rank's generator state is saved and restored)."""
+    common = {"data.batch_size": 2, "trainer.devices": 2, "trainer.strategy": "ddp", "model.drop_path_rate": 0.5,
+              "eval.every_n_epochs": 100, "seed": 11, "trainer.max_epochs": 2}
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    for out, stops in ((whole, [4]), (split, [3, 4])):
+        for max_steps in stops:
+            result = _run([str(ROOT / "tests" / "ddp_fit.py"), str(out), DEMO, *_overrides(tiny_data, **common, **{
+                "trainer.max_steps": max_steps})], EFFDET_TEST_RECORD_MASKS="1", MASTER_PORT=str(_free_port()))
+            assert result.returncode == 0, result.stderr[-4000:]
+            if max_steps == 3:
+                resumed = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+                assert resumed["global_step"] == 3
+                (out / "rank0.pt").rename(out / "first0.pt")
+                (out / "rank1.pt").rename(out / "first1.pt")
+    ranks = [torch.load(whole / f"rank{r}.pt") for r in (0, 1)]
+    for key, value in ranks[0]["start"].items():
+        assert torch.equal(value, ranks[1]["start"][key]), key  # same initial weights on both ranks
+    masks = [dict(record["masks"]) for record in ranks]
+    assert sorted(masks[0]) == sorted(masks[1]) == [0, 1, 2, 3]
+    assert any(not torch.equal(masks[0][s], masks[1][s]) for s in range(4)), "both ranks drew the same masks"
+    for rank in (0, 1):
+        first = dict(torch.load(split / f"first{rank}.pt")["masks"])
+        second = dict(torch.load(split / f"rank{rank}.pt")["masks"])
+        assert sorted(first) == [0, 1, 2] and sorted(second) == [3]
+        for step in range(4):
+            assert torch.equal({**first, **second}[step], masks[rank][step]), (rank, step)
+
+
 class _Trainer:
     world_size, accumulate_grad_batches = 2, 2
 
