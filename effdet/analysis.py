@@ -521,7 +521,8 @@ def write_gallery(gt: Any, confusion: Mapping[str, Any], images_dir: PathLike, o
     for rank, (errors, image_id) in enumerate(ranked[:count]):
         info = gt.imgs[image_id]
         try:
-            image = load_image(resolve_image_path(images_dir, info["file_name"], allow_outside_images), exif_orientation)
+            image_path = resolve_image_path(images_dir, info["file_name"], allow_outside_images)
+            image = load_image(image_path, exif_orientation)
         except (ImageReadError, PathOutsideImagesError) as error:
             logger.warning("gallery: image id %s: %s", image_id, error)
             continue

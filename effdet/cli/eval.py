@@ -7,9 +7,9 @@
 With annotations: runs the model over the set (the same dataset, letterbox and decoding as training's
 validation, so the numbers match what training logged) and scores it, like --results and training's
 validation, against the annotation file as the official COCO tools read it (boxes as written, not clipped;
-every image, also those whose file is missing); prints the 12-line COCO table and a per-class AP table, writes OUT/metrics.json (the 12 stats AP AP50 AP75 APs APm APl AR1 AR10 AR100 ARs ARm ARl as 0..1
-floats, plus per_class) and OUT/detections.json (COCO results: image_id, category_id of the dataset,
-bbox xywh, score).
+every image, also those whose file is missing); prints the 12-line COCO table and a per-class AP table,
+writes OUT/metrics.json (the 12 stats AP AP50 AP75 APs APm APl AR1 AR10 AR100 ARs ARm ARl as 0..1 floats,
+plus per_class) and OUT/detections.json (COCO results: image_id, category_id of the dataset, bbox xywh, score).
 
 Without annotations: writes only OUT/detections.json for every image in --images (for a submission).
 Image ids come from --image-info (a COCO JSON with an "images" list, e.g. image_info_test-dev2017.json),
@@ -154,8 +154,8 @@ def run(args: argparse.Namespace) -> int:
               f"({len(dataset) / max(metrics['seconds'], 1e-9):.1f} img/s); metrics: {path}; "
               f"detections: {out / 'detections.json'}")
         if args.plots:
-            _write_plots(args, dataset.ground_truth, metrics["results"], dict(zip(predictor.category_ids, predictor.class_names)),
-                         predictor.exif_orientation)
+            names = dict(zip(predictor.category_ids, predictor.class_names))
+            _write_plots(args, dataset.ground_truth, metrics["results"], names, predictor.exif_orientation)
         return 0
     items, from_info = image_items(args.images, args.image_info, args.allow_outside_images)
     if not items:
