@@ -96,10 +96,17 @@ def test_non_image_and_truncated_files_with_image_extensions_are_named_and_skipp
 def test_one_by_one_image_trains_and_predicts(tmp_path):
     json_path = write_set(tmp_path, ["dot.png"], size=(1, 1), boxes={"dot.png": [0, 0, 1, 1]})
     train = CocoDetection(tmp_path, json_path, transform=train_transforms(64, (0.5, 1.5)))
-    torch.manual_seed(0)
-    sample = train[0]
-    assert tuple(sample["image"].shape) == (3, 64, 64)
-    assert ((sample["boxes"] >= 0) & (sample["boxes"] <= 64)).all()
+    for seed in range(8):  # scales below and above 64 px, flipped or not
+        torch.manual_seed(seed)
+        sample = train[0]
+        assert tuple(sample["image"].shape) == (3, 64, 64)
+        # the box covers the whole image, so it survives as the visible part of the scaled image: the image is
+        # scaled to s x s px, s = 64 x U(0.5, 1.5), and a 64 x 64 window of it is kept
+        assert sample["labels"].tolist() == [0] and tuple(sample["boxes"].shape) == (1, 4), sample
+        x0, y0, x1, y1 = sample["boxes"][0].tolist()
+        s = float(sample["scale"])
+        assert 32 <= s <= 96 and 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64, (s, sample["boxes"])
+        assert (x1 - x0, y1 - y0) == (pytest.approx(min(s, 64.0), abs=1e-3), pytest.approx(min(s, 64.0), abs=1e-3))
     val = CocoDetection(tmp_path, json_path, transform=eval_transforms(64))[0]
     assert val["scale"] == 64.0 and val["boxes"].tolist() == [[0.0, 0.0, 64.0, 64.0]]
     model = create_model("efficientdet_lite0", num_classes=1, image_size=64)
