@@ -99,14 +99,51 @@ def test_coco_to_yolo_and_back_keeps_boxes_within_half_a_pixel(demo, tmp_path):
     assert [c["name"] for c in back["categories"]] == names
 
 
-def test_voc_import_matches_the_coco_boxes(demo, tmp_path):
-    original = load(demo["train_annotations"])
-    write_voc(original, Path(demo["train_images"]), tmp_path / "VOC", "train")
-    files, images_dir = voc_sources(tmp_path / "VOC" / "ImageSets" / "Main" / "train.txt")
-    assert images_dir == tmp_path / "VOC" / "JPEGImages" and len(files) == len(original["images"])
+# A VOC file written by hand, not by write_voc (whose convention is the reader's inverse): VOC boxes are 1-based
+# pixel indices, inclusive at both ends (the devkit's convention; a box over a whole W x H image is 1 1 W H). Each
+# object's pixels are painted into the image at 0-based rows/columns, so the expected COCO box is where they are.
+HAND_WRITTEN_VOC = """<annotation>
+  <folder>VOC2007</folder>
+  <filename>000001.png</filename>
+  <size><width>64</width><height>48</height><depth>3</depth></size>
+  <object>
+    <name>dog</name><pose>Left</pose><truncated>1</truncated><difficult>0</difficult>
+    <bndbox><xmin>48</xmin><ymin>12</ymin><xmax>64</xmax><ymax>40</ymax></bndbox>
+  </object>
+  <object>
+    <name>cat</name><pose>Unspecified</pose><truncated>0</truncated><difficult>0</difficult>
+    <bndbox><xmin>1</xmin><ymin>1</ymin><xmax>10</xmax><ymax>5</ymax></bndbox>
+  </object>
+</annotation>
+"""
+HAND_WRITTEN_PIXELS = {"dog": (slice(11, 40), slice(47, 64)),  # rows 11..39, columns 47..63 (the right edge)
+                       "cat": (slice(0, 5), slice(0, 10))}  # rows 0..4, columns 0..9 (the top-left corner)
+
+
+def test_voc_boxes_are_1_based_inclusive_pixels(tmp_path):
+    import cv2
+
+    root = tmp_path / "VOC"
+    for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / folder).mkdir(parents=True)
+    (root / "Annotations" / "000001.xml").write_text(HAND_WRITTEN_VOC)
+    (root / "ImageSets" / "Main" / "train.txt").write_text("000001\n")
+    image = np.zeros((48, 64, 3), np.uint8)
+    expected = {}
+    for value, (name, (rows, columns)) in enumerate(HAND_WRITTEN_PIXELS.items(), start=1):
+        image[rows, columns] = 100 * value
+        ys, xs = np.nonzero((image == 100 * value).all(axis=2))
+        expected[name] = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+    assert expected == {"dog": [47, 11, 17, 29], "cat": [0, 0, 10, 5]}
+    cv2.imwrite(str(root / "JPEGImages" / "000001.png"), image)
+
+    files, images_dir = voc_sources(root / "ImageSets" / "Main" / "train.txt")
+    assert files == [root / "Annotations" / "000001.xml"] and images_dir == root / "JPEGImages"
     converted = voc_to_coco(files, images_dir)
-    assert assert_same_boxes(original, converted) == 0.0  # integer VOC pixels: exact
-    assert [c["name"] for c in converted["categories"]] == ["circle", "square", "triangle"]
+    assert [c["name"] for c in converted["categories"]] == ["cat", "dog"]
+    assert [(i["file_name"], i["width"], i["height"]) for i in converted["images"]] == [("000001.png", 64, 48)]
+    names = {c["id"]: c["name"] for c in converted["categories"]}
+    assert {names[a["category_id"]]: a["bbox"] for a in converted["annotations"]} == expected
 
 
 def test_yolo_data_yaml_polygon_lines_and_label_errors(tmp_path, demo):
