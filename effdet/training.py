@@ -188,6 +188,67 @@ class BatchNormSnapshot:
             torch._foreach_copy_(self._buffers(), self.saved)
 
 
+# ------------------------------------------------------------------------------------------ random state
+
+
+def seed_generators(seed: int) -> None:
+    """Seed Python's, numpy's and torch's (CPU and every CUDA device's) global generators."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's generator states as ``weights_only``-loadable values (tensors, ints, tuples)."""
+    import random
+
+    import numpy as np
+
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(gauss))}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore what :func:`rng_state` saved (parts a checkpoint does not hold are left as they are)."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        kind, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    if device.type == "cuda" and "cuda" in state:
+        cuda = state["cuda"]
+        if isinstance(cuda, (list, tuple)):  # earlier checkpoints: every visible device's state
+            cuda = cuda[device.index or 0] if len(cuda) > (device.index or 0) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
+
+
+def gather_rng_states(device: torch.device) -> list[dict[str, Any]]:
+    """Every rank's :func:`rng_state`, in rank order (a collective call under ``torch.distributed``)."""
+    import torch.distributed as dist
+
+    state = rng_state(device)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [state]
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
 # --------------------------------------------------------------------------------------------- module
 
 
@@ -454,26 +515,34 @@ class DetectionModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
 
+    def setup(self, stage: str) -> None:
+        """Fitting: every rank draws its own random stream from ``seed + global_rank`` (drop-path masks and any
+        other randomness in the step would otherwise be the same on every GPU). Called once the model is built,
+        so the initial weights stay a function of ``seed`` alone; a resume then restores each rank's saved
+        state (``on_load_checkpoint`` runs after this hook)."""
+        if stage == TrainerFn.FITTING:
+            seed_generators(int(self.cfg.seed) + self.trainer.global_rank)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Make the checkpoint self-describing with plain (weights_only-loadable) values; the EMA weights are
         already in ``state_dict`` as ``ema.module.*`` (see ``effdet.checkpoint.fields``, the one definition of these entries)."""
         checkpoint.update(lightning_checkpoint_fields(self.model_config, self.class_names, self.category_ids,
                                                       train_config=OmegaConf.to_container(self.cfg, resolve=True)))
-        # The training process's generators (drop-path masks draw from them), so a resumed run continues
-        # the same random stream. Data order and augmentation do not need them (effdet.data.resumable).
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        checkpoint["effdet_rng_state"] = rng
+        # Every rank's generators (drop-path masks draw from them), so each rank of a resumed run continues its
+        # own random stream. Data order and augmentation do not need them (effdet.data.resumable).
+        checkpoint["effdet_rng_state"] = {"ranks": gather_rng_states(self.trainer.strategy.root_device)}
         checkpoint["effdet_nonfinite_steps"] = self.nonfinite_steps
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resuming a fit: restore the generators saved by ``on_save_checkpoint``."""
         if self._trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
             return
-        rng = checkpoint.get("effdet_rng_state")
-        if rng:
-            torch.set_rng_state(rng["torch"])
-            if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(rng["cuda"])
+        rank = self.trainer.global_rank
+        rng = checkpoint.get("effdet_rng_state") or {}
+        ranks = rng.get("ranks") or ([rng] if "torch" in rng else [])  # earlier checkpoints: one state, rank 0's
+        if rank < len(ranks):
+            set_rng_state(ranks[rank], self.trainer.strategy.root_device)  # the module may still be on the CPU
+        elif ranks:
+            logger.warning("the checkpoint holds the random state of %d rank(s); rank %d starts a new stream from "
+                           "seed %d + rank", len(ranks), rank, self.cfg.seed)
         self.nonfinite_steps = int(checkpoint.get("effdet_nonfinite_steps", 0))
