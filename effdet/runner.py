@@ -58,7 +58,8 @@ class LastCheckpoint(Checkpoint):
       bookkeeping and the data position are current);
     - right after every ``every_n_steps``-th optimiser step when ``every_n_steps > 0`` (mid-epoch resumes are
       exact: Lightning saves the loop state and the data module's position with it);
-    - at the end of training, when it stopped between those points (``trainer.max_steps``);
+    - at the end of training, when it stopped between those points: ``trainer.max_steps`` saves right after
+      that step, with the mid-epoch loop state (a larger ``max_steps`` then continues inside the epoch);
     - on SIGTERM. Lightning's own handler turns SIGTERM into ``SIGTERMException`` at the next batch boundary on
       every rank (it forwards the signal to its child processes and broadcasts it from rank 0).
 
@@ -77,11 +78,15 @@ class LastCheckpoint(Checkpoint):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
         step = trainer.global_step  # counts optimiser steps: unchanged by micro-batches under accumulation
-        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0 and step != self._saved_step:
+        periodic = self.every_n_steps > 0 and step % self.every_n_steps == 0
+        last_step = 0 < trainer.max_steps <= step  # saved here, with the mid-epoch loop state: a run resumed with
+        # a larger trainer.max_steps continues inside this epoch instead of skipping the rest of it
+        if step > 0 and step != self._saved_step and (periodic or last_step):
             self._save(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking:
+        cut_short = trainer.fit_loop.epoch_loop.batch_progress.current.processed < trainer.num_training_batches
+        if not trainer.sanity_checking and not cut_short:
             self._save(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
