@@ -129,3 +129,23 @@ def test_anchors_equal_reference():
         theirs = theirs_yxyx[:, [1, 0, 3, 2]]
         assert ours.shape == theirs.shape, key
         assert torch.allclose(ours, theirs, atol=1e-4, rtol=0), key
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_box_coder_computes_in_float32_for_half_precision_inputs(dtype):
+    """Under fp16/bf16 autocast the coder may receive half-precision boxes: a zero-width box must still encode to
+    finite codes (its eps-sized width would underflow to 0 and give log(0) = -inf), large codes must decode
+    without overflow, and the results equal the float32 computation."""
+    from effdet.anchors import BoxCoder
+
+    coder = BoxCoder()
+    anchors = torch.tensor([[10.0, 10.0, 42.0, 42.0], [0.0, 0.0, 256.0, 256.0]])
+    boxes = torch.tensor([[20.0, 12.0, 20.0, 40.0], [8.0, 8.0, 200.0, 120.0]])  # the first has zero width
+    codes = coder.encode(boxes.to(dtype), anchors.to(dtype))
+    assert codes.dtype == torch.float32 and bool(torch.isfinite(codes).all())
+    expected = coder.encode(boxes.to(dtype).float(), anchors.to(dtype).float())
+    assert torch.equal(codes, expected)
+    big = torch.tensor([[0.0, 0.0, 12.0, 12.0]])  # exp(12) * 256 overflows float16 (max 65504)
+    decoded = coder.decode(big.to(dtype), anchors[1:].to(dtype))
+    assert decoded.dtype == torch.float32 and bool(torch.isfinite(decoded).all())
+    assert torch.allclose(decoded, coder.decode(big, anchors[1:]), rtol=1e-2)

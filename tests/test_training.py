@@ -374,3 +374,27 @@ def test_one_non_finite_step_poisons_neither_the_model_nor_the_ema(tmp_path, tin
     with torch.no_grad():
         class_outputs, box_outputs = ema.eval()(normalize(tensor, ema.config.mean, ema.config.std))
     assert all(bool(torch.isfinite(t).all()) for t in [*class_outputs, *box_outputs])
+
+
+@pytest.mark.parametrize("given,resolved", [("32-true", "32-true"), ("32", "32-true"), (32, "32-true"),
+                                            ("bf16-mixed", "bf16-mixed"), ("bf16", "bf16-mixed"),
+                                            ("16-mixed", "16-mixed"), ("16", "16-mixed"), (16, "16-mixed")])
+def test_trainer_precision_accepts_full_precision_weights_only(given, resolved):
+    """The precisions whose weights (and EMA) stay float32; the short aliases mean the mixed forms."""
+    cfg = load_train_config(None, DATA_KEYS + [f"trainer.precision={given}"])
+    assert cfg.trainer.precision == resolved
+
+
+@pytest.mark.parametrize("given", ["bf16-true", "16-true", "64-true", "64", "half", "transformer-engine"])
+def test_trainer_precision_that_casts_the_weights_is_refused(given):
+    """`bf16-true`/`16-true` cast the model, and the EMA with it, to half precision, where a 0.9998 update is
+    lost; other values are not ours to train with. Refused at start-up with the valid list."""
+    with pytest.raises(ConfigError, match=r"trainer.precision.*valid.*'32-true', 'bf16-mixed', '16-mixed'"):
+        load_train_config(None, DATA_KEYS + [f"trainer.precision={given}"])
+
+
+def test_train_tool_refuses_a_half_precision_weights_run(tmp_path):
+    result = run_train([str(ROOT / "configs" / "demo.yaml"), "trainer.precision=bf16-true",
+                        f"output_dir={tmp_path / 'run'}"])
+    assert result.returncode == 2 and "trainer.precision" in result.stderr and "bf16-mixed" in result.stderr
+    assert not (tmp_path / "run").exists()
