@@ -312,6 +312,18 @@ def test_export_check_catches_a_wrong_graph(exported, tmp_path, monkeypatch):
         export_onnx(entry["model"], tmp_path / "x.onnx", image_size=entry["size"])
 
 
+def test_export_check_says_when_the_detections_cannot_be_compared(tmp_path):
+    """Every class score tied (a zeroed class layer: all 0.5): the built-in check has nothing decisive to compare,
+    so the export warns that the file is not verified and reports no difference (before, it passed as checked)."""
+    model = effdet.create_model("efficientdet_lite0", num_classes=3, image_size=[64, 64]).eval()
+    with torch.no_grad():
+        model.class_net.predict.pointwise.weight.zero_()
+        model.class_net.predict.pointwise.bias.zero_()
+    with pytest.warns(UserWarning, match="could not be compared with PyTorch .*too few decisive detections"):
+        meta = export_onnx(model, tmp_path / "x.onnx", outputs="detections")
+    assert meta["max_abs_diff"] is None
+
+
 def test_bad_export_sizes_fail_clearly(tmp_path):
     model = effdet.create_model("efficientdet_lite0", num_classes=3)
     with pytest.raises(ValueError, match="multiples of 8"):
