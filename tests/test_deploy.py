@@ -41,6 +41,7 @@ def photo(height: int, width: int, seed: int) -> np.ndarray:
 def shipped(tmp_path_factory):
     """A Lite0 checkpoint (3 named classes, 128 px) and its with-NMS export made by tools/export.py."""
     torch.set_num_threads(2)
+    torch.manual_seed(0)  # create_model's initial weights (randomized redraws only the norms and the heads)
     folder = tmp_path_factory.mktemp("deploy")
     model = randomized(effdet.create_model("efficientdet_lite0", num_classes=3, image_size=[128, 128]), 5)
     checkpoint = save_weights(model, folder / "model.pt", class_names=NAMES, category_ids=[7, 1, 3])
