@@ -144,12 +144,19 @@ def generate_anchors(
     )
 
 
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
 class BoxCoder:
     """Encodes xyxy boxes relative to xyxy anchors as ``(ty, tx, th, tw)`` and back.
 
     ``ty = (cy - cy_a) / h_a``, ``tx = (cx - cx_a) / w_a``, ``th = log(h / h_a)``, ``tw = log(w / w_a)``
     (no scale factors). Encoding adds ``eps`` to all sizes, as the reference does, so zero-size boxes
     stay finite; decoding is the exact inverse without ``eps`` and does not clamp the codes.
+
+    Both compute in float32 at least, whatever the inputs' dtype (half-precision inputs under fp16/bf16
+    autocast would turn ``eps`` into 0, hence ``log(0) = -inf``, and overflow ``exp``), and return that dtype.
     """
 
     def __init__(self, eps: float = ENCODE_EPS) -> None:
@@ -157,6 +164,7 @@ class BoxCoder:
 
     def encode(self, boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
         """``boxes`` ``[..., 4]`` xyxy, ``anchors`` ``[..., 4]`` xyxy (broadcastable) -> codes ``[..., 4]``."""
+        boxes, anchors = _at_least_float32(boxes), _at_least_float32(anchors)
         anchor_w = anchors[..., 2] - anchors[..., 0]
         anchor_h = anchors[..., 3] - anchors[..., 1]
         anchor_cx = anchors[..., 0] + anchor_w / 2.0
@@ -177,6 +185,7 @@ class BoxCoder:
 
     def decode(self, codes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
         """``codes`` ``[..., 4]`` (ty, tx, th, tw), ``anchors`` ``[..., 4]`` xyxy -> boxes ``[..., 4]`` xyxy."""
+        codes, anchors = _at_least_float32(codes), _at_least_float32(anchors)
         anchor_cx = (anchors[..., 0] + anchors[..., 2]) / 2
         anchor_cy = (anchors[..., 1] + anchors[..., 3]) / 2
         anchor_w = anchors[..., 2] - anchors[..., 0]

@@ -15,5 +15,10 @@ ANCHOR_FIT_MODES: tuple[str, ...] = ("report", "apply", "off")  # start-up ancho
 # EXIF orientation of images (effdet/imageinfo.py): apply (use them as displayed, as annotation tools and OpenCV's
 # default reading show them) | ignore (the stored pixels, for data annotated on them)
 EXIF_ORIENTATION_MODES: tuple[str, ...] = ("apply", "ignore")
+# trainer.precision: the precisions that keep the weights (and the EMA) in float32; the short aliases mean the mixed
+# forms. "*-true" half precision casts the weights, where a 0.9998 EMA update is lost.
+TRAINING_PRECISIONS: tuple[str, ...] = ("32-true", "bf16-mixed", "16-mixed")
+PRECISION_ALIASES: dict[str, str] = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 
-__all__ = ["ANCHOR_FIT_MODES", "BOX_LOSSES", "DATA_FORMATS", "EVAL_BACKENDS", "EXIF_ORIENTATION_MODES", "FUSION_METHODS", "LR_SCHEDULES", "NMS_METHODS", "OPTIMIZERS", "RUNTIMES"]
+__all__ = ["ANCHOR_FIT_MODES", "BOX_LOSSES", "DATA_FORMATS", "EVAL_BACKENDS", "EXIF_ORIENTATION_MODES", "FUSION_METHODS", "LR_SCHEDULES", "NMS_METHODS", "OPTIMIZERS", "PRECISION_ALIASES", "RUNTIMES",
+           "TRAINING_PRECISIONS"]

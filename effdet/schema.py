@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence
 
 from .choices import (ANCHOR_FIT_MODES, BOX_LOSSES, DATA_FORMATS, EVAL_BACKENDS, EXIF_ORIENTATION_MODES, LR_SCHEDULES,
-                      NMS_METHODS, OPTIMIZERS)
+                      NMS_METHODS, OPTIMIZERS, PRECISION_ALIASES, TRAINING_PRECISIONS)
 from .variants import ModelConfig, model_config
 
 
@@ -238,6 +238,16 @@ def _validate(cfg: Any) -> None:
     unknown = sorted(set(cfg.trainer.keys()) - set(trainer_arguments()))
     if unknown:
         raise ConfigError(f"unknown trainer argument(s) {unknown} in 'trainer'; valid: {trainer_arguments()}")
+    if cfg.trainer.get("precision") is not None:
+        given = str(cfg.trainer.precision)
+        precision = PRECISION_ALIASES.get(given, given)
+        if precision not in TRAINING_PRECISIONS:
+            raise ConfigError(
+                f"config key 'trainer.precision' is {given!r}; valid choices: {list(TRAINING_PRECISIONS)} (aliases "
+                f"{PRECISION_ALIASES}). Half-precision weights ('bf16-true', '16-true') would freeze the EMA: a "
+                f"0.9998 update is below their resolution; the mixed forms train in half precision with float32 "
+                f"weights")
+        cfg.trainer.precision = precision
     for split in ("train", "val"):
         for part in ("images", "annotations"):
             if OmegaConf.is_missing(cfg.data[split], part):
