@@ -344,6 +344,22 @@ def test_export_check_says_when_the_detections_cannot_be_compared(tmp_path):
     assert meta["max_abs_diff"] is None
 
 
+def test_on_the_fly_exports_run_the_onnx_checker(monkeypatch):
+    """Predictor backends export the model to a temporary file (effdet.backends.backend_from_model, verify=False):
+    the file still goes through onnx.checker (the README: every export runs it)."""
+    import onnx
+
+    from effdet.backends import backend_from_model
+
+    checked = []
+    real = onnx.checker.check_model
+    monkeypatch.setattr(onnx.checker, "check_model",
+                        lambda model, *args, **kwargs: checked.append(str(model)) or real(model, *args, **kwargs))
+    model = effdet.create_model("efficientdet_lite0", num_classes=3, image_size=[64, 64]).eval()
+    backend_from_model(model, "onnxruntime", threads=1)
+    assert len(checked) == 1 and checked[0].endswith("model.onnx"), checked
+
+
 def test_bad_export_sizes_fail_clearly(tmp_path):
     model = effdet.create_model("efficientdet_lite0", num_classes=3)
     with pytest.raises(ValueError, match="multiples of 8"):
