@@ -94,16 +94,22 @@ class OnnxBackend:
 def backend_from_model(model: nn.Module, backend: str, image_size: Optional[Sequence[int]] = None,
                        threads: Optional[int] = None, **export_options: Any) -> Union[nn.Module, OnnxBackend]:
     """``model`` itself for ``"torch"``; otherwise the model exported (raw outputs, free batch, BN folded) to a
-    temporary ONNX file and opened with ``backend``."""
+    temporary ONNX file and opened with ``backend``. The file goes through ``onnx.checker``; the comparison with
+    PyTorch runs only with ``verify=True``."""
     check_backend(backend)
     if backend == "torch":
         return model
+    import onnx
+
     from .export import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="effdet-onnx-") as folder:
         path = Path(folder) / "model.onnx"
-        export_onnx(model, path, image_size=image_size, outputs="raw", dynamic_batch=True,
-                    verify=export_options.pop("verify", False), **export_options)
+        verify = export_options.pop("verify", False)
+        export_onnx(model, path, image_size=image_size, outputs="raw", dynamic_batch=True, verify=verify,
+                    **export_options)
+        if not verify:  # verify=True already ran it
+            onnx.checker.check_model(str(path), full_check=True)
         session = open_session(path, backend, threads)
         if isinstance(session, OpenVinoSession):  # any precision
             session._compiled(1)  # compile while the file exists (OpenVINO keeps the model in memory)
