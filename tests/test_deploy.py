@@ -244,6 +244,39 @@ def test_export_cli_errors_are_clear(tmp_path, capsys):
     assert "missing.ckpt" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_export_of_a_trusted_checkpoint_keeps_classes_ids_and_post_processing(tmp_path):
+    """A training checkpoint that needs full unpickling (a Python object among its entries, as older training
+    scripts stored hyper-parameters): `tools/export.py --trust-checkpoint` writes the checkpoint's class names,
+    category ids and post-processing into the ONNX metadata, as it does for a safe checkpoint; without the flag the
+    file is refused."""
+    from fractions import Fraction
+
+    from checkpoints import write_training_checkpoint  # tests/checkpoints.py
+
+    model = effdet.create_model("efficientdet_lite0", num_classes=3, image_size=[128, 128])
+    train_config = {"eval": {"score_threshold": 0.2, "max_detections": 30, "nms": "hard", "iou_threshold": 0.6,
+                             "pre_nms_top_k": 900}}
+    checkpoint = write_training_checkpoint(tmp_path / "old.ckpt", model, NAMES, [7, 1, 3], ema=model,
+                                           train_config=train_config, hyper_parameters={"lr": Fraction(1, 10)})
+    out = tmp_path / "trusted.onnx"
+
+    def export(*flags):
+        return subprocess.run([sys.executable, str(REPO / "tools" / "export.py"), "--weights", str(checkpoint),
+                               "--out", str(out), "--nms", *flags], capture_output=True, text=True, timeout=900,
+                              cwd=REPO, env=tool_env())
+
+    refused = export()
+    assert refused.returncode == 2 and "trust" in refused.stderr and not out.exists()
+    done = export("--trust-checkpoint")
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = read_metadata(out)
+    assert meta["class_names"] == NAMES and meta["category_ids"] == [7, 1, 3]
+    post = meta["postprocess"]
+    assert (post["score_threshold"], post["max_detections"], post["iou_threshold"], post["pre_nms_top_k"]) == \
+        (0.2, 30, 0.6, 900)
+
+
 @pytest.mark.needs("openvino")
 def test_openvino_runs_float_files_in_float32(tmp_path):
     """OpenVINO would run float graphs in bfloat16 on CPUs with bf16 units (AVX512-BF16, AMX), moving scores by
