@@ -53,17 +53,18 @@ DEFAULT_BATCH_SIZE = 8
 # ------------------------------------------------------------------------------------------ checkpoints
 
 
-def read_checkpoint(path: PathLike) -> dict[str, Any]:
+def read_checkpoint(path: PathLike, trust: bool = False) -> dict[str, Any]:
     """Read a checkpoint file into a plain dict without running code from it, on the CPU.
 
     The ONE place the predictor reads checkpoint files: it uses ``effdet.checkpoint.load_checkpoint``
-    (``torch.load(weights_only=True)``, or safetensors; files that need full unpickling are refused).
+    (``torch.load(weights_only=True)``, or safetensors; files that need full unpickling are refused unless
+    ``trust``: only for files from a source you trust, they can run code when loaded).
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file that is not a safe checkpoint.
     """
     from .checkpoint import UntrustedCheckpointError, load_checkpoint
 
     try:
-        return load_checkpoint(path, trust=False)
+        return load_checkpoint(path, trust=trust)
     except UntrustedCheckpointError as error:
         raise ValueError(str(error)) from None
     except (FileNotFoundError, ValueError):
@@ -269,6 +270,7 @@ class Predictor:
         fuse_bn: bool = True,
         backend: str = "torch",
         threads: Optional[int] = None,
+        trust_checkpoint: bool = False,
         **postprocess_overrides: Any,
     ) -> "Predictor":
         """Load a self-describing checkpoint (``best.ckpt`` / ``last.ckpt`` of ``tools/train.py``).
@@ -279,13 +281,14 @@ class Predictor:
         listing the valid ones). ``device`` defaults to CUDA when available, else the CPU. ``fuse_bn``: fold
         batch norms into convs for speed (same outputs up to float rounding). ``backend``: ``"torch"``, or
         ``"onnxruntime"`` / ``"openvino"`` / ``"openvino-bf16"`` (the model is exported to ONNX on the fly, see
-        ``effdet.backends``; ``threads`` sets their CPU threads).
+        ``effdet.backends``; ``threads`` sets their CPU threads). ``trust_checkpoint`` allows files that need
+        full unpickling (they can run code: only for files from a source you trust).
         """
         from .backends import check_backend
 
         check_backend(backend)
         make_postprocess_settings(None, postprocess_overrides)  # bad option names fail before the file is read
-        described = _describe_checkpoint(read_checkpoint(path), path)
+        described = _describe_checkpoint(read_checkpoint(path, trust=trust_checkpoint), path)
         config: ModelConfig = described["config"]
         train_config = described["train_config"]
         eval_section = train_config.get("eval") if train_config else None

@@ -69,11 +69,8 @@ def load_source(args: argparse.Namespace, overrides: dict):
         model = effdet.create_model(args.model, num_classes=args.num_classes or 90).eval()
         ids = list(range(1, model.config.num_classes + 1))
         return model, [str(i) for i in ids], ids, make_postprocess_settings(None, dict({"nms": "hard"}, **overrides))
-    if args.trust_checkpoint:
-        model = effdet.create_model(weights=args.weights, trust_checkpoint=True).eval()
-        ids = list(range(1, model.config.num_classes + 1))
-        return model, [str(i) for i in ids], ids, make_postprocess_settings(None, dict({"nms": "hard"}, **overrides))
-    predictor = Predictor.from_checkpoint(args.weights, device="cpu", fuse_bn=False, **overrides)
+    predictor = Predictor.from_checkpoint(args.weights, device="cpu", fuse_bn=False,
+                                          trust_checkpoint=args.trust_checkpoint, **overrides)
     return predictor.model, predictor.class_names, predictor.category_ids, predictor.settings
 
 
