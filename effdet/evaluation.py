@@ -1,6 +1,6 @@
 """COCO box evaluation: detections -> COCO results -> the 12 COCO stats plus per-class AP.
 
-Conventions (see ARCHITECTURE.md):
+Conventions (docs/architecture.md):
 
 * Detections enter as one dict per image with ``boxes`` ``[K, 4]`` absolute ``xyxy`` pixels in the
   ORIGINAL image, ``scores`` ``[K]`` and ``labels`` ``[K]`` contiguous ``0..C-1``. They leave as COCO

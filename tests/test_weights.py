@@ -1,8 +1,9 @@
 """Checkpoint loading and conversion without the reference package: formats, safety, mismatches, ImageNet Lite.
 
-The reference-named state dicts here are generated from the reference's documented naming conventions
-(shared/REFERENCE.md, the official BiFPN node table) by code written in this file, not by inverting our converter;
-their key count is checked against the documented count (tf_efficientdet_d0: 784 keys). Numerical equality with
+The reference-named state dicts here are generated from the reference's naming conventions (docs/architecture.md,
+"The reference package's checkpoints"; the official BiFPN node table is OFFICIAL_BIFPN_OFFSETS below) by code written
+in this file, not by inverting our converter; their key count is checked against the reference's released
+tf_efficientdet_d0 (784 keys). Numerical equality with
 the real reference is in tests/test_parity.py.
 """
 from __future__ import annotations
@@ -159,7 +160,7 @@ def random_state(shapes: dict[str, tuple], seed: int = 0) -> dict[str, torch.Ten
 
 
 def test_generated_reference_names_have_the_documented_key_count():
-    assert len(reference_d0_shapes()) == 784  # shared/REFERENCE.md: tf_efficientdet_d0 has 784 keys
+    assert len(reference_d0_shapes()) == 784  # the reference's released tf_efficientdet_d0 has 784 keys
 
 
 def test_reference_tf_d0_converts_completely_and_infers_the_tf_port():
