@@ -357,6 +357,32 @@ def test_infer_on_a_graph_with_nms_keeps_only_scores_above_the_threshold(shipped
         assert np.allclose(ours["scores"], theirs["scores"], atol=2e-3)
 
 
+@pytest.mark.parametrize("override,value", [("nms", "soft"), ("hflip_tta", True), ("iou_threshold", 0.3),
+                                            ("pre_nms_top_k", 77), ("score_threshold", 0.0001),
+                                            ("max_detections", 51)])
+def test_a_graph_with_nms_refuses_overrides_it_cannot_honour(shipped, override, value):
+    """The NMS graph was exported with hard NMS and max_detections=50 (the `shipped` fixture) and its other
+    settings in the metadata: a different NMS, test-time flips, IoU threshold or pre-NMS top-k, a lower score
+    threshold or more detections cannot be applied to it and are refused, naming the file and the graph's value;
+    a higher threshold and fewer detections can (they only drop detections)."""
+    graph = read_metadata(shipped["onnx"])["postprocess"]
+    assert graph["nms"] == "hard" and graph["max_detections"] == 50 and not graph["hflip_tta"]
+    with pytest.raises(ValueError) as refused:
+        Predictor.from_onnx(shipped["onnx"], **{override: value})
+    message = str(refused.value)
+    assert str(shipped["onnx"]) in message and f"{override}={graph[override]!r}" in message, message
+    tighter = Predictor.from_onnx(shipped["onnx"], score_threshold=graph["score_threshold"] + 0.1, max_detections=5)
+    assert (tighter.settings.score_threshold, tighter.settings.max_detections) == (graph["score_threshold"] + 0.1, 5)
+
+
+def test_infer_refuses_an_override_the_graph_cannot_honour(shipped, tmp_path):
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "infer.py"), str(shipped["images"][0]), "--weights",
+                           str(shipped["onnx"]), "--out", str(tmp_path / "out"), "--set", "nms=soft"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO, env=tool_env())
+    assert done.returncode == 2 and "nms='hard'" in done.stderr and str(shipped["onnx"]) in done.stderr
+    assert not (tmp_path / "out" / "detections.json").exists()
+
+
 def test_runtime_refuses_raw_exports(tmp_path):
     from effdet.runtime import OnnxDetector
 
