@@ -18,11 +18,12 @@ import pytest
 
 from conftest import REPO, tool_env
 
-# Measured with this test's exact command on 2 CPU cores (data seed 11): AP50 0.209 with seed 0 (the test's) and
-# 0.152 with seed 1 (matcher with a 0.4-0.5 ignore band), 0.215 with seed 0 after the switch to the official 0.5/0.5
-# matcher; the same budget from scratch (model.pretrained_backbone=null, a pipeline that has not
-# learnt yet) reached 0.049. The floor sits between them, with a third of margin under the worse seed for
-# other CPUs' kernels (the runs are deterministic on one machine, not across machines).
+# Measured with this test's _train (data seed 11) on 2 CPU cores, OMP_NUM_THREADS=1, under the official 0.5/0.5
+# matcher: AP50 0.220 with seed 0 (the test's); seeds 0-5: 0.220, 0.197, 0.085, 0.192, 0.200, 0.173 (mean 0.178,
+# sd 0.048); the same budget from scratch (model.pretrained_backbone=null, a pipeline that has not learnt yet)
+# reached 0.050 (seed 0). The floor sits between from-scratch and the test's seed, below half of the latter as a
+# margin for other CPUs' kernels (the runs are deterministic on one machine, not across machines). One seed in six
+# (seed 2, 0.085) ended below it: 120 steps do not always learn, so the floor guards the test's seed, not every seed.
 FLOOR_AP50 = 0.10
 BUDGET = {"trainer.max_epochs": 10, "data.batch_size": 8, "model.image_size": 192}  # 10 x 12 = 120 optimiser steps
 
