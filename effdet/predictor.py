@@ -332,6 +332,8 @@ class Predictor:
         onnx_backend = OnnxBackend(open_session(path, backend, threads))
         meta = onnx_backend.metadata
         settings = make_postprocess_settings(meta.get("postprocess"), postprocess_overrides)
+        if meta["outputs"] == "detections":
+            check_graph_settings(path, make_postprocess_settings(meta.get("postprocess"), {}), settings)
         predictor = cls(onnx_backend, meta["class_names"], meta["category_ids"], settings)
         predictor.checkpoint_path = str(path)
         predictor.weights_kind = f"onnx:{meta['outputs']}"
@@ -430,6 +432,29 @@ class Predictor:
         for batch in iter_batches((self._to_rgb(item, bgr) for item in items), batch_size):
             results.extend(self.predict_rgb(batch))
         return results
+
+
+# What a graph with NMS inside fixed at export: these must stay as they are; the score threshold may only rise and
+# max_detections only fall (dropping detections the graph returned is all that can be done after it).
+GRAPH_FIXED_SETTINGS = ("nms", "hflip_tta", "iou_threshold", "pre_nms_top_k")
+
+
+def check_graph_settings(path: PathLike, graph: "PostprocessSettings", wanted: "PostprocessSettings") -> None:
+    """Refuse post-processing that an exported graph with NMS cannot honour (``ValueError`` naming the file, the
+    setting and the graph's value), instead of running with the graph's and recording the wanted ones."""
+    problems = [f"{name}={getattr(wanted, name)!r} (the graph has {name}={getattr(graph, name)!r})"
+                for name in GRAPH_FIXED_SETTINGS if getattr(wanted, name) != getattr(graph, name)]
+    if wanted.score_threshold < graph.score_threshold:
+        problems.append(f"score_threshold={wanted.score_threshold!r} below the graph's "
+                        f"(score_threshold={graph.score_threshold!r})")
+    if wanted.max_detections > graph.max_detections:
+        problems.append(f"max_detections={wanted.max_detections!r} above the graph's "
+                        f"(max_detections={graph.max_detections!r})")
+    if problems:
+        raise ValueError(
+            f"'{path}' has decoding and NMS inside the graph, fixed at export; it cannot apply "
+            f"{'; '.join(problems)}. Leave these settings out, or export again with them (or without --nms, to "
+            f"choose the post-processing at run time)")
 
 
 def load_predictor(weights: PathLike, runtime: str = "torch", device: Any = None, **postprocess_overrides: Any):
