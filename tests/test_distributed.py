@@ -191,6 +191,47 @@ def test_ranks_draw_their_own_random_streams_and_continue_them_across_a_resume(t
             assert torch.equal({**first, **second}[step], masks[rank][step]), (rank, step)
 
 
+@pytest.mark.slow
+def test_sigterm_on_two_ranks_saves_every_rank_and_resumes(tmp_path, tiny_data):
+    """SIGTERM to the launching process of a 2-process `tools/train.py` DDP fit (Lightning forwards it to the other
+    rank and, from 2.5.2, broadcasts it from rank 0 at every step): both ranks stop at the same step, last.ckpt holds
+    that step and both ranks' random states, the job exits with 143, and the same command finishes the run."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, str(ROOT / "tools" / "train.py"), DEMO, *_overrides(tiny_data, **{
+        "output_dir": out, "data.batch_size": 1, "model.image_size": 256, "trainer.devices": 2,
+        "trainer.strategy": "ddp", "trainer.max_epochs": 3, "checkpoint.every_n_steps": 1,
+        "eval.every_n_epochs": 100})]
+    port = str(_free_port())
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(ROOT),
+                               env=_env(MASTER_PORT=port))
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 1800
+    while time.time() < deadline and process.poll() is None:
+        if last.exists() and torch.load(last, weights_only=True, mmap=True)["global_step"] >= 2:
+            break
+        time.sleep(0.1)
+    assert process.poll() is None, process.communicate()[1][-4000:]
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = process.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        subprocess.run(["pkill", "-KILL", "-f", str(out)])  # both ranks: the launcher and its child
+        raise AssertionError("the ranks did not stop within 10 minutes of SIGTERM (a collective left waiting)")
+    assert process.returncode == 143, stderr[-4000:]
+    saved = torch.load(last, weights_only=True)
+    step, total = saved["global_step"], 3 * 4  # 8 images / (2 ranks x 1 per batch) = 4 steps per epoch
+    assert 2 <= step < total and "SIGTERM: saved" in stderr
+    assert len(saved["effdet_rng_state"]["ranks"]) == 2
+
+    resumed = _run(args[1:], MASTER_PORT=str(_free_port()))
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert f"global step {step}" in resumed.stdout + resumed.stderr
+    assert torch.load(last, weights_only=True)["global_step"] == total
+
+
 class _Trainer:
     world_size, accumulate_grad_batches = 2, 2
 
