@@ -60,8 +60,7 @@ class LastCheckpoint(Checkpoint):
       exact: Lightning saves the loop state and the data module's position with it);
     - at the end of training, when it stopped between those points: ``trainer.max_steps`` saves right after
       that step, with the mid-epoch loop state (a larger ``max_steps`` then continues inside the epoch);
-    - on SIGTERM. Lightning's own handler turns SIGTERM into ``SIGTERMException`` at the next batch boundary on
-      every rank (it forwards the signal to its child processes and broadcasts it from rank 0).
+    - on SIGTERM, at the training-batch boundary where every rank stops together (:class:`SigtermAgreement`).
 
     A ``Checkpoint`` subclass, so Lightning calls its epoch-end hook after the epoch is counted as processed, as
     for ``ModelCheckpoint``: a resume from it starts the next epoch, and a finished run resumed trains nothing.
@@ -98,6 +97,58 @@ class LastCheckpoint(Checkpoint):
             self._save(trainer)
             logger.warning("SIGTERM: saved %s at epoch %d, global step %d; run the same command to resume",
                            self.path, trainer.current_epoch, trainer.global_step)
+
+
+class SigtermAgreement(Callback):
+    """Every rank stops for SIGTERM at the same training step, so that the collective ``last.ckpt`` save that
+    follows (:class:`LastCheckpoint`) finds all of them.
+
+    Lightning's own handling is not safe with several processes: its handler runs a ``broadcast`` inside the signal
+    handler (a collective at an arbitrary point of a rank's step, out of order with DDP's), and each rank checks
+    its own flag at the end of a batch, so a rank that got the signal one step later than another waits forever
+    in the next step's collectives (seen here: 2 gloo ranks hung after SIGTERM). This callback replaces the
+    handler, while training runs, by one that only forwards the signal to the launcher's child processes (as
+    Lightning does) and notes it; after each training batch the ranks agree with one ``all_reduce`` whether any
+    of them got it, and only then Lightning's flag is set, on every rank, before the batch-end check that raises
+    ``SIGTERMException``. Lightning restores the previous handlers when the fit ends.
+    """
+
+    def __init__(self) -> None:
+        self._pending = False
+        self._agreed = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread; Lightning's stay
+        connector = trainer._signal_connector  # Lightning's own flag, read at the end of every training batch
+
+        def noted(signum, frame) -> None:
+            if not self._pending:
+                logger.info("SIGTERM received (rank %d): stopping with every rank after this training step",
+                            trainer.global_rank)
+                launcher = trainer.strategy.launcher
+                if launcher is not None:
+                    launcher.kill(signum)  # the child processes Lightning started (as its own handler does)
+            self._pending = True
+            connector.received_sigterm = self._agreed
+
+        connector.received_sigterm = False
+        signal.signal(signal.SIGTERM, noted)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        import torch.distributed as dist
+
+        stop = self._pending
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            flag = torch.tensor([1.0 if stop else 0.0], device=trainer.strategy.root_device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        if stop:
+            self._agreed = True
+            trainer._signal_connector.received_sigterm = True
 
 
 def _is_global_zero() -> bool:
@@ -159,7 +210,7 @@ def build_trainer(cfg: DictConfig, out: Path, **extra: Any) -> L.Trainer:
         dirpath=str(out / "checkpoints"), filename="best", monitor="val/AP", mode="max", save_top_k=1,
         save_last=False, auto_insert_metric_name=False, enable_version_counter=False)
     last = LastCheckpoint(out / "checkpoints" / "last.ckpt", every_n_steps=int(cfg.checkpoint.every_n_steps))
-    callbacks: list[Callback] = [best, last]
+    callbacks: list[Callback] = [SigtermAgreement(), best, last]
     kwargs: dict[str, Any] = dict(
         default_root_dir=str(out), callbacks=callbacks, logger=_loggers(out), plugins=[AtomicCheckpointIO()],
         gradient_clip_val=cfg.optim.grad_clip, check_val_every_n_epoch=cfg.eval.every_n_epochs,
