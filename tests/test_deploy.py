@@ -324,8 +324,10 @@ def test_openvino_bf16_runtime_is_close_to_float32_or_refuses_clearly(shipped, t
     graph_bf16 = OnnxDetector(shipped["onnx"], backend="openvino-bf16").predict(files)
     exported = Predictor.from_checkpoint(shipped["checkpoint"], backend="openvino-bf16", nms="hard",
                                          max_detections=50).predict(files)  # exported on the fly
+    graph_threshold = read_metadata(shipped["onnx"])["postprocess"]["score_threshold"]  # all the graph returns
     done = subprocess.run([sys.executable, str(REPO / "tools" / "infer.py"), *files, "--weights", str(shipped["onnx"]),
-                           "--runtime", "openvino-bf16", "--score-thr", "0", "--out", str(tmp_path / "infer")],
+                           "--runtime", "openvino-bf16", "--score-thr", str(graph_threshold),
+                           "--out", str(tmp_path / "infer")],
                           capture_output=True, text=True, timeout=600, cwd=REPO, env=tool_env())
     assert done.returncode == 0, done.stderr[-3000:]  # what a user runs: tools/infer.py --runtime openvino-bf16
     from_cli = json.loads((tmp_path / "infer" / "detections.json").read_text())
