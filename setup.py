@@ -25,12 +25,15 @@ setup(
         ],
     },
     install_requires=[
-        "torch>=2.2",
-        "torchvision>=0.17",
+        # torch 2.6: torch.load defaults to weights_only=True, which Lightning's own resume relies on (before, it
+        # unpickles checkpoints fully); torchvision 0.21 is its release. Lightning 2.5.2: the oldest release the
+        # resume and distributed tests were run with (tests/test_resume.py, tests/test_distributed.py).
+        "torch>=2.6",
+        "torchvision>=0.21",
         "numpy>=1.23",
         "pycocotools>=2.0.6",
         "opencv-python-headless>=4.7",
-        "lightning>=2.2",
+        "lightning>=2.5.2",
         "omegaconf>=2.3",
         "tqdm>=4.60",
         "pillow>=9.1",  # image headers (size, EXIF) without decoding: data checks, decompression-bomb guard
