@@ -72,7 +72,7 @@ class LastCheckpoint(Checkpoint):
         self._saved_step = -1  # global step of the last mid-epoch save (an epoch end always saves)
 
     def _save(self, trainer: L.Trainer) -> None:
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the whole state (Lightning 2.6 logs a default)
         self._saved_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
