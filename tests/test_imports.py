@@ -118,7 +118,7 @@ print(json.dumps({"threads_after": cv2.getNumThreads()}))
     assert second["threads_after"] == first["threads_before"]  # OpenCV threads untouched by `import effdet`
 
 
-@pytest.mark.parametrize("tool", ["train", "eval", "infer", "convert_weights", "benchmark", "make_demo_data"])
+@pytest.mark.parametrize("tool", ["train", "eval", "infer", "convert_weights", "make_demo_data"])
 def test_tools_are_shims_over_the_package_command_lines(tool):
     from importlib import import_module
 
@@ -128,3 +128,18 @@ def test_tools_are_shims_over_the_package_command_lines(tool):
     assert callable(import_module(f"effdet.cli.{tool}").main)
     setup = (REPO / "setup.py").read_text(encoding="utf-8")
     assert f"effdet-{tool.replace('_', '-')}=effdet.cli.{tool}:main" in setup
+
+
+def test_benchmark_tool_runs_the_checkout_benchmarks_over_the_package_command_line():
+    """tools/benchmark.py runs benchmarks/cli.py (the comparisons, not installed) from the checkout, which adds its
+    subcommands to the installed effdet-benchmark's (effdet/cli/benchmark.py) and runs that command line."""
+    from benchmarks import cli
+    from effdet.cli import benchmark
+
+    text = (REPO / "tools" / "benchmark.py").read_text(encoding="utf-8")
+    assert "from benchmarks.cli import main" in text and len(text.splitlines()) <= 12
+    assert "effdet-benchmark=effdet.cli.benchmark:main" in (REPO / "setup.py").read_text(encoding="utf-8")
+    assert set(benchmark.SUBCOMMANDS) == {"model", "predict", "postprocess", "loader", "scaling"}
+    assert set(benchmark.SUBCOMMANDS) < set(cli.SUBCOMMANDS)
+    assert all(module.startswith("effdet.benchmark.") for module in benchmark.SUBCOMMANDS.values())
+    assert not benchmark.STANDALONE and "convergence" in cli.STANDALONE
