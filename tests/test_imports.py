@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,19 @@ def test_no_import_cycle_in_the_packages():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+def test_the_installed_packages_import_nothing_that_only_the_checkout_has():
+    """The wheel holds effdet, backbones and heads only: none of them may import the checkout's benchmarks/, tools/
+    or test helpers (tests/test_wheel.py runs the installed console scripts)."""
+    checkout_only = {"benchmarks", "tools", "tests", "helpers", "conftest", "reference", "checkpoints"}
+    found = []
+    for path in (p for package in PACKAGES for p in (REPO / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            found += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] in checkout_only]
+    assert not found, found
+
+
 def test_model_holds_modules_only_and_does_not_import_the_checkpoint_code():
     graph = import_graph()
     assert not {m for m in graph["effdet.model"] if m.startswith(("effdet.checkpoint", "effdet.factory"))}
@@ -143,3 +158,9 @@ def test_benchmark_tool_runs_the_checkout_benchmarks_over_the_package_command_li
     assert set(benchmark.SUBCOMMANDS) < set(cli.SUBCOMMANDS)
     assert all(module.startswith("effdet.benchmark.") for module in benchmark.SUBCOMMANDS.values())
     assert not benchmark.STANDALONE and "convergence" in cli.STANDALONE
+    # every subcommand tools/benchmark.py had before the split, from the checkout alone (no PYTHONPATH, another cwd)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "benchmark.py"), "--help"], capture_output=True,
+                          text=True, env=env, cwd=tempfile.gettempdir(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "{model,train,predict,postprocess,loader,cocoeval,scaling,convergence,all}" in done.stdout
