@@ -7,6 +7,8 @@ setup(
     license="Apache-2.0",
     license_files=["LICENSE"],
     classifiers=["License :: OSI Approved :: Apache Software License"],
+    # The library only: the checkout's benchmarks/ (tools/benchmark.py), tests/ and tools/ are not installed
+    # (tests/test_wheel.py installs the wheel and runs every console script from outside the checkout).
     packages=find_packages(include=["effdet", "effdet.*", "backbones", "backbones.*", "heads", "heads.*"]),
     python_requires=">=3.9",
     entry_points={

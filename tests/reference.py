@@ -1,4 +1,4 @@
-"""The reference runner for tests (:mod:`effdet.benchmarks.reference`) and the parity policy.
+"""The reference runner for tests (:mod:`helpers.reference`, tests/helpers/reference.py) and the parity policy.
 
 The reference `effdet` 0.4.1 + timm runs in a subprocess whose PYTHONPATH holds only its folder:
 ``$EFFDET_PARITY_PATH``, else ``<repo>/.parity`` (made by ``make parity-env``). Without it, tests that need it
@@ -13,7 +13,7 @@ from typing import NoReturn
 
 import pytest
 
-from effdet.benchmarks.reference import RUNNER, SKIP_REASON, reference_path, run_reference
+from helpers.reference import RUNNER, SKIP_REASON, reference_path, run_reference
 
 REFERENCE = reference_path()
 OPT_OUT = "parity opted out (EFFDET_SKIP_PARITY=1)"  # the skip reason the summary counts (conftest.py)

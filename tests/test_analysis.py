@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from effdet.analysis import ERROR_TYPES, analyze, confusion_matrix, error_breakdown
-from effdet.benchmarks.cocoeval import synthetic_coco_data
+from benchmarks.cocoeval import synthetic_coco_data
 
 REPO = Path(__file__).resolve().parent.parent
 

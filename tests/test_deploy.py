@@ -407,11 +407,11 @@ def test_every_variant_exports_and_matches_onnxruntime(name, tmp_path):
 def test_benchmark_workers_report_their_own_peak_memory():
     """tools/benchmark.py predict prints a peak-RSS column per path; each path runs in a fresh interpreter whose
     ru_maxrss starts at its parent's peak (Linux keeps it across execve), so it must report VmHWM instead."""
-    from effdet.benchmarks.workers import peak_rss_mib
+    from effdet.benchmark.workers import peak_rss_mib
 
     ballast = np.ones(400 * 2**20, np.uint8)  # this process: at least 400 MiB resident
     parent = peak_rss_mib()
-    child = subprocess.run([sys.executable, "-c", "from effdet.benchmarks.workers import peak_rss_mib; "
+    child = subprocess.run([sys.executable, "-c", "from effdet.benchmark.workers import peak_rss_mib; "
                             "print(peak_rss_mib())"], capture_output=True, text=True, check=True, cwd=REPO,
                            env=tool_env())
     del ballast
@@ -425,8 +425,8 @@ def test_deploy_benchmark_runs_the_torch_free_path_and_reports_its_own_memory():
     prints the CPU's features, and each row (fp32 file; the int8 file it quantized with NNCF) has a latency, a
     batch-8 throughput and the worker's own peak RSS (a torch-free process: far below this torch-loaded test
     process's peak)."""
-    from effdet.benchmarks.deploy import DESCRIPTIONS
-    from effdet.benchmarks.workers import peak_rss_mib
+    from effdet.benchmark.deploy import DESCRIPTIONS
+    from effdet.benchmark.workers import peak_rss_mib
 
     done = subprocess.run([sys.executable, str(REPO / "tools" / "benchmark.py"), "predict", "--backend",
                            "runtime-onnxruntime", "int8-openvino", "--models", "efficientdet_lite0", "--runs", "2",

@@ -12,8 +12,9 @@ REFERENCE = re.compile(r"(?<![\w/.:-])((?:[\w.-]+/)+[\w.-]+\.md|[A-Z][A-Z_]*\.md
 
 
 def tracked_files() -> list[str]:
-    listed = subprocess.run(["git", "ls-files", "effdet", "backbones", "heads", "tools", "tests", "configs", "docs",
-                             "Makefile", "setup.py", "README.md"], cwd=REPO, capture_output=True, text=True, check=True)
+    listed = subprocess.run(["git", "ls-files", "effdet", "backbones", "heads", "tools", "benchmarks", "tests",
+                             "configs", "docs", "Makefile", "setup.py", "README.md"], cwd=REPO, capture_output=True,
+                            text=True, check=True)
     return [name for name in listed.stdout.splitlines() if name.endswith((".py", ".yaml", ".yml", ".md", "Makefile"))]
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from effdet.benchmarks.cocoeval import benchmark_coco_eval, synthetic_coco_data
+from benchmarks.cocoeval import benchmark_coco_eval, synthetic_coco_data
 from effdet.evaluation import (
     STAT_KEYS,
     CocoEvaluator,

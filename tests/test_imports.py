@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -89,6 +91,19 @@ def test_no_import_cycle_in_the_packages():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+def test_the_installed_packages_import_nothing_that_only_the_checkout_has():
+    """The wheel holds effdet, backbones and heads only: none of them may import the checkout's benchmarks/, tools/
+    or test helpers (tests/test_wheel.py runs the installed console scripts)."""
+    checkout_only = {"benchmarks", "tools", "tests", "helpers", "conftest", "reference", "checkpoints"}
+    found = []
+    for path in (p for package in PACKAGES for p in (REPO / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            found += [f"{path.relative_to(REPO)}: {n}" for n in names if n.split(".")[0] in checkout_only]
+    assert not found, found
+
+
 def test_model_holds_modules_only_and_does_not_import_the_checkpoint_code():
     graph = import_graph()
     assert not {m for m in graph["effdet.model"] if m.startswith(("effdet.checkpoint", "effdet.factory"))}
@@ -118,7 +133,7 @@ print(json.dumps({"threads_after": cv2.getNumThreads()}))
     assert second["threads_after"] == first["threads_before"]  # OpenCV threads untouched by `import effdet`
 
 
-@pytest.mark.parametrize("tool", ["train", "eval", "infer", "convert_weights", "benchmark", "make_demo_data"])
+@pytest.mark.parametrize("tool", ["train", "eval", "infer", "convert_weights", "make_demo_data"])
 def test_tools_are_shims_over_the_package_command_lines(tool):
     from importlib import import_module
 
@@ -128,3 +143,24 @@ def test_tools_are_shims_over_the_package_command_lines(tool):
     assert callable(import_module(f"effdet.cli.{tool}").main)
     setup = (REPO / "setup.py").read_text(encoding="utf-8")
     assert f"effdet-{tool.replace('_', '-')}=effdet.cli.{tool}:main" in setup
+
+
+def test_benchmark_tool_runs_the_checkout_benchmarks_over_the_package_command_line():
+    """tools/benchmark.py runs benchmarks/cli.py (the comparisons, not installed) from the checkout, which adds its
+    subcommands to the installed effdet-benchmark's (effdet/cli/benchmark.py) and runs that command line."""
+    from benchmarks import cli
+    from effdet.cli import benchmark
+
+    text = (REPO / "tools" / "benchmark.py").read_text(encoding="utf-8")
+    assert "from benchmarks.cli import main" in text and len(text.splitlines()) <= 12
+    assert "effdet-benchmark=effdet.cli.benchmark:main" in (REPO / "setup.py").read_text(encoding="utf-8")
+    assert set(benchmark.SUBCOMMANDS) == {"model", "predict", "postprocess", "loader", "scaling"}
+    assert set(benchmark.SUBCOMMANDS) < set(cli.SUBCOMMANDS)
+    assert all(module.startswith("effdet.benchmark.") for module in benchmark.SUBCOMMANDS.values())
+    assert not benchmark.STANDALONE and "convergence" in cli.STANDALONE
+    # every subcommand tools/benchmark.py had before the split, from the checkout alone (no PYTHONPATH, another cwd)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "benchmark.py"), "--help"], capture_output=True,
+                          text=True, env=env, cwd=tempfile.gettempdir(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "{model,train,predict,postprocess,loader,cocoeval,scaling,convergence,all}" in done.stdout

@@ -20,7 +20,7 @@ BACKBONE_CHANNELS = {
     "efficientnet_lite2": [48, 120, 352], "efficientnet_lite3": [48, 136, 384],
     "efficientnet_lite4": [56, 160, 448],
 }
-# The published table, written here (not read from effdet.benchmarks.figures, the production copy the model
+# The published table, written here (not read from effdet.benchmark.figures, the production copy the model
 # benchmark reports against): parameters in millions at 90 classes and multiply-adds in billions ("FLOPs" in the
 # paper, which counts multiply-adds). EfficientDet D0-D7x: Tan, Pang & Le, "EfficientDet: Scalable and Efficient
 # Object Detection" (CVPR 2020), Table 2, with the digits of the official google/automl efficientdet README
@@ -80,7 +80,7 @@ def test_parameter_counts_match_official(name):
 
 
 def test_the_benchmark_reports_against_the_published_table():
-    from effdet.benchmarks.figures import OFFICIAL
+    from effdet.benchmark.figures import OFFICIAL
 
     assert {name: row.params_m for name, row in OFFICIAL.items()} == OFFICIAL_PARAMS
     assert {name: OFFICIAL[name].macs_b for name in PAPER_MACS} == PAPER_MACS

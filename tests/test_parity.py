@@ -1,6 +1,6 @@
 """Numerical parity with the reference `effdet` package (PyPI effdet 0.4.1 + timm).
 
-The reference runs in a subprocess (effdet/benchmarks/reference_runner.py) with ONLY the reference on its PYTHONPATH: it
+The reference runs in a subprocess (tests/helpers/reference_runner.py) with ONLY the reference on its PYTHONPATH: it
 builds each model with seeded random weights, saves its state dict, a random input, its per-level outputs and
 its DetBenchPredict-style detections. Here the state dict goes through our converter and
 ``effdet.create_model(weights=...)`` (nothing told about the variant), runs on the same input, and must give
@@ -28,7 +28,7 @@ from backbones import create_backbone
 from effdet.anchors import generate_anchors
 from effdet.postprocess import postprocess
 from effdet.checkpoint import load_weights, read_weights
-from effdet.benchmarks.reference import RUNNER, reference_path
+from helpers.reference import RUNNER, reference_path  # noqa: E402  (tests/helpers/reference.py)
 from reference import missing_reference  # noqa: E402  (tests/reference.py)
 
 pytestmark = [pytest.mark.parity, pytest.mark.slow]

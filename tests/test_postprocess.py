@@ -6,7 +6,7 @@ import torch
 from torchvision.ops import batched_nms, box_iou
 
 from effdet.anchors import BoxCoder, feature_sizes, flatten_outputs, generate_anchors
-from effdet.benchmarks.postprocess import benchmark_postprocess
+from effdet.benchmark.postprocess import benchmark_postprocess
 from effdet.boxes import flip_boxes_horizontal
 from effdet.postprocess import (
     _hard_nms_top,

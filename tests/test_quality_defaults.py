@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from effdet.anchor_fit import anchor_fit, anchor_size_range, letterboxed_boxes, suggest_anchors
-from effdet.benchmarks.convergence import epochs_to_reach, format_table, summarize
+from benchmarks.convergence import epochs_to_reach, format_table, summarize
 from effdet.schema import ConfigError, load_train_config, resolve_model_config
 from effdet.data.synthetic import DIGIT_CATEGORIES, make_synthetic_dataset, object_size_summary
 from effdet.data.transforms import DetectionSample, train_transforms
@@ -229,7 +229,7 @@ def test_convergence_summary_reports_epochs_to_reach_the_reference():
 def test_reference_init_reorders_class_channels_to_ours():
     """convergence --same-init: the reference labels classes in the annotation file's order, ours by sorted id;
     the class head's channels are anchor-major ([anchors, classes])."""
-    from effdet.benchmarks.reference_train import permute_class_channels
+    from benchmarks.reference_train import permute_class_channels
 
     anchors, classes = 2, 3
     weight = torch.arange(anchors * classes, dtype=torch.float32).reshape(anchors * classes, 1, 1, 1)
@@ -247,7 +247,7 @@ def test_same_init_gives_ours_the_reference_initial_weights(tmp_path):
     """The file `convergence --same-init` hands to tools/train.py (model.weights) loads into our tf_efficientdet_lite0
     with the dataset's classes, and carries the packaged ImageNet backbone the reference starts from."""
     from effdet import create_model
-    from effdet.benchmarks.convergence import (dataset_paths, reference_folder, reference_initial_weights,
+    from benchmarks.convergence import (dataset_paths, reference_folder, reference_initial_weights,
                                                write_reference_spec)
     from effdet.checkpoint import load_pretrained_backbone
 

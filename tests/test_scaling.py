@@ -284,7 +284,7 @@ def test_search_runs_end_to_end_on_tiny_data(tmp_path):
 
 
 def test_scaling_benchmark_points_and_plot(tmp_path):
-    from effdet.benchmarks.scaling import plot_scaling, scaling_points, scaling_row
+    from effdet.benchmark.scaling import plot_scaling, scaling_points, scaling_row
 
     measure, calls = fake_measure(ms_per_gmac=10.0)
     points = scaling_points(families=("lite",), step=0.5, runs=2, time_up_to=1.0, measure=measure)

@@ -1,20 +1,20 @@
-"""Benchmarks: model size/FLOPs/latency, training step, predict, post-processing, data loader, COCO eval.
+"""Benchmarks of your own model: size/multiply-adds/latency, predict (each runtime), post-processing, data loader.
 
-    python tools/benchmark.py model [--variants efficientdet_d0 ...] [--runs 10] [--threads 2]
-    python tools/benchmark.py train  [--runs 10]     # ours vs the reference effdet, D0 @512 batch 2
-    python tools/benchmark.py predict [--runs 20]    # end-to-end predict, ours vs DetBenchPredict
-    python tools/benchmark.py postprocess | loader | cocoeval
-    python tools/benchmark.py all [--out FILE]
-    python tools/benchmark.py scaling --plot scaling.png [--step 0.5] [--time-up-to 3]   # not part of `all`
-    python tools/benchmark.py convergence --compare-reference [--epochs 16] [--data DIR ...]   # val AP per epoch
+    effdet-benchmark model [--variants efficientdet_d0 ...] [--runs 10] [--threads 2]
+    effdet-benchmark predict [--runs 20]     # end-to-end Predictor.predict, D0 @512
+    effdet-benchmark predict --backend all [--models efficientdet_d0 ...]   # torch, onnxruntime, OpenVINO, int8, ...
+    effdet-benchmark postprocess | loader
+    effdet-benchmark all [--out FILE]
+    effdet-benchmark scaling --plot scaling.png [--step 0.5] [--time-up-to 3]   # not part of `all`
 
 Every figure is a median over --runs runs after warm-up, with the spread (min–max). Each measurement
-runs in a fresh subprocess so its peak memory (max RSS) is its own. The reference package is imported
-only in those subprocesses, from EFFDET_PARITY_PATH or .parity/ (`make parity-env`), never in ours.
-Each subcommand is a module of effdet.benchmarks with a `run(args) -> list[str]` (markdown rows), registered in
+runs in a fresh subprocess so its peak memory (max RSS) is its own. FLOPs are counted by instrumenting the real
+forward (torch.utils.flop_counter) and reported as multiply-adds (the counter's FLOPs / 2), as the paper counts them.
+Each subcommand is a module of effdet.benchmark with a `run(args) -> list[str]` (markdown rows), registered in
 SUBCOMMANDS below: a new benchmark is a new module and one line here.
-FLOPs are counted by instrumenting the real forward (torch.utils.flop_counter) and reported as
-multiply-adds (the counter's FLOPs / 2), as the paper counts them.
+
+Comparisons with the reference effdet and other tools (training step, COCO-eval backends, convergence,
+predict --compare-reference) run from a checkout: `python tools/benchmark.py --help` (the repository's benchmarks/).
 """
 from __future__ import annotations
 
@@ -22,30 +22,27 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import AbstractSet, Mapping, Optional, Sequence
 
-# name -> module of effdet.benchmarks with run(args) -> list[str] (and optionally add_arguments(parser))
+# name -> module with run(args) -> list[str] (and optionally add_arguments(parser))
 SUBCOMMANDS: dict[str, str] = {
-    "model": "effdet.benchmarks.model",
-    "train": "effdet.benchmarks.train",
-    "predict": "effdet.benchmarks.predict",
-    "postprocess": "effdet.benchmarks.postprocess",
-    "loader": "effdet.benchmarks.loader",
-    "cocoeval": "effdet.benchmarks.cocoeval",
-    "scaling": "effdet.benchmarks.scaling",
+    "model": "effdet.benchmark.model",
+    "predict": "effdet.benchmark.predict",
+    "postprocess": "effdet.benchmark.postprocess",
+    "loader": "effdet.benchmark.loader",
+    "scaling": "effdet.benchmark.scaling",
 }
 # long-running benchmarks that `all` leaves out (run them by name)
 NOT_IN_ALL: frozenset[str] = frozenset({"scaling"})
-# benchmarks with a command line of their own: `tools/benchmark.py NAME ...` runs the module's main(argv)
-STANDALONE: dict[str, str] = {
-    "convergence": "effdet.benchmarks.convergence",  # training quality per epoch, ours vs the reference
-}
+# benchmarks with a command line of their own: `NAME ...` runs the module's main(argv) (tools/benchmark.py has one)
+STANDALONE: dict[str, str] = {}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="effdet-benchmark", description=__doc__,
+def build_parser(subcommands: Mapping[str, str] = SUBCOMMANDS, standalone: Mapping[str, str] = STANDALONE,
+                 prog: str = "effdet-benchmark", description: str = __doc__) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=[*SUBCOMMANDS, *STANDALONE, "all"])
+    parser.add_argument("what", choices=[*subcommands, *standalone, "all"])
     parser.add_argument("--variants", nargs="+", default=["efficientdet_d0", "efficientdet_d1", "efficientdet_d2",
                                                           "efficientdet_d3", "efficientdet_lite0"])
     parser.add_argument("--runs", type=int, default=10)
@@ -54,14 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, *, subcommands: Mapping[str, str] = SUBCOMMANDS,
+         not_in_all: AbstractSet[str] = NOT_IN_ALL, standalone: Mapping[str, str] = STANDALONE,
+         prog: str = "effdet-benchmark", description: str = __doc__) -> int:
+    """Run the benchmark ``argv[0]`` names (or ``all``). ``tools/benchmark.py`` runs this with more subcommands."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] and argv[0] in STANDALONE:
-        return int(importlib.import_module(STANDALONE[argv[0]]).main(argv[1:]) or 0)
-    parser = build_parser()
+    if argv[:1] and argv[0] in standalone:
+        return int(importlib.import_module(standalone[argv[0]]).main(argv[1:]) or 0)
+    parser = build_parser(subcommands, standalone, prog, description)
     known, _ = parser.parse_known_args(argv)
-    selected = [n for n in SUBCOMMANDS if n not in NOT_IN_ALL] if known.what == "all" else [known.what]
-    modules = {name: importlib.import_module(SUBCOMMANDS[name]) for name in selected}
+    selected = [n for n in subcommands if n not in not_in_all] if known.what == "all" else [known.what]
+    modules = {name: importlib.import_module(subcommands[name]) for name in selected}
     for module in modules.values():  # subcommand-specific options
         if hasattr(module, "add_arguments"):
             module.add_arguments(parser)

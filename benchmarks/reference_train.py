@@ -1,7 +1,7 @@
 """Train the reference ``effdet`` 0.4.1 with the convergence benchmark's recipe (a user loop around its DetBenchTrain).
 
 Run ONLY as a script in a subprocess whose PYTHONPATH holds the reference folder and nothing of this project
-(both packages are called ``effdet``); :mod:`effdet.benchmarks.convergence` starts it:
+(both packages are called ``effdet``); :mod:`benchmarks.convergence` starts it:
 
     python reference_train.py keys SPEC.json       # writes the backbone's state-dict keys (for the weight conversion)
     python reference_train.py train SPEC.json      # trains; one JSON line per epoch on stdout: {"epoch", "AP", "AP50"}

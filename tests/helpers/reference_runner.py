@@ -2,7 +2,7 @@
 
 Executed by tests/test_parity.py in a subprocess whose PYTHONPATH holds ONLY the reference (never this project):
 
-    python effdet/benchmarks/reference_runner.py OUT_DIR CASES_JSON
+    python tests/helpers/reference_runner.py OUT_DIR CASES_JSON
 
 CASES_JSON is a list of cases, e.g.
     [{"id": "d0_512", "model": "tf_efficientdet_d0", "size": [512, 512]},

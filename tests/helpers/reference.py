@@ -1,9 +1,9 @@
-"""Where the reference `effdet` package (PyPI effdet 0.4.1 + timm) lives, and how to run code against it.
+"""Running code against the reference `effdet` package (PyPI effdet 0.4.1 + timm) for the tests.
 
-The reference is also called `effdet`, so it is never imported in our process: it runs in a subprocess
-whose PYTHONPATH holds only the reference folder: ``$EFFDET_PARITY_PATH``, else ``<repo>/.parity``
-(made by ``make parity-env``). Used by the tests (parity) and the benchmarks (ours against the reference);
-``reference_runner.py`` beside this file is the script the parity tests run there.
+The reference is also called `effdet`, so it is never imported in our process: it runs in a subprocess whose
+PYTHONPATH holds only the reference folder, which :func:`benchmarks.common.reference_path` finds
+(``$EFFDET_PARITY_PATH``, else ``<repo>/.parity``, made by ``make parity-env``). ``reference_runner.py`` beside this
+file is the script the parity tests (tests/test_parity.py) run there.
 """
 from __future__ import annotations
 
@@ -12,27 +12,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional
 
 import torch
 
+from benchmarks.common import reference_path
+
 RUNNER = Path(__file__).with_name("reference_runner.py")
-REPO = Path(__file__).resolve().parents[2]
 SKIP_REASON = ("reference effdet 0.4.1 not found: run `make parity-env` (fills .parity/) or set EFFDET_PARITY_PATH "
                "to a folder holding the effdet and timm packages")
-
-
-def reference_path(require_timm: bool = False) -> Optional[Path]:
-    """The folder holding the reference ``effdet`` (and ``timm`` when ``require_timm``), or None."""
-    configured = os.environ.get("EFFDET_PARITY_PATH")
-    candidate = Path(configured) if configured else REPO / ".parity"
-    if not (candidate / "effdet" / "anchors.py").is_file():
-        return None
-    if require_timm and not (candidate / "timm").is_dir():
-        return None
-    return candidate.resolve()
-
-
 
 # Loads the reference's modules without its package __init__ (which would import timm).
 _PRELUDE = """
@@ -60,4 +47,4 @@ def run_reference(script: str, inputs: dict) -> dict:
         return torch.load(out_path)
 
 
-__all__ = ["REPO", "RUNNER", "SKIP_REASON", "reference_path", "run_reference"]
+__all__ = ["RUNNER", "SKIP_REASON", "reference_path", "run_reference"]

@@ -8,7 +8,7 @@ import numpy as np
 
 from effdet.evaluation import evaluate_coco, load_coco_gt
 
-from .common import run_worker
+from .common import run_ours
 
 
 def synthetic_coco_data(
@@ -92,7 +92,7 @@ def benchmark_coco_eval(
 
 
 def run(args) -> list[str]:
-    r = run_worker("cocoeval", 3, threads=args.threads)
+    r = run_ours("cocoeval", 3, threads=args.threads)
     fast = r["faster_coco_eval_s"]
     rows = [f"| COCO eval, 500 images × 100 detections | pycocotools {r['pycocotools_s']:.2f} s | "
             f"faster-coco-eval {fast:.2f} s (×{r['pycocotools_s'] / fast:.1f}) |" if fast else

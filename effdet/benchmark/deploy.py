@@ -1,17 +1,20 @@
-"""Deployment latency: our Predictor on each backend and the torch-free runtime (fp32 and int8) against the
-reference package's DetBenchPredict, measured alternately in one run, with each path's distance from the
-machine's float32 FLOP limit.
+"""Deployment latency: our Predictor on each backend and the torch-free runtime (fp32 and int8), measured
+alternately in one run, with each path's distance from the machine's float32 FLOP limit.
 
-    python tools/benchmark.py predict --backend all --compare-reference [--rounds 15] [--threads 2]
+    effdet-benchmark predict --backend all [--models efficientdet_d0 ...] [--runs 15] [--threads 2]
+    python tools/benchmark.py predict --backend all --compare-reference    # from a checkout: + the reference
+
+A :class:`Baseline` (another implementation in its own process: ``tools/benchmark.py`` adds the reference
+package's DetBenchPredict) is timed in the same rounds, and every path gets its same-round ratio to it.
 
 Every path lives in its own long-running subprocess (its model loaded once); the controller asks each in
 turn for one timed call per round (rotating the order), so slow phases of a shared machine hit every path
 alike. Before each timed call the controller idles for ``SETTLE_SECONDS``: a runtime's worker threads keep spinning
 for a while after a call returns (onnxruntime's intra-op pool, OpenMP), and without the pause they take the cores
 from whichever path is timed next (measured: OpenVINO int8 on D0, 56 ms median after onnxruntime workers vs 38 ms
-without them). Ratios are medians of the same-round ratios to the reference. "end to end" is from a 640×480 uint8
+without them). Ratios are medians of the same-round ratios to the baseline. "end to end" is from a 640×480 uint8
 image to final boxes in its own pixels (letterbox, normalise, network, decode, NMS, undo letterbox); the
-reference gets a ready tensor (no pre-processing), as in ``tools/benchmark.py predict``.
+reference baseline gets a ready tensor (no pre-processing), as in ``tools/benchmark.py predict``.
 
 FLOP limit: multiply-adds of the network (``torch.utils.flop_counter`` on the real forward, FLOPs / 2) × 2 ÷
 the float32 rate of a large ``torch.matmul`` on the same number of threads. "× limit" = latency ÷ that time.
@@ -27,11 +30,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
+from .common import PACKAGE_PARENT, own_pythonpath
 from .workers import peak_rss_mib
 
-ROOT = Path(__file__).resolve().parents[2]
 PATHS = ("torch", "onnxruntime", "openvino", "runtime-onnxruntime", "runtime-openvino", "int8-onnxruntime",
          "int8-openvino")  # --backend all
 OPTIONAL_PATHS = ("runtime-openvino-bf16",)  # only on CPUs with bfloat16 units; asked for by name
@@ -39,7 +42,6 @@ DEFAULT_MODELS = ("efficientdet_d0", "efficientdet_lite0", "efficientdet_d1")
 SETTLE_SECONDS = 0.2  # idle time before each timed call (see the module doc)
 INT8_QUANTIZERS = {"int8-onnxruntime": "onnxruntime", "int8-openvino": "nncf"}  # each runtime's fastest file
 DESCRIPTIONS = {
-    "reference": "reference DetBenchPredict (tensor in)",
     "torch": "ours, Predictor backend torch",
     "onnxruntime": "ours, Predictor backend onnxruntime",
     "openvino": "ours, Predictor backend openvino",
@@ -52,8 +54,8 @@ DESCRIPTIONS = {
 
 # ------------------------------------------------------------------------------------------- workers
 
-# Each worker reports its own peak (see workers.peak_rss_mib, whose source is copied in: the reference's process
-# cannot import this project).
+# Each worker reports its own peak (see workers.peak_rss_mib, whose source is copied in: a baseline's process, the
+# reference's, cannot import this project).
 _SERVE_LOOP = "\n" + inspect.getsource(peak_rss_mib) + r"""
 import time
 print("@@ready", flush=True)
@@ -89,20 +91,19 @@ def call(batch):
     runner.predict([image] * batch, batch_size=batch)
 """
 
-_REFERENCE = r"""
-import json, sys
-spec = json.loads(sys.argv[1])
-import torch
-torch.set_num_threads(spec["threads"])
-from effdet import create_model
-size = spec["size"]
-bench = create_model(spec["model"], bench_task="predict", pretrained_backbone=False, num_classes=90,
-                     image_size=(size, size)).eval()
-inputs = {b: torch.randn(b, 3, size, size) for b in (1, spec["batch"])}
-def call(batch):
-    with torch.no_grad():
-        bench(inputs[batch])
-"""
+
+class Baseline(NamedTuple):
+    """Another implementation timed in the same rounds as ours, in its own process.
+
+    ``code`` defines ``call(batch)`` (one timed call on ``batch`` images) from ``spec``, the JSON of
+    ``make_spec(model_name, native_size, threads, batch)`` in ``sys.argv[1]``; it runs with ``pythonpath`` as its
+    whole import path, in ``cwd``."""
+    name: str
+    description: str
+    code: str
+    make_spec: Callable[[str, list, int, int], dict]
+    pythonpath: str
+    cwd: str
 
 
 class Worker:
@@ -222,20 +223,20 @@ def _file_for(path: str, files: dict[str, str]) -> Optional[str]:
     return files.get("raw")
 
 
-def measure_model(model_name: str, paths: Sequence[str], reference: Optional[str], threads: int, rounds: int,
+def measure_model(model_name: str, paths: Sequence[str], baseline: Optional[Baseline], threads: int, rounds: int,
                   batch: int, batch_rounds: int, folder: Path, calibration: Optional[str]) -> dict[str, Any]:
     """Latency (batch 1) and throughput (``batch``) of every path, alternating; see the module doc."""
     macs, size = multiply_adds(model_name)
     files = export_files(model_name, folder, paths, calibration)
     workers: dict[str, Worker] = {}
     try:
-        if reference:
-            spec = {"model": "tf_" + model_name, "size": size[0], "threads": threads, "batch": batch}
-            workers["reference"] = Worker("reference", _REFERENCE, spec, _env(threads, reference),
-                                          tempfile.gettempdir())
+        if baseline is not None:
+            workers[baseline.name] = Worker(baseline.name, baseline.code,
+                                            baseline.make_spec(model_name, size, threads, batch),
+                                            _env(threads, baseline.pythonpath), baseline.cwd)
         for path in paths:
             spec = {"path": path, "model": model_name, "file": _file_for(path, files), "threads": threads}
-            workers[path] = Worker(path, _OURS, spec, _env(threads, str(ROOT)), str(ROOT))
+            workers[path] = Worker(path, _OURS, spec, _env(threads, own_pythonpath()), str(PACKAGE_PARENT))
         names = list(workers)
         for name in names:  # warm-up
             for _ in range(2):
@@ -259,8 +260,10 @@ def measure_model(model_name: str, paths: Sequence[str], reference: Optional[str
     finally:
         for worker in workers.values():
             worker.close()
+    descriptions = dict(DESCRIPTIONS, **({baseline.name: baseline.description} if baseline is not None else {}))
     return {"model": model_name, "size": size, "macs": macs, "latency": latency, "throughput": throughput,
-            "rss": rss, "batch": batch}
+            "rss": rss, "batch": batch, "baseline": baseline.name if baseline is not None else None,
+            "descriptions": descriptions}
 
 
 # --------------------------------------------------------------------------------------------- report
@@ -272,36 +275,35 @@ def _ms(values: Sequence[float]) -> str:
 
 
 def table(result: dict[str, Any], flops: float) -> list[str]:
-    latency, throughput = result["latency"], result["throughput"]
+    latency, throughput, baseline = result["latency"], result["throughput"], result["baseline"]
     limit = 2.0 * result["macs"] / flops
     size = "×".join(str(s) for s in result["size"])
-    rows = [f"| {result['model']} @{size}, batch 1, 640×480 image → boxes | latency | ×reference (same-round) | "
-            f"× FLOP limit ({limit * 1e3:.1f} ms) | batch {result['batch']} images/s | peak RSS (MiB) |",
+    rows = [f"| {result['model']} @{size}, batch 1, 640×480 image → boxes | latency | "
+            f"×{baseline or 'baseline'} (same-round) | × FLOP limit ({limit * 1e3:.1f} ms) | "
+            f"batch {result['batch']} images/s | peak RSS (MiB) |",
             "|---|---|---|---|---|---|"]
     for name, times in latency.items():
         ratio = "-"
-        if "reference" in latency and name != "reference":
-            ratio = f"×{statistics.median(t / r for t, r in zip(times, latency['reference'])):.2f}"
-        rows.append(f"| {DESCRIPTIONS[name]} | {_ms(times)} | {ratio} | ×{statistics.median(times) / limit:.1f} | "
-                    f"{statistics.median(throughput[name]):.1f} | {result['rss'][name]:.0f} |")
+        if baseline is not None and name != baseline:
+            ratio = f"×{statistics.median(t / r for t, r in zip(times, latency[baseline])):.2f}"
+        rows.append(f"| {result['descriptions'][name]} | {_ms(times)} | {ratio} | "
+                    f"×{statistics.median(times) / limit:.1f} | {statistics.median(throughput[name]):.1f} | "
+                    f"{result['rss'][name]:.0f} |")
     return rows
 
 
-def run(models: Sequence[str] = DEFAULT_MODELS, paths: Sequence[str] = PATHS, compare_reference: bool = True,
-        reference: Optional[str] = None, threads: int = 2, rounds: int = 15, batch: int = 8, batch_rounds: int = 3,
-        calibration: Optional[str] = None) -> list[str]:
-    """Measure ``models`` on ``paths`` (and the reference at ``reference``, a folder holding its package, when
-    ``compare_reference``); print and return markdown tables."""
+def run(models: Sequence[str] = DEFAULT_MODELS, paths: Sequence[str] = PATHS, threads: int = 2, rounds: int = 15,
+        batch: int = 8, batch_rounds: int = 3, calibration: Optional[str] = None,
+        baseline: Optional[Baseline] = None) -> list[str]:
+    """Measure ``models`` on ``paths`` (and ``baseline`` in the same rounds); print and return markdown tables."""
     unknown = sorted(set(paths) - set(PATHS + OPTIONAL_PATHS))
     if unknown:
         raise ValueError(f"unknown backend path(s) {unknown}; valid: {list(PATHS + OPTIONAL_PATHS)}")
-    if compare_reference and reference is None:
-        raise RuntimeError("the reference package was not found: run `make parity-env` or set EFFDET_PARITY_PATH")
     flops_before = matmul_flops(threads)
     lines = []
     with tempfile.TemporaryDirectory(prefix="effdet-deploy-bench-") as folder:
-        results = [measure_model(m, paths, reference if compare_reference else None, threads, rounds, batch,
-                                 batch_rounds, Path(folder), calibration) for m in models]
+        results = [measure_model(m, paths, baseline, threads, rounds, batch, batch_rounds, Path(folder), calibration)
+                   for m in models]
     flops = statistics.median([flops_before, matmul_flops(threads)])
     lines.append(f"CPU: {cpu_features()}")
     lines.append(f"float32 matmul rate on {threads} threads: {flops / 1e9:.1f} GFLOP/s (2048² matmul, median of "

