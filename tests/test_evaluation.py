@@ -234,7 +234,7 @@ def test_results_for_unknown_images_and_unknown_backend_fail_clearly():
     gt = make_gt({1: [([0, 0, 40, 40], 1)]}, [(1, "thing")])
     with pytest.raises(ValueError, match=r"1 result image ids are not in the ground truth \(first: \[5\]\)"):
         evaluate_coco(gt, [{"image_id": 5, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1.0}], verbose=False)
-    with pytest.raises(ValueError, match="unknown COCO evaluation backend 'detectron'"):
+    with pytest.raises(ValueError, match="unknown COCO evaluator 'detectron'"):
         evaluate_coco(gt, [], backend="detectron", verbose=False)
 
 
