@@ -13,13 +13,22 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .entries import finite_number, unknown_category
-from .findings import DataReport
 
 BORDER_TOLERANCE = 1.0  # px a box may cross its image border without a finding
 MIN_BOX_SIZE = 1.0  # px; a box narrower or shorter than this once clipped to its image is dropped
 
 Box = Tuple[float, float, float, float]
+
+
+def finite_number(value: Any) -> Optional[float]:
+    """``value`` as a finite float (numbers and numeric text; not booleans), else None."""
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def parse_bbox(bbox: Any) -> Optional[Box]:
@@ -171,40 +180,3 @@ def box_verdict(bbox: Any, width: float, height: float, normalized: bool, xyxy_f
 
 BOX_SEVERITY = {"box_invalid": "error", "box_nonpositive": "error", "box_outside": "error",
                 "box_degenerate": "error", "box_xyxy": "error", "box_clipped": "warning"}
-
-
-def check_annotations(report: DataReport, anns: List[Dict[str, Any]], category_names: Dict[Any, str],
-                      image_by_id: Dict[Any, Dict[str, Any]], sizes: Dict[Any, Tuple[float, float]]) -> None:
-    """Per annotation: a known category, a known image, a box (:func:`box_verdict`), crowd regions; for the
-    whole file: normalised coordinates or boxes written as xyxy."""
-    normalized = looks_normalized(anns, sizes)
-    if normalized:
-        report.add("error", "boxes_normalized", f"all {len(anns)} boxes have coordinates in 0..1 while the images "
-                   "are larger: the boxes are normalised (e.g. YOLO-style), COCO needs pixels")
-    sized = []  # (bbox, image width, image height) for the whole-file xyxy verdict
-    for ann in anns:
-        ann_id, image_id = ann["id"], ann["image_id"]
-        file = image_by_id[image_id]["file_name"] if image_id in image_by_id else None
-        unknown = unknown_category(ann, category_names)
-        if unknown:
-            report.add("fatal", "unknown_category", unknown, annotation_id=ann_id, image_id=image_id, file=file)
-        if image_id not in image_by_id:
-            report.add("error", "orphan_annotation", f"image_id {image_id!r} is not in 'images'",
-                       annotation_id=ann_id, image_id=image_id)
-            continue
-        if image_id not in sizes:
-            continue
-        width, height = sizes[image_id]
-        code, _, message = box_verdict(ann["bbox"], width, height, normalized)
-        sized.append((ann["bbox"], width, height))
-        if code is not None:
-            report.add(BOX_SEVERITY[code], code, message, annotation_id=ann_id, image_id=image_id, file=file)
-        if ann.get("iscrowd"):
-            report.add("warning", "crowd_region", "iscrowd=1: an ignore region, not an object",
-                       annotation_id=ann_id, image_id=image_id, file=file)
-    xyxy_file, fit_xyxy = file_written_as_xyxy(sized) if not normalized else (False, 0)
-    if xyxy_file:
-        report.add("error", "box_format_suspect", f"{fit_xyxy} of {len(sized)} boxes overflow their image as "
-                   f"[x, y, w, h] but fit as [x1, y1, x2, y2]: the file looks written in xyxy; COCO bbox is "
-                   f"[x, y, width, height]. --fix converts every box of the file, also those that fit as "
-                   f"[x, y, w, h]")

@@ -1,11 +1,12 @@
-"""The whole check of a dataset (:func:`check_dataset`) and the fast part training runs first (:func:`preflight`)."""
+"""The whole check of a dataset (:func:`check_dataset`, with the per-annotation checks) and the fast part training
+runs first (:func:`preflight`)."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-from .boxes import check_annotations
-from .entries import check_sections, first_entry_per_id, load_annotations, well_formed_entries
+from .boxes import BOX_SEVERITY, box_verdict, file_written_as_xyxy, looks_normalized
+from .entries import check_sections, first_entry_per_id, load_annotations, unknown_category, well_formed_entries
 from .findings import DataCheckError, DataReport
 from .images import check_images
 from .paths import PathLike
@@ -62,9 +63,54 @@ def check_dataset(
 
     sizes = check_images(report, images_dir, image_by_id, level, allow_outside_images, max_image_pixels,
                          exif_orientation)
-    check_annotations(report, anns, category_names, image_by_id, sizes)
-    statistics(report, data, anns, category_names, image_by_id)
+    _check_annotations(report, anns, category_names, image_by_id, sizes)
+    stats, empty_images = statistics(data, anns, category_names, image_by_id)
+    for image_id in empty_images:
+        report.add("warning", "empty_image", "no boxes (a negative example; fine if intended)",
+                   image_id=image_id, file=image_by_id[image_id]["file_name"])
+    for row in stats["class_balance"]:
+        if row["boxes"] == 0:
+            report.add("warning", "unused_category", f"category '{row['name']}' (id {row['id']}) has no boxes: "
+                       "the model will never learn it")
+    report.stats.update(stats)
     return report
+
+
+def _check_annotations(report: DataReport, anns: List[Dict[str, Any]], category_names: Dict[Any, str],
+                       image_by_id: Dict[Any, Dict[str, Any]], sizes: Dict[Any, Tuple[float, float]]) -> None:
+    """Per annotation: a known category, a known image, a box (:func:`box_verdict`), crowd regions; for the
+    whole file: normalised coordinates or boxes written as xyxy."""
+    normalized = looks_normalized(anns, sizes)
+    if normalized:
+        report.add("error", "boxes_normalized", f"all {len(anns)} boxes have coordinates in 0..1 while the images "
+                   "are larger: the boxes are normalised (e.g. YOLO-style), COCO needs pixels")
+    sized = []  # (bbox, image width, image height) for the whole-file xyxy verdict
+    for ann in anns:
+        ann_id, image_id = ann["id"], ann["image_id"]
+        file = image_by_id[image_id]["file_name"] if image_id in image_by_id else None
+        unknown = unknown_category(ann, category_names)
+        if unknown:
+            report.add("fatal", "unknown_category", unknown, annotation_id=ann_id, image_id=image_id, file=file)
+        if image_id not in image_by_id:
+            report.add("error", "orphan_annotation", f"image_id {image_id!r} is not in 'images'",
+                       annotation_id=ann_id, image_id=image_id)
+            continue
+        if image_id not in sizes:
+            continue
+        width, height = sizes[image_id]
+        code, _, message = box_verdict(ann["bbox"], width, height, normalized)
+        sized.append((ann["bbox"], width, height))
+        if code is not None:
+            report.add(BOX_SEVERITY[code], code, message, annotation_id=ann_id, image_id=image_id, file=file)
+        if ann.get("iscrowd"):
+            report.add("warning", "crowd_region", "iscrowd=1: an ignore region, not an object",
+                       annotation_id=ann_id, image_id=image_id, file=file)
+    xyxy_file, fit_xyxy = file_written_as_xyxy(sized) if not normalized else (False, 0)
+    if xyxy_file:
+        report.add("error", "box_format_suspect", f"{fit_xyxy} of {len(sized)} boxes overflow their image as "
+                   f"[x, y, w, h] but fit as [x1, y1, x2, y2]: the file looks written in xyxy; COCO bbox is "
+                   f"[x, y, width, height]. --fix converts every box of the file, also those that fit as "
+                   f"[x, y, w, h]")
 
 
 def preflight(images_dir: PathLike, annotations: PathLike, *, data: Optional[Dict[str, Any]] = None,

@@ -4,10 +4,10 @@ them all, the dataset (:class:`effdet.data.CocoDetection`) raises on the first."
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
+from .boxes import finite_number
 from .findings import DataReport
 
 PathLike = Union[str, os.PathLike]
@@ -19,17 +19,6 @@ REQUIRED_KEYS: Dict[str, Tuple[str, ...]] = {
     "categories": ("id", "name"),
 }
 _SECTION_OF_KIND = {"category": "categories", "image": "images", "annotation": "annotations"}
-
-
-def finite_number(value: Any) -> Optional[float]:
-    """``value`` as a finite float (numbers and numeric text; not booleans), else None."""
-    if isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def image_size(entry: Mapping[str, Any]) -> Optional[Tuple[float, float]]:

@@ -6,6 +6,8 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
+from .statistics import format_statistics
+
 SEVERITIES = ("fatal", "error", "warning", "info")
 
 # What each code means and what --fix does about it (shown in the report legend and the docs).
@@ -151,8 +153,6 @@ class DataReport:
                     lines.append(f"    {finding.line()}")
                 if len(items) > max_per_code:
                     lines.append(f"    ... and {len(items) - max_per_code} more (--max-lines to see more)")
-        from .statistics import format_statistics  # here: statistics reads boxes, which report findings
-
         lines += format_statistics(stats)
         lines.append("")
         fatal, errors, warnings = len(self.of("fatal")), len(self.of("error")), len(self.of("warning"))
