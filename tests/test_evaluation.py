@@ -1,11 +1,15 @@
-"""COCO evaluation layer: conversions, hand-computed AP values, backends, distributed gathering, files."""
+"""COCO evaluation layer: conversions, hand-computed AP values, the two COCO evaluators (coco_eval), one COCOeval
+path, distributed gathering, files."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +28,7 @@ from effdet.evaluation import (
     write_json_atomic,
 )
 
-BACKENDS = ["pycocotools", "faster_coco_eval"]
+COCO_EVALUATORS = ["pycocotools", "faster_coco_eval"]
 COCO_IOU_THRESHOLDS = [0.5 + 0.05 * i for i in range(10)]
 COCO_RECALL_THRESHOLDS = [i / 100 for i in range(101)]
 
@@ -119,10 +123,10 @@ def test_detections_to_coco_results_rejects_bad_input():
 # evaluate_coco: numbers computed by hand
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_perfect_detections_give_ap_one(backend):
+@pytest.mark.parametrize("coco_eval", COCO_EVALUATORS)
+def test_perfect_detections_give_ap_one(coco_eval):
     gt = make_gt(SIZED_OBJECTS, [(1, "thing")])
-    metrics = evaluate_coco(gt, gt_as_results(gt), backend=backend, verbose=False)
+    metrics = evaluate_coco(gt, gt_as_results(gt), coco_eval=coco_eval, verbose=False)
     for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR10", "AR100", "ARs", "ARm", "ARl"):
         assert metrics[key] == pytest.approx(1.0, abs=1e-12), key
     # maxDets=1: only one of the objects of each image can be found: (1 + 1 + 1) / 6 objects
@@ -130,8 +134,8 @@ def test_perfect_detections_give_ap_one(backend):
     assert metrics["per_class"] == {"thing": pytest.approx(1.0, abs=1e-12)}
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_box_with_iou_0_6_gives_ap_0_3(backend):
+@pytest.mark.parametrize("coco_eval", COCO_EVALUATORS)
+def test_box_with_iou_0_6_gives_ap_0_3(coco_eval):
     gt_box = [20.0, 30.0, 40.0, 40.0]  # medium object (area 1600)
     shifted = [30.0, 30.0, 40.0, 40.0]  # shifted right by 1/4 of its width
     iou = iou_xywh(gt_box, shifted)
@@ -142,7 +146,7 @@ def test_box_with_iou_0_6_gives_ap_0_3(backend):
 
     gt = make_gt({1: [(gt_box, 1)], 2: [(gt_box, 1)], 3: [(gt_box, 1)]}, [(1, "thing")])
     results = [{"image_id": i, "category_id": 1, "bbox": shifted, "score": 0.9} for i in (1, 2, 3)]
-    metrics = evaluate_coco(gt, results, backend=backend, verbose=False)
+    metrics = evaluate_coco(gt, results, coco_eval=coco_eval, verbose=False)
 
     assert metrics["AP"] == pytest.approx(expected_ap, abs=1e-12)
     assert metrics["AP50"] == pytest.approx(1.0, abs=1e-12)
@@ -154,8 +158,8 @@ def test_box_with_iou_0_6_gives_ap_0_3(backend):
     assert metrics["ARs"] == -1.0 and metrics["ARl"] == -1.0
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_non_contiguous_category_ids_and_per_class_ap(backend):
+@pytest.mark.parametrize("coco_eval", COCO_EVALUATORS)
+def test_non_contiguous_category_ids_and_per_class_ap(coco_eval):
     categories = [(1, "cat"), (3, "dog"), (7, "bird"), (9, "fish")]  # fish has no GT
     category_ids = [cid for cid, _ in categories]
     gt_box = [20.0, 30.0, 40.0, 40.0]
@@ -179,7 +183,7 @@ def test_non_contiguous_category_ids_and_per_class_ap(backend):
     results = detections_to_coco_results([1, 2], detections, category_ids)
     assert sorted(r["category_id"] for r in results) == [1, 3, 9]
 
-    metrics = evaluate_coco(gt, results, backend=backend, verbose=False)
+    metrics = evaluate_coco(gt, results, coco_eval=coco_eval, verbose=False)
     per_class = metrics["per_class"]
     assert set(per_class) == {"cat", "dog", "bird", "fish"}
     assert per_class["cat"] == pytest.approx(0.3, abs=1e-12)
@@ -189,34 +193,34 @@ def test_non_contiguous_category_ids_and_per_class_ap(backend):
     # overall AP = mean over classes with GT
     assert metrics["AP"] == pytest.approx((0.3 + 1.0 + 0.0) / 3, abs=1e-12)
 
-    renamed = evaluate_coco(gt, results, backend=backend, verbose=False,
+    renamed = evaluate_coco(gt, results, coco_eval=coco_eval, verbose=False,
                             class_names={1: "Cat", 3: "Dog", 7: "Bird", 9: "Fish"})
     assert renamed["per_class"]["Dog"] == pytest.approx(1.0, abs=1e-12)
     with pytest.raises(ValueError, match="class_names has 2 names but the ground truth has 4"):
-        evaluate_coco(gt, results, backend=backend, verbose=False, class_names=["a", "b"])
+        evaluate_coco(gt, results, coco_eval=coco_eval, verbose=False, class_names=["a", "b"])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_empty_results_give_zeros(backend, tmp_path):
+@pytest.mark.parametrize("coco_eval", COCO_EVALUATORS)
+def test_empty_results_give_zeros(coco_eval, tmp_path):
     gt = make_gt(SIZED_OBJECTS, [(1, "thing"), (2, "other")])
     gt["annotations"][0]["category_id"] = 2
-    metrics = evaluate_coco(gt, [], backend=backend, verbose=False)
+    metrics = evaluate_coco(gt, [], coco_eval=coco_eval, verbose=False)
     assert stats_only(metrics) == {k: 0.0 for k in STAT_KEYS}
     assert metrics["per_class"] == {"thing": 0.0, "other": 0.0}
 
     gt_path, results_path = tmp_path / "gt.json", tmp_path / "results.json"
     gt_path.write_text(json.dumps(gt))
     results_path.write_text("[]")
-    from_files = evaluate_coco(str(gt_path), results_path, backend=backend, verbose=False)
+    from_files = evaluate_coco(str(gt_path), results_path, coco_eval=coco_eval, verbose=False)
     assert stats_only(from_files) == {k: 0.0 for k in STAT_KEYS}
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_images_without_detections_count_as_misses(backend):
+@pytest.mark.parametrize("coco_eval", COCO_EVALUATORS)
+def test_images_without_detections_count_as_misses(coco_eval):
     box = [20.0, 30.0, 40.0, 40.0]
     gt = make_gt({1: [(box, 1)], 2: [(box, 1)]}, [(1, "thing")])
     results = [{"image_id": 1, "category_id": 1, "bbox": box, "score": 0.9}]  # image 2 gets nothing
-    metrics = evaluate_coco(gt, results, backend=backend, verbose=False)
+    metrics = evaluate_coco(gt, results, coco_eval=coco_eval, verbose=False)
 
     # one of two objects found, precision 1 up to recall 0.5 and 0 beyond it
     expected_ap = sum(r <= 0.5 for r in COCO_RECALL_THRESHOLDS) / len(COCO_RECALL_THRESHOLDS)  # 51/101
@@ -224,25 +228,25 @@ def test_images_without_detections_count_as_misses(backend):
     assert metrics["AP50"] == pytest.approx(expected_ap, abs=1e-12)
     assert metrics["AR100"] == pytest.approx(0.5, abs=1e-12)
 
-    only_image_1 = evaluate_coco(gt, results, image_ids=[1], backend=backend, verbose=False)
+    only_image_1 = evaluate_coco(gt, results, image_ids=[1], coco_eval=coco_eval, verbose=False)
     assert only_image_1["AP"] == pytest.approx(1.0, abs=1e-12)
     with pytest.raises(ValueError, match="image_ids are not in the ground truth"):
-        evaluate_coco(gt, results, image_ids=[1, 99], backend=backend, verbose=False)
+        evaluate_coco(gt, results, image_ids=[1, 99], coco_eval=coco_eval, verbose=False)
 
 
-def test_results_for_unknown_images_and_unknown_backend_fail_clearly():
+def test_results_for_unknown_images_and_unknown_coco_evaluator_fail_clearly():
     gt = make_gt({1: [([0, 0, 40, 40], 1)]}, [(1, "thing")])
     with pytest.raises(ValueError, match=r"1 result image ids are not in the ground truth \(first: \[5\]\)"):
         evaluate_coco(gt, [{"image_id": 5, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1.0}], verbose=False)
     with pytest.raises(ValueError, match="unknown COCO evaluator 'detectron'"):
-        evaluate_coco(gt, [], backend="detectron", verbose=False)
+        evaluate_coco(gt, [], coco_eval="detectron", verbose=False)
 
 
-def test_missing_faster_backend_names_the_package(monkeypatch):
+def test_missing_faster_coco_eval_names_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # makes `import faster_coco_eval` fail
     gt = make_gt({1: [([0, 0, 40, 40], 1)]}, [(1, "thing")])
     with pytest.raises(ImportError, match="pip install faster-coco-eval"):
-        evaluate_coco(gt, [], backend="faster_coco_eval", verbose=False)
+        evaluate_coco(gt, [], coco_eval="faster_coco_eval", verbose=False)
 
 
 def test_evaluate_does_not_modify_caller_results_and_prints_summary(capsys):
@@ -259,10 +263,10 @@ def test_evaluate_does_not_modify_caller_results_and_prints_summary(capsys):
     assert format_coco_summary(metrics).splitlines() == lines
 
 
-def test_faster_backend_matches_pycocotools():
+def test_faster_coco_eval_matches_pycocotools():
     gt, results = synthetic_coco_data(num_images=40, dets_per_image=30, num_classes=6, seed=3)
-    reference = evaluate_coco(gt, results, backend="pycocotools", verbose=False)
-    faster = evaluate_coco(gt, results, backend="faster_coco_eval", verbose=False)
+    reference = evaluate_coco(gt, results, coco_eval="pycocotools", verbose=False)
+    faster = evaluate_coco(gt, results, coco_eval="faster_coco_eval", verbose=False)
     assert 0.05 < reference["AP"] < 0.95  # a non-trivial operating point
     for key in STAT_KEYS:
         assert faster[key] == pytest.approx(reference[key], abs=1e-9), key
@@ -324,7 +328,7 @@ def _distributed_worker(rank: int, world_size: int, init_file: str, out_dir: str
     try:
         gt, category_ids, image_ids, detections = synthetic_detections()
         by_id = dict(zip(image_ids, detections))
-        evaluator = CocoEvaluator(gt, category_ids, backend="pycocotools")
+        evaluator = CocoEvaluator(gt, category_ids, coco_eval="pycocotools")
         mine = rank_images[rank]
         for start in range(0, len(mine), 2):  # batches of 2
             batch = mine[start:start + 2]
@@ -409,3 +413,107 @@ def test_save_metrics_round_trip(tmp_path):
 def test_benchmark_returns_positive_seconds():
     seconds = benchmark_coco_eval(num_images=5, dets_per_image=5, backend="faster_coco_eval", repeats=1)
     assert isinstance(seconds, float) and seconds > 0.0
+
+
+# ------------------------------------------------------------------------------------------------
+# one COCOeval path, and the COCO evaluator choice called coco_eval
+# ------------------------------------------------------------------------------------------------
+
+def test_evaluation_and_analysis_read_the_same_cocoeval_run_as_pycocotools_by_hand():
+    import copy
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from effdet.analysis import per_class_ap, run_cocoeval
+
+    gt, results = synthetic_coco_data(num_images=12, dets_per_image=15, num_classes=4, seed=8)
+    coco = COCO()
+    coco.dataset = copy.deepcopy(gt)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+        by_hand = COCOeval(coco, coco.loadRes(copy.deepcopy(results)), "bbox")
+        by_hand.evaluate(), by_hand.accumulate(), by_hand.summarize()
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    expected_ap = {}
+    for k, category_id in enumerate(by_hand.params.catIds):
+        precision = by_hand.eval["precision"][:, :, k, 0, -1]
+        expected_ap[names[category_id]] = float(precision[precision > -1].mean()) if (precision > -1).any() else None
+
+    metrics = evaluate_coco(gt, results, verbose=False)
+    analysis = per_class_ap(run_cocoeval(gt, results), names)
+    assert [metrics[key] for key in STAT_KEYS] == pytest.approx(list(by_hand.stats), abs=1e-12)
+    assert set(metrics["per_class"]) == set(expected_ap) == set(analysis)
+    for name, ap in expected_ap.items():
+        assert metrics["per_class"][name] == pytest.approx(ap, abs=1e-12), name
+        assert analysis[name]["AP"] == pytest.approx(ap, abs=1e-12), name
+
+
+def test_cocoeval_is_run_in_one_module():
+    """pycocotools' COCOeval and faster-coco-eval's COCOeval_faster are imported by effdet/cocoeval.py only (and by
+    the reference training worker, which runs in the reference package's process where our effdet is not importable).
+    """
+    root = Path(__file__).resolve().parent.parent / "effdet"
+    users = sorted(str(path.relative_to(root)) for path in root.rglob("*.py")
+                   if "import COCOeval" in path.read_text() or "COCOeval_faster" in path.read_text())
+    assert users == ["benchmarks/reference_train.py", "cocoeval.py"]
+
+
+def test_category_names_are_the_ground_truths_replaced_by_class_names():
+    from effdet.cocoeval import category_names, load_coco_gt
+
+    gt = load_coco_gt(make_gt({1: [([0, 0, 10, 10], 3)]}, [(7, "bird"), (1, "cat"), (3, "dog")]))
+    assert category_names(gt) == {1: "cat", 3: "dog", 7: "bird"}
+    assert category_names(gt, {3: "Dog", 99: "ghost"}) == {1: "cat", 3: "Dog", 7: "bird"}  # others keep their name
+    assert category_names(gt, ["a", "b", "c"]) == {1: "a", 3: "b", 7: "c"}  # aligned with the sorted ids
+    with pytest.raises(ValueError, match="class_names has 2 names but the ground truth has 3 categories"):
+        category_names(gt, ["a", "b"])
+
+
+def test_the_deprecated_backend_argument_still_chooses_the_coco_evaluator_with_a_warning():
+    from effdet.choices import COCO_EVALUATORS, EVAL_BACKENDS
+    from effdet.evaluation import BACKENDS, load_coco_gt
+
+    assert COCO_EVALUATORS == EVAL_BACKENDS == BACKENDS == ("pycocotools", "faster_coco_eval")
+    gt, results = synthetic_coco_data(num_images=6, dets_per_image=8, num_classes=3, seed=2)
+    expected = evaluate_coco(gt, results, coco_eval="faster_coco_eval", verbose=False)
+    with pytest.warns(FutureWarning, match=r"evaluate_coco\(backend=\.\.\.\) is deprecated.*"
+                                           r"coco_eval='faster_coco_eval'"):
+        assert evaluate_coco(gt, results, backend="faster_coco_eval", verbose=False) == expected
+    with pytest.raises(ValueError, match="disagree"):
+        evaluate_coco(gt, results, coco_eval="faster_coco_eval", backend="pycocotools", verbose=False)
+    category_ids = [c["id"] for c in gt["categories"]]
+    with pytest.warns(FutureWarning, match=r"CocoEvaluator\(backend=\.\.\.\)"):
+        evaluator = CocoEvaluator(gt, category_ids, backend="faster_coco_eval")
+    assert evaluator.coco_eval == "faster_coco_eval" and type(evaluator.gt).__module__.startswith("faster_coco_eval")
+    with pytest.warns(FutureWarning, match=r"load_coco_gt\(backend=\.\.\.\)"):
+        assert type(load_coco_gt(gt, backend="faster_coco_eval")).__module__.startswith("faster_coco_eval")
+
+
+def test_config_key_eval_coco_eval_and_the_deprecated_eval_backend(tmp_path):
+    from omegaconf import OmegaConf
+
+    from effdet.schema import ConfigError, load_train_config
+
+    demo = str(Path(__file__).resolve().parent.parent / "configs" / "demo.yaml")
+    assert load_train_config(demo).eval.coco_eval == "pycocotools"
+    assert load_train_config(demo, ["eval.coco_eval=faster_coco_eval"]).eval.coco_eval == "faster_coco_eval"
+    with pytest.raises(ConfigError, match=r"'eval.coco_eval' is 'detectron'; valid choices: \['pycocotools', "
+                                          r"'faster_coco_eval'\]"):
+        load_train_config(demo, ["eval.coco_eval=detectron"])
+
+    with pytest.warns(FutureWarning, match=r"config key 'eval.backend' is deprecated.*'eval.coco_eval' "
+                                           r"\(from command line\)"):
+        cfg = load_train_config(demo, ["eval.backend=faster_coco_eval"])
+    assert cfg.eval.coco_eval == "faster_coco_eval" and "backend" not in cfg.eval
+
+    old = OmegaConf.load(demo)
+    old.eval = dict(OmegaConf.to_container(old.get("eval") or OmegaConf.create({})), backend="faster_coco_eval")
+    old_yaml = tmp_path / "old.yaml"
+    OmegaConf.save(old, old_yaml)
+    with pytest.warns(FutureWarning, match=f"from {old_yaml}"):
+        assert load_train_config(str(old_yaml)).eval.coco_eval == "faster_coco_eval"
+    with pytest.warns(FutureWarning):  # the command line still wins over the file, under either name
+        assert load_train_config(str(old_yaml), ["eval.coco_eval=pycocotools"]).eval.coco_eval == "pycocotools"
+    with pytest.raises(ConfigError, match=r"'eval.backend' \(deprecated\) and 'eval.coco_eval' are both set"):
+        load_train_config(demo, ["eval.backend=pycocotools", "eval.coco_eval=faster_coco_eval"])
