@@ -21,20 +21,14 @@ STAT_KEYS: tuple[str, ...] = (
     "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
 )
 
+_AP, _AR = "Average Precision  (AP)", "Average Recall     (AR)"
+_AREAS = ("small", "medium", "large")
 # (title, IoU range, area, maxDets) of each stat, in COCOeval.summarize() order.
 _STAT_LAYOUT: tuple[tuple[str, str, str, int], ...] = (
-    ("Average Precision  (AP)", "0.50:0.95", "all", 100),
-    ("Average Precision  (AP)", "0.50", "all", 100),
-    ("Average Precision  (AP)", "0.75", "all", 100),
-    ("Average Precision  (AP)", "0.50:0.95", "small", 100),
-    ("Average Precision  (AP)", "0.50:0.95", "medium", 100),
-    ("Average Precision  (AP)", "0.50:0.95", "large", 100),
-    ("Average Recall     (AR)", "0.50:0.95", "all", 1),
-    ("Average Recall     (AR)", "0.50:0.95", "all", 10),
-    ("Average Recall     (AR)", "0.50:0.95", "all", 100),
-    ("Average Recall     (AR)", "0.50:0.95", "small", 100),
-    ("Average Recall     (AR)", "0.50:0.95", "medium", 100),
-    ("Average Recall     (AR)", "0.50:0.95", "large", 100),
+    (_AP, "0.50:0.95", "all", 100), (_AP, "0.50", "all", 100), (_AP, "0.75", "all", 100),
+    *((_AP, "0.50:0.95", area, 100) for area in _AREAS),
+    *((_AR, "0.50:0.95", "all", max_dets) for max_dets in (1, 10, 100)),
+    *((_AR, "0.50:0.95", area, 100) for area in _AREAS),
 )
 
 
