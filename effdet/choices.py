@@ -3,7 +3,8 @@ and the Predictor import them from here. No imports: any module may use it."""
 from __future__ import annotations
 
 NMS_METHODS: tuple[str, ...] = ("soft", "hard")  # Gaussian soft-NMS (the official evaluation) | hard NMS
-EVAL_BACKENDS: tuple[str, ...] = ("pycocotools", "faster_coco_eval")  # COCO mAP implementations
+COCO_EVALUATORS: tuple[str, ...] = ("pycocotools", "faster_coco_eval")  # COCO mAP implementations (eval.coco_eval)
+EVAL_BACKENDS = COCO_EVALUATORS  # the old name, kept for one release
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 LR_SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 BOX_LOSSES: tuple[str, ...] = ("huber", "giou")
@@ -20,5 +21,5 @@ EXIF_ORIENTATION_MODES: tuple[str, ...] = ("apply", "ignore")
 TRAINING_PRECISIONS: tuple[str, ...] = ("32-true", "bf16-mixed", "16-mixed")
 PRECISION_ALIASES: dict[str, str] = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 
-__all__ = ["ANCHOR_FIT_MODES", "BOX_LOSSES", "DATA_FORMATS", "EVAL_BACKENDS", "EXIF_ORIENTATION_MODES", "FUSION_METHODS", "LR_SCHEDULES", "NMS_METHODS", "OPTIMIZERS", "PRECISION_ALIASES", "RUNTIMES",
+__all__ = ["ANCHOR_FIT_MODES", "BOX_LOSSES", "COCO_EVALUATORS", "DATA_FORMATS", "EVAL_BACKENDS", "EXIF_ORIENTATION_MODES", "FUSION_METHODS", "LR_SCHEDULES", "NMS_METHODS", "OPTIMIZERS", "PRECISION_ALIASES", "RUNTIMES",
            "TRAINING_PRECISIONS"]

@@ -18,55 +18,34 @@ Conventions (docs/architecture.md):
   missing), crowd flags and areas as in the file. ``tools/eval.py --weights``, ``--results`` and training's
   validation all score against it, so they give the same numbers for the same detections.
 
-Two backends give the same numbers: ``pycocotools`` (reference) and ``faster_coco_eval``
-(C++ evaluate/accumulate, roughly 10x faster; ``pip install faster-coco-eval``).
+COCOeval runs in one place, :func:`effdet.cocoeval.evaluate_results`; the COCO evaluator (``coco_eval``, config
+``eval.coco_eval``) is ``pycocotools`` (reference) or ``faster_coco_eval`` (the same numbers, C++ evaluate/accumulate,
+roughly 10x faster; ``pip install faster-coco-eval``). Tables and ``metrics.json``: :mod:`effdet.metrics`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import logging
-import math
-import numbers
 import os
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
 from .boxes import xyxy_to_xywh
-from .choices import EVAL_BACKENDS
-from .types import Detections, PathLike
+from .choices import COCO_EVALUATORS
+from .cocoeval import (coco_eval_argument, evaluate_results, load_coco_gt, mean_defined,  # noqa: F401 (API)
+                       official_ground_truth, precision_all_areas)
 from .fileio import write_json_atomic  # noqa: F401  (part of this module's API)
+from .metrics import (STAT_KEYS, format_coco_summary, format_per_class_table, format_stats_table,  # noqa: F401
+                      save_metrics)
+from .types import Detections, PathLike
 
 logger = logging.getLogger(__name__)
 
-STAT_KEYS: tuple[str, ...] = (
-    "AP", "AP50", "AP75", "APs", "APm", "APl",
-    "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
-)
-BACKENDS = EVAL_BACKENDS  # the name this module has always exported
-
-# (title, IoU range, area, maxDets) of each stat, in COCOeval.summarize() order.
-_STAT_LAYOUT: tuple[tuple[str, str, str, int], ...] = (
-    ("Average Precision  (AP)", "0.50:0.95", "all", 100),
-    ("Average Precision  (AP)", "0.50", "all", 100),
-    ("Average Precision  (AP)", "0.75", "all", 100),
-    ("Average Precision  (AP)", "0.50:0.95", "small", 100),
-    ("Average Precision  (AP)", "0.50:0.95", "medium", 100),
-    ("Average Precision  (AP)", "0.50:0.95", "large", 100),
-    ("Average Recall     (AR)", "0.50:0.95", "all", 1),
-    ("Average Recall     (AR)", "0.50:0.95", "all", 10),
-    ("Average Recall     (AR)", "0.50:0.95", "all", 100),
-    ("Average Recall     (AR)", "0.50:0.95", "small", 100),
-    ("Average Recall     (AR)", "0.50:0.95", "medium", 100),
-    ("Average Recall     (AR)", "0.50:0.95", "large", 100),
-)
-
+BACKENDS = COCO_EVALUATORS  # the name this module has always exported (deprecated: COCO_EVALUATORS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,155 +109,19 @@ def detections_to_coco_results(
 
 
 # ---------------------------------------------------------------------------------------------
-# loading GT / results for a backend
-# ---------------------------------------------------------------------------------------------
-
-def _backend_api(backend: str) -> tuple[type, type]:
-    """(COCO class, COCOeval class) of a backend."""
-    if backend == "pycocotools":
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-
-        return COCO, COCOeval
-    if backend == "faster_coco_eval":
-        try:
-            from faster_coco_eval import COCO, COCOeval_faster
-        except ImportError as error:
-            raise ImportError(
-                "backend 'faster_coco_eval' needs the faster-coco-eval package: pip install faster-coco-eval"
-            ) from error
-        return COCO, COCOeval_faster
-    raise ValueError(f"unknown COCO evaluation backend {backend!r}; choose one of {BACKENDS}")
-
-
-def official_ground_truth(dataset: Mapping[str, Any]) -> dict:
-    """The ground truth the official COCO tools score against: the annotation dict as ``pycocotools.coco.COCO(path)``
-    loads it. Every image (also those without boxes, or whose file is missing: their objects are misses), every
-    annotation with its ``bbox`` ``[x, y, w, h]`` as written (not clipped to its image), ``iscrowd`` and ``area``
-    as in the file.
-
-    Only what COCOeval cannot score at all is adapted (the dicts in ``dataset`` are not modified): an annotation
-    without ``area`` gets ``w * h`` of its box (COCOeval needs one), and one whose ``bbox`` is not 4 finite
-    numbers is left out (logged; ``tools/check_data.py`` names it).
-    """
-    kept, dropped = [], []
-    for ann in dataset.get("annotations", []):
-        bbox = ann.get("bbox") if isinstance(ann, Mapping) else None
-        if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
-                or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in bbox)):
-            dropped.append(ann.get("id") if isinstance(ann, Mapping) else ann)
-            continue
-        kept.append(ann if "area" in ann else dict(ann, area=float(bbox[2]) * float(bbox[3])))
-    if dropped:
-        logger.warning("ground truth: %d annotations whose bbox is not 4 finite numbers cannot be scored and are left "
-                       "out (ids %s); tools/check_data.py lists them", len(dropped), dropped[:10])
-    official = dict(dataset)
-    official["annotations"] = kept
-    return official
-
-
-def _coco_from_dataset(coco_cls: type, dataset: dict) -> Any:
-    """Build a COCO index object of ``coco_cls`` around an in-memory dataset dict (quietly)."""
-    coco = coco_cls()
-    coco.dataset = dataset
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
-
-
-def load_coco_gt(coco_gt: Any, backend: str = "pycocotools") -> Any:
-    """Return a ground-truth COCO object of ``backend``'s own class.
-
-    ``coco_gt`` may be a JSON path or a COCO-format dict (read as :func:`official_ground_truth` says), or a COCO
-    object of either backend (used as it is; re-indexed around the same dataset dict when the class differs,
-    the annotations are not copied).
-    """
-    coco_cls, _ = _backend_api(backend)
-    if isinstance(coco_gt, coco_cls):
-        return coco_gt
-    if isinstance(coco_gt, (str, os.PathLike)):
-        with open(coco_gt) as handle:
-            dataset = official_ground_truth(json.load(handle))
-    elif isinstance(coco_gt, Mapping):
-        dataset = official_ground_truth(coco_gt)
-    elif hasattr(coco_gt, "dataset") and isinstance(coco_gt.dataset, dict):
-        dataset = coco_gt.dataset
-    else:
-        raise TypeError(f"coco_gt must be a COCO object, a COCO dict or a JSON path, not {type(coco_gt).__name__}")
-    return _coco_from_dataset(coco_cls, dataset)
-
-
-def _load_results(results: list[dict] | PathLike) -> list[dict]:
-    """Results list (or JSON path) -> fresh dicts, so COCO's in-place additions don't leak to the caller."""
-    if isinstance(results, (str, os.PathLike)):
-        with open(results) as handle:
-            results = json.load(handle)
-    if not isinstance(results, list):
-        raise TypeError(f"results must be a list of COCO result dicts or a JSON path, not {type(results).__name__}")
-    return [dict(r) for r in results]
-
-
-def _results_coco(gt: Any, results: list[dict]) -> Any:
-    """Detection COCO object for ``results``; an empty list gives an empty (but evaluable) index."""
-    if results:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return gt.loadRes(results)
-    dataset = {
-        "images": list(gt.dataset.get("images", [])),
-        "categories": list(gt.dataset.get("categories", [])),
-        "annotations": [],
-    }
-    return _coco_from_dataset(type(gt), dataset)
-
-
-def _class_name_by_category(gt: Any, class_names: Mapping[int, str] | Sequence[str] | None) -> dict[int, str]:
-    """category id -> display name. A sequence is aligned with the sorted GT category ids."""
-    category_ids = sorted(int(c) for c in gt.getCatIds())
-    if class_names is None:
-        names = {int(c["id"]): str(c.get("name", c["id"])) for c in gt.loadCats(category_ids)}
-    elif isinstance(class_names, Mapping):
-        names = {int(k): str(v) for k, v in class_names.items()}
-    else:
-        if len(class_names) != len(category_ids):
-            raise ValueError(
-                f"class_names has {len(class_names)} names but the ground truth has {len(category_ids)} "
-                "categories; pass a {category_id: name} mapping instead"
-            )
-        names = dict(zip(category_ids, map(str, class_names)))
-    return {cid: names.get(cid, str(cid)) for cid in category_ids}
-
-
-# ---------------------------------------------------------------------------------------------
 # evaluation
 # ---------------------------------------------------------------------------------------------
 
-def _mean_defined(values: np.ndarray) -> float | None:
-    """Mean of the entries COCOeval marks as defined (> -1); None when there are none."""
-    defined = values[values > -1]
-    return float(defined.mean()) if defined.size else None
-
-
 def _per_class_ap(coco_eval: Any, names: dict[int, str]) -> dict[str, float | None]:
     """AP@[0.50:0.95], area 'all', last maxDets, per category; None for categories without GT."""
-    precision = coco_eval.eval["precision"]  # [T iou, R recall, K class, A area, M maxDets]
-    area_all = list(coco_eval.params.areaRngLbl).index("all")
+    precision = precision_all_areas(coco_eval)  # [T iou, R recall, K class]
     per_class: dict[str, float | None] = {}
     for k, category_id in enumerate(coco_eval.params.catIds):
         name = names[int(category_id)]
         if name in per_class:  # two categories share a name: keep both visible
             name = f"{name} (id {int(category_id)})"
-        per_class[name] = _mean_defined(precision[:, :, k, area_all, -1])
+        per_class[name] = mean_defined(precision[:, :, k])
     return per_class
-
-
-def format_coco_summary(stats: Mapping[str, float]) -> str:
-    """The standard 12-line COCOeval summary for ``stats`` (keys :data:`STAT_KEYS`)."""
-    lines = []
-    for key, (title, iou, area, max_dets) in zip(STAT_KEYS, _STAT_LAYOUT):
-        lines.append(
-            f" {title:<18} @[ IoU={iou:<9} | area={area:>6s} | maxDets={max_dets:>3d} ] = {stats[key]:0.3f}"
-        )
-    return "\n".join(lines)
 
 
 def evaluate_coco(
@@ -286,9 +129,10 @@ def evaluate_coco(
     results: list[dict] | PathLike,
     *,
     image_ids: Sequence[int] | None = None,
-    backend: str = "pycocotools",
+    coco_eval: str = "pycocotools",
     class_names: Mapping[int, str] | Sequence[str] | None = None,
     verbose: bool = True,
+    backend: Optional[str] = None,
 ) -> dict[str, Any]:
     """Run COCO box evaluation.
 
@@ -297,118 +141,25 @@ def evaluate_coco(
         results: COCO result dicts (``bbox`` xywh) or a JSON path to them. May be empty.
         image_ids: evaluate only these images (default: every GT image). Images without detections
             count as misses; results for other images are ignored.
-        backend: ``"pycocotools"`` or ``"faster_coco_eval"`` (same numbers, faster).
+        coco_eval: ``"pycocotools"`` or ``"faster_coco_eval"`` (same numbers, faster).
         class_names: names for ``per_class``: ``{category_id: name}`` or a sequence aligned with the sorted
             GT category ids. Default: the GT categories' ``name``.
         verbose: print the standard 12-line COCO summary.
+        backend: the deprecated name of ``coco_eval`` (one release, with a FutureWarning).
 
     Returns:
         ``{key: float for key in STAT_KEYS}`` (0..1; -1.0 where an area range has no GT) plus
         ``"per_class": {name: AP or None}`` (None = no GT for that class).
     """
-    gt = load_coco_gt(coco_gt, backend)
-    _, eval_cls = _backend_api(backend)
-    detections = _load_results(results)
-
-    gt_image_ids = {int(i) for i in gt.getImgIds()}
-    unknown = sorted({int(r["image_id"]) for r in detections} - gt_image_ids)
-    if unknown:
-        raise ValueError(
-            f"{len(unknown)} result image ids are not in the ground truth (first: {unknown[:5]})"
-        )
-    if image_ids is not None:
-        image_ids = sorted({int(i) for i in image_ids})
-        missing = [i for i in image_ids if i not in gt_image_ids]
-        if missing:
-            raise ValueError(f"{len(missing)} image_ids are not in the ground truth (first: {missing[:5]})")
-
-    dt = _results_coco(gt, detections)
-    if backend == "faster_coco_eval":
-        coco_eval = eval_cls(gt, dt, iouType="bbox", print_function=lambda *args, **kwargs: None)
-    else:
-        coco_eval = eval_cls(gt, dt, iouType="bbox")
-    if image_ids is not None:
-        coco_eval.params.imgIds = image_ids
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_eval.evaluate()
-        coco_eval.accumulate()
-        coco_eval.summarize()
-
-    metrics: dict[str, Any] = {key: float(value) for key, value in zip(STAT_KEYS, coco_eval.stats[: len(STAT_KEYS)])}
-    metrics["per_class"] = _per_class_ap(coco_eval, _class_name_by_category(gt, class_names))
+    coco_eval = coco_eval_argument(coco_eval, backend, "evaluate_coco")
+    run = evaluate_results(coco_gt, results, coco_eval=coco_eval, class_names=class_names, image_ids=image_ids,
+                           summarize=True)
+    stats = run.evaluator.stats[: len(STAT_KEYS)]
+    metrics: dict[str, Any] = {key: float(value) for key, value in zip(STAT_KEYS, stats)}
+    metrics["per_class"] = _per_class_ap(run.evaluator, run.names)
     if verbose:
         print(format_coco_summary(metrics))
     return metrics
-
-
-# ---------------------------------------------------------------------------------------------
-# human-readable tables
-# ---------------------------------------------------------------------------------------------
-
-def format_stats_table(stats: Mapping[str, Any]) -> str:
-    """Aligned ``key  value  meaning`` table of the 12 stats (values shown as 0..1 with 4 decimals)."""
-    rows = []
-    for key, (title, iou, area, max_dets) in zip(STAT_KEYS, _STAT_LAYOUT):
-        value = stats.get(key)
-        shown = "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
-        kind = "AP" if title.startswith("Average Precision") else "AR"
-        rows.append((key, shown, f"{kind} IoU={iou} area={area} maxDets={max_dets}"))
-    key_width = max(len(r[0]) for r in rows)
-    value_width = max(len(r[1]) for r in rows)
-    return "\n".join(f"{k:<{key_width}}  {v:>{value_width}}  {d}" for k, v, d in rows)
-
-
-def format_per_class_table(per_class: Mapping[str, float | None], sort_by: str = "name") -> str:
-    """Aligned ``class  AP`` table; ``sort_by`` is ``"name"`` or ``"ap"`` (best first, undefined last)."""
-    if sort_by not in ("name", "ap"):
-        raise ValueError(f"sort_by must be 'name' or 'ap', not {sort_by!r}")
-
-    def defined(ap: float | None) -> bool:
-        return ap is not None and not math.isnan(ap) and ap >= 0
-
-    items = list(per_class.items())
-    if sort_by == "name":
-        items.sort(key=lambda item: item[0])
-    else:
-        items.sort(key=lambda item: (not defined(item[1]), -(item[1] if defined(item[1]) else 0.0), item[0]))
-    header = ("class", "AP")
-    rows = [(name, f"{ap:.4f}" if defined(ap) else "-") for name, ap in items]
-    name_width = max([len(header[0])] + [len(r[0]) for r in rows])
-    value_width = max([len(header[1])] + [len(r[1]) for r in rows])
-    lines = [f"{header[0]:<{name_width}}  {header[1]:>{value_width}}", "-" * (name_width + 2 + value_width)]
-    lines += [f"{name:<{name_width}}  {value:>{value_width}}" for name, value in rows]
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# files
-# ---------------------------------------------------------------------------------------------
-
-def _json_safe(value: Any) -> Any:
-    """numpy/torch scalars -> python; NaN/inf -> None; recurses through dicts and lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        value = value.item() if value.numel() == 1 else value.tolist()
-        return _json_safe(value)
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def save_metrics(path: PathLike, stats: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> None:
-    """Write ``metrics.json``: the stats (and ``per_class``) plus optional ``extra`` keys, atomically.
-
-    NaN becomes ``null``; -1.0 stats (no GT in that area range) are kept as -1.0.
-    """
-    payload = dict(stats)
-    if extra:
-        payload.update(extra)
-    write_json_atomic(path, _json_safe(payload))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,28 +186,31 @@ class CocoEvaluator:
         coco_gt: Any,
         category_ids: Sequence[int],
         class_names: Sequence[str] | None = None,
-        backend: str = "pycocotools",
+        coco_eval: str = "pycocotools",
         *,
         verbose: bool = False,
         process_group: Any = None,
+        backend: Optional[str] = None,
     ) -> None:
         """
         Args:
             coco_gt: ground truth (COCO object, COCO dict or JSON path); indexed once here.
             category_ids: dataset category id of each contiguous label ``0..C-1``.
             class_names: name of each contiguous label (default: the GT category names).
-            backend: ``"pycocotools"`` or ``"faster_coco_eval"``.
+            coco_eval: ``"pycocotools"`` or ``"faster_coco_eval"``.
             verbose: print the 12-line summary (rank 0 only) on every :meth:`compute`.
             process_group: torch.distributed group to gather over (default: the world).
+            backend: the deprecated name of ``coco_eval`` (one release, with a FutureWarning).
         """
-        self.gt = load_coco_gt(coco_gt, backend)
+        coco_eval = coco_eval_argument(coco_eval, backend, "CocoEvaluator")
+        self.gt = load_coco_gt(coco_gt, coco_eval)
         self.category_ids = [int(c) for c in category_ids]
         if class_names is not None and len(class_names) != len(self.category_ids):
             raise ValueError(f"{len(class_names)} class names for {len(self.category_ids)} category ids")
         self.class_names = (
             None if class_names is None else dict(zip(self.category_ids, map(str, class_names)))
         )
-        self.backend = backend
+        self.coco_eval = coco_eval
         self.verbose = verbose
         self.process_group = process_group
         self._results_by_image: dict[int, list[dict]] = {}
@@ -509,7 +263,7 @@ class CocoEvaluator:
             )
         results = self.results(merged)
         return evaluate_coco(
-            self.gt, results, backend=self.backend, class_names=self.class_names, verbose=print_summary
+            self.gt, results, coco_eval=self.coco_eval, class_names=self.class_names, verbose=print_summary
         )
 
     def compute(self) -> dict[str, Any]:
@@ -577,7 +331,7 @@ def category_warnings(predictor: Any, dataset: Any) -> list[str]:
 
 
 def evaluate(predictor: Any, dataset: Any, *, batch_size: int = 8, workers: int = 0,
-             backend: str = "pycocotools", progress: bool = False) -> dict[str, Any]:
+             coco_eval: str = "pycocotools", progress: bool = False, backend: Optional[str] = None) -> dict[str, Any]:
     """COCO metrics of ``predictor`` (an :class:`effdet.Predictor`) on ``dataset`` (an
     :class:`effdet.data.CocoDetection` with ``eval_transforms``), made as validation makes them: batches
     through ``predictor.detect`` into a :class:`CocoEvaluator` (one entry per image id), scored against
@@ -588,7 +342,8 @@ def evaluate(predictor: Any, dataset: Any, *, batch_size: int = 8, workers: int 
     """
     from .data.collate import collate_detection
 
-    evaluator = CocoEvaluator(dataset.ground_truth, predictor.category_ids, predictor.class_names, backend)
+    coco_eval = coco_eval_argument(coco_eval, backend, "evaluate")
+    evaluator = CocoEvaluator(dataset.ground_truth, predictor.category_ids, predictor.class_names, coco_eval)
     loader = _loader(dataset, batch_size, workers, collate_detection)
     start = time.perf_counter()
     for batch in _progress(loader, len(loader), progress):

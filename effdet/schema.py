@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence
 
-from .choices import (ANCHOR_FIT_MODES, BOX_LOSSES, DATA_FORMATS, EVAL_BACKENDS, EXIF_ORIENTATION_MODES, LR_SCHEDULES,
+from .choices import (ANCHOR_FIT_MODES, BOX_LOSSES, COCO_EVALUATORS, DATA_FORMATS, EXIF_ORIENTATION_MODES, LR_SCHEDULES,
                       NMS_METHODS, OPTIMIZERS, PRECISION_ALIASES, TRAINING_PRECISIONS)
 from .variants import ModelConfig, model_config
 
@@ -121,7 +121,7 @@ class EvalConfig:
     soft_nms_sigma: float = 0.5
     max_detections: int = 100
     every_n_epochs: int = 1
-    backend: str = "pycocotools"  # pycocotools | faster_coco_eval
+    coco_eval: str = "pycocotools"  # COCO evaluator: pycocotools | faster_coco_eval (was eval.backend)
     plots: bool = True  # final validation: PR curves, confusion matrix, error breakdown, gallery (effdet/analysis.py)
     gallery: int = 8  # images with the most errors drawn by `plots`
 
@@ -159,11 +159,36 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optim.schedule": LR_SCHEDULES,
     "loss.box_loss": BOX_LOSSES,
     "eval.nms": NMS_METHODS,
-    "eval.backend": EVAL_BACKENDS,
+    "eval.coco_eval": COCO_EVALUATORS,
     "data.format": DATA_FORMATS,
     "data.anchor_fit": ANCHOR_FIT_MODES,
     "data.exif_orientation": EXIF_ORIENTATION_MODES,
 }
+
+
+# Keys renamed in this release: old key -> new key. The old key still works for one release, with a FutureWarning.
+RENAMED_KEYS: dict[str, str] = {"eval.backend": "eval.coco_eval"}
+
+
+def _move_renamed_keys(layer: Any, where: str) -> None:
+    """Move each old key of :data:`RENAMED_KEYS` set in one config layer (a YAML file or the command line) to its
+    new name, warning that it is deprecated; both names in the same layer is an error."""
+    import warnings
+
+    from omegaconf import OmegaConf
+
+    for old, new in RENAMED_KEYS.items():
+        section, _, name = old.rpartition(".")
+        node = OmegaConf.select(layer, section) if section else layer
+        if not OmegaConf.is_dict(node) or name not in node:
+            continue
+        if OmegaConf.select(layer, new) is not None:
+            raise ConfigError(f"config keys '{old}' (deprecated) and '{new}' are both set (from {where}); "
+                              f"keep only '{new}'")
+        value = node.pop(name)
+        warnings.warn(f"config key '{old}' is deprecated and will be removed in the next release: use '{new}' "
+                      f"(from {where})", FutureWarning, stacklevel=3)
+        OmegaConf.update(layer, new, value, force_add=True)
 
 
 def _valid_keys(schema: Any, dotted: str) -> list[str]:
@@ -213,6 +238,7 @@ def load_train_config(path: Optional[str] = None, overrides: Sequence[str] = ())
     source = path or "command line"
     cfg = schema
     for layer, where in zip(layers, [source] * (len(layers) - 1) + ["command line"]):
+        _move_renamed_keys(layer, where)
         try:
             cfg = OmegaConf.merge(cfg, layer)
         except ConfigKeyError as error:

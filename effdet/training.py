@@ -493,7 +493,7 @@ class DetectionModule(L.LightningModule):
             if datamodule is None:
                 raise RuntimeError("validation needs the val COCO annotations: pass val_coco or a CocoDataModule")
             self.val_coco = datamodule.val_set.ground_truth  # the file as the official COCO tools load it
-        self.evaluator = CocoEvaluator(self.val_coco, self.category_ids, self.class_names, self.cfg.eval.backend)
+        self.evaluator = CocoEvaluator(self.val_coco, self.category_ids, self.class_names, self.cfg.eval.coco_eval)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         model = self.eval_model

@@ -73,6 +73,17 @@ def test_one_class_systematically_swapped_shows_in_the_matrix_and_the_classifica
     assert breakdown["ap50"] < 76  # class_3 scores 0, class_5 is diluted by the swapped boxes
 
 
+def test_analysis_scores_copies_through_the_one_cocoeval_path_and_names_unknown_images(small_gt):
+    results = gt_as_results(small_gt, relabel={3: 5})
+    snapshot = json.loads(json.dumps(results))
+    error_breakdown(small_gt, results)
+    confusion_matrix(small_gt, results)
+    assert results == snapshot  # COCO's loadRes adds id/area/segmentation to copies only
+    stray = {"image_id": 999, "category_id": 1, "bbox": [0, 0, 5, 5], "score": 0.5}
+    with pytest.raises(ValueError, match=r"1 result image ids are not in the ground truth \(first: \[999\]\)"):
+        error_breakdown(small_gt, results + [stray])  # was pycocotools' bare AssertionError
+
+
 @pytest.mark.needs("tidecv")
 def test_error_breakdown_matches_the_tidecv_oracle(tmp_path):
     """tidecv 1.0.1 (the TIDE authors' toolbox, MIT) as a test-only oracle. `make venv` installs it with --no-deps

@@ -268,3 +268,23 @@ def test_usage_errors(clean_set, tmp_path):
 def test_console_script_is_declared():
     setup = (REPO / "setup.py").read_text()
     assert "effdet-check-data=effdet.cli.check_data:main" in setup
+
+
+def test_checks_is_a_package_split_by_job_whose_names_still_import():
+    import re
+
+    import effdet.data.checks as checks
+    from effdet.data import MIN_BOX_SIZE as data_min_box_size
+    from effdet.data.checks import (BORDER_TOLERANCE, COCO_AREA_BUCKETS, DESCRIPTIONS, LEVELS,  # noqa: F401
+                                    MIN_BOX_SIZE, SEVERITIES, DataReport, Finding, PathOutsideImagesError,
+                                    load_annotations, resolve_image_path)
+    from effdet.data.coco import MIN_BOX_SIZE as coco_min_box_size
+
+    assert all(getattr(checks, name, None) is not None for name in checks.__all__)
+    modules = sorted(path.stem for path in (REPO / "effdet" / "data" / "checks").glob("*.py"))
+    assert modules == ["__init__", "boxes", "check", "entries", "findings", "fix", "images", "paths", "statistics"]
+    defined = [str(path.relative_to(REPO)) for path in (REPO / "effdet").rglob("*.py")
+               if re.search(r"^MIN_BOX_SIZE\s*[:=]", path.read_text(encoding="utf-8"), re.M)]
+    assert defined == ["effdet/data/checks/boxes.py"]  # one rule, one place; the dataset imports it
+    assert MIN_BOX_SIZE == data_min_box_size == coco_min_box_size == 1.0
+

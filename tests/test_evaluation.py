@@ -1,4 +1,5 @@
-"""COCO evaluation layer: conversions, hand-computed AP values, backends, distributed gathering, files."""
+"""COCO evaluation layer: conversions, hand-computed AP values, the two COCO evaluators (coco_eval), distributed
+gathering, files."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from effdet.evaluation import (
     write_json_atomic,
 )
 
-BACKENDS = ["pycocotools", "faster_coco_eval"]
+COCO_EVALUATORS = ["pycocotools", "faster_coco_eval"]
 COCO_IOU_THRESHOLDS = [0.5 + 0.05 * i for i in range(10)]
 COCO_RECALL_THRESHOLDS = [i / 100 for i in range(101)]
 
@@ -119,10 +120,10 @@ def test_detections_to_coco_results_rejects_bad_input():
 # evaluate_coco: numbers computed by hand
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_perfect_detections_give_ap_one(backend):
+@pytest.mark.parametrize("coco_eval", COCO_EVALUATORS)
+def test_perfect_detections_give_ap_one(coco_eval):
     gt = make_gt(SIZED_OBJECTS, [(1, "thing")])
-    metrics = evaluate_coco(gt, gt_as_results(gt), backend=backend, verbose=False)
+    metrics = evaluate_coco(gt, gt_as_results(gt), coco_eval=coco_eval, verbose=False)
     for key in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR10", "AR100", "ARs", "ARm", "ARl"):
         assert metrics[key] == pytest.approx(1.0, abs=1e-12), key
     # maxDets=1: only one of the objects of each image can be found: (1 + 1 + 1) / 6 objects
@@ -130,8 +131,8 @@ def test_perfect_detections_give_ap_one(backend):
     assert metrics["per_class"] == {"thing": pytest.approx(1.0, abs=1e-12)}
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_box_with_iou_0_6_gives_ap_0_3(backend):
+@pytest.mark.parametrize("coco_eval", COCO_EVALUATORS)
+def test_box_with_iou_0_6_gives_ap_0_3(coco_eval):
     gt_box = [20.0, 30.0, 40.0, 40.0]  # medium object (area 1600)
     shifted = [30.0, 30.0, 40.0, 40.0]  # shifted right by 1/4 of its width
     iou = iou_xywh(gt_box, shifted)
@@ -142,7 +143,7 @@ def test_box_with_iou_0_6_gives_ap_0_3(backend):
 
     gt = make_gt({1: [(gt_box, 1)], 2: [(gt_box, 1)], 3: [(gt_box, 1)]}, [(1, "thing")])
     results = [{"image_id": i, "category_id": 1, "bbox": shifted, "score": 0.9} for i in (1, 2, 3)]
-    metrics = evaluate_coco(gt, results, backend=backend, verbose=False)
+    metrics = evaluate_coco(gt, results, coco_eval=coco_eval, verbose=False)
 
     assert metrics["AP"] == pytest.approx(expected_ap, abs=1e-12)
     assert metrics["AP50"] == pytest.approx(1.0, abs=1e-12)
@@ -154,8 +155,8 @@ def test_box_with_iou_0_6_gives_ap_0_3(backend):
     assert metrics["ARs"] == -1.0 and metrics["ARl"] == -1.0
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_non_contiguous_category_ids_and_per_class_ap(backend):
+@pytest.mark.parametrize("coco_eval", COCO_EVALUATORS)
+def test_non_contiguous_category_ids_and_per_class_ap(coco_eval):
     categories = [(1, "cat"), (3, "dog"), (7, "bird"), (9, "fish")]  # fish has no GT
     category_ids = [cid for cid, _ in categories]
     gt_box = [20.0, 30.0, 40.0, 40.0]
@@ -179,7 +180,7 @@ def test_non_contiguous_category_ids_and_per_class_ap(backend):
     results = detections_to_coco_results([1, 2], detections, category_ids)
     assert sorted(r["category_id"] for r in results) == [1, 3, 9]
 
-    metrics = evaluate_coco(gt, results, backend=backend, verbose=False)
+    metrics = evaluate_coco(gt, results, coco_eval=coco_eval, verbose=False)
     per_class = metrics["per_class"]
     assert set(per_class) == {"cat", "dog", "bird", "fish"}
     assert per_class["cat"] == pytest.approx(0.3, abs=1e-12)
@@ -189,34 +190,34 @@ def test_non_contiguous_category_ids_and_per_class_ap(backend):
     # overall AP = mean over classes with GT
     assert metrics["AP"] == pytest.approx((0.3 + 1.0 + 0.0) / 3, abs=1e-12)
 
-    renamed = evaluate_coco(gt, results, backend=backend, verbose=False,
+    renamed = evaluate_coco(gt, results, coco_eval=coco_eval, verbose=False,
                             class_names={1: "Cat", 3: "Dog", 7: "Bird", 9: "Fish"})
     assert renamed["per_class"]["Dog"] == pytest.approx(1.0, abs=1e-12)
     with pytest.raises(ValueError, match="class_names has 2 names but the ground truth has 4"):
-        evaluate_coco(gt, results, backend=backend, verbose=False, class_names=["a", "b"])
+        evaluate_coco(gt, results, coco_eval=coco_eval, verbose=False, class_names=["a", "b"])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_empty_results_give_zeros(backend, tmp_path):
+@pytest.mark.parametrize("coco_eval", COCO_EVALUATORS)
+def test_empty_results_give_zeros(coco_eval, tmp_path):
     gt = make_gt(SIZED_OBJECTS, [(1, "thing"), (2, "other")])
     gt["annotations"][0]["category_id"] = 2
-    metrics = evaluate_coco(gt, [], backend=backend, verbose=False)
+    metrics = evaluate_coco(gt, [], coco_eval=coco_eval, verbose=False)
     assert stats_only(metrics) == {k: 0.0 for k in STAT_KEYS}
     assert metrics["per_class"] == {"thing": 0.0, "other": 0.0}
 
     gt_path, results_path = tmp_path / "gt.json", tmp_path / "results.json"
     gt_path.write_text(json.dumps(gt))
     results_path.write_text("[]")
-    from_files = evaluate_coco(str(gt_path), results_path, backend=backend, verbose=False)
+    from_files = evaluate_coco(str(gt_path), results_path, coco_eval=coco_eval, verbose=False)
     assert stats_only(from_files) == {k: 0.0 for k in STAT_KEYS}
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_images_without_detections_count_as_misses(backend):
+@pytest.mark.parametrize("coco_eval", COCO_EVALUATORS)
+def test_images_without_detections_count_as_misses(coco_eval):
     box = [20.0, 30.0, 40.0, 40.0]
     gt = make_gt({1: [(box, 1)], 2: [(box, 1)]}, [(1, "thing")])
     results = [{"image_id": 1, "category_id": 1, "bbox": box, "score": 0.9}]  # image 2 gets nothing
-    metrics = evaluate_coco(gt, results, backend=backend, verbose=False)
+    metrics = evaluate_coco(gt, results, coco_eval=coco_eval, verbose=False)
 
     # one of two objects found, precision 1 up to recall 0.5 and 0 beyond it
     expected_ap = sum(r <= 0.5 for r in COCO_RECALL_THRESHOLDS) / len(COCO_RECALL_THRESHOLDS)  # 51/101
@@ -224,25 +225,25 @@ def test_images_without_detections_count_as_misses(backend):
     assert metrics["AP50"] == pytest.approx(expected_ap, abs=1e-12)
     assert metrics["AR100"] == pytest.approx(0.5, abs=1e-12)
 
-    only_image_1 = evaluate_coco(gt, results, image_ids=[1], backend=backend, verbose=False)
+    only_image_1 = evaluate_coco(gt, results, image_ids=[1], coco_eval=coco_eval, verbose=False)
     assert only_image_1["AP"] == pytest.approx(1.0, abs=1e-12)
     with pytest.raises(ValueError, match="image_ids are not in the ground truth"):
-        evaluate_coco(gt, results, image_ids=[1, 99], backend=backend, verbose=False)
+        evaluate_coco(gt, results, image_ids=[1, 99], coco_eval=coco_eval, verbose=False)
 
 
-def test_results_for_unknown_images_and_unknown_backend_fail_clearly():
+def test_results_for_unknown_images_and_unknown_coco_evaluator_fail_clearly():
     gt = make_gt({1: [([0, 0, 40, 40], 1)]}, [(1, "thing")])
     with pytest.raises(ValueError, match=r"1 result image ids are not in the ground truth \(first: \[5\]\)"):
         evaluate_coco(gt, [{"image_id": 5, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1.0}], verbose=False)
-    with pytest.raises(ValueError, match="unknown COCO evaluation backend 'detectron'"):
-        evaluate_coco(gt, [], backend="detectron", verbose=False)
+    with pytest.raises(ValueError, match="unknown COCO evaluator 'detectron'"):
+        evaluate_coco(gt, [], coco_eval="detectron", verbose=False)
 
 
-def test_missing_faster_backend_names_the_package(monkeypatch):
+def test_missing_faster_coco_eval_names_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # makes `import faster_coco_eval` fail
     gt = make_gt({1: [([0, 0, 40, 40], 1)]}, [(1, "thing")])
     with pytest.raises(ImportError, match="pip install faster-coco-eval"):
-        evaluate_coco(gt, [], backend="faster_coco_eval", verbose=False)
+        evaluate_coco(gt, [], coco_eval="faster_coco_eval", verbose=False)
 
 
 def test_evaluate_does_not_modify_caller_results_and_prints_summary(capsys):
@@ -259,10 +260,10 @@ def test_evaluate_does_not_modify_caller_results_and_prints_summary(capsys):
     assert format_coco_summary(metrics).splitlines() == lines
 
 
-def test_faster_backend_matches_pycocotools():
+def test_faster_coco_eval_matches_pycocotools():
     gt, results = synthetic_coco_data(num_images=40, dets_per_image=30, num_classes=6, seed=3)
-    reference = evaluate_coco(gt, results, backend="pycocotools", verbose=False)
-    faster = evaluate_coco(gt, results, backend="faster_coco_eval", verbose=False)
+    reference = evaluate_coco(gt, results, coco_eval="pycocotools", verbose=False)
+    faster = evaluate_coco(gt, results, coco_eval="faster_coco_eval", verbose=False)
     assert 0.05 < reference["AP"] < 0.95  # a non-trivial operating point
     for key in STAT_KEYS:
         assert faster[key] == pytest.approx(reference[key], abs=1e-9), key
@@ -324,7 +325,7 @@ def _distributed_worker(rank: int, world_size: int, init_file: str, out_dir: str
     try:
         gt, category_ids, image_ids, detections = synthetic_detections()
         by_id = dict(zip(image_ids, detections))
-        evaluator = CocoEvaluator(gt, category_ids, backend="pycocotools")
+        evaluator = CocoEvaluator(gt, category_ids, coco_eval="pycocotools")
         mine = rank_images[rank]
         for start in range(0, len(mine), 2):  # batches of 2
             batch = mine[start:start + 2]

@@ -126,13 +126,23 @@ def test_eval_scores_a_results_file_like_pycocotools(small_set, tmp_path):
     reference = COCOeval(coco, coco.loadRes(str(shifted)), "bbox")
     with contextlib.redirect_stdout(io.StringIO()):
         reference.evaluate(), reference.accumulate(), reference.summarize()
-    for backend in ("pycocotools", "faster_coco_eval"):
+    for coco_eval in ("pycocotools", "faster_coco_eval"):
         code, _, _ = run(eval_tool.main, ["--results", shifted, "--annotations", small_set["val_annotations"],
-                                          "--out", tmp_path / backend, "--backend", backend])
+                                          "--out", tmp_path / coco_eval, "--coco-eval", coco_eval])
         assert code == 0
-        metrics = json.loads((tmp_path / backend / "metrics.json").read_text())
-        assert [metrics[k] for k in STAT_KEYS] == pytest.approx(list(reference.stats), abs=1e-12), backend
-        assert 0.0 < metrics["AP"] < 1.0
+        metrics = json.loads((tmp_path / coco_eval / "metrics.json").read_text())
+        assert [metrics[k] for k in STAT_KEYS] == pytest.approx(list(reference.stats), abs=1e-12), coco_eval
+        assert 0.0 < metrics["AP"] < 1.0 and metrics["coco_eval"] == coco_eval
+    # the old flag works for one release, saying so
+    code, _, err = run(eval_tool.main, ["--results", shifted, "--annotations", small_set["val_annotations"],
+                                        "--out", tmp_path / "old_flag", "--backend", "faster_coco_eval"])
+    assert code == 0 and "--backend is deprecated" in err and "use --coco-eval faster_coco_eval" in err
+    metrics = json.loads((tmp_path / "old_flag" / "metrics.json").read_text())
+    assert metrics["coco_eval"] == "faster_coco_eval"
+    assert [metrics[k] for k in STAT_KEYS] == pytest.approx(list(reference.stats), abs=1e-12)
+    with pytest.raises(SystemExit):
+        run(eval_tool.main, ["--results", shifted, "--annotations", small_set["val_annotations"], "--out",
+                             tmp_path / "both", "--backend", "faster_coco_eval", "--coco-eval", "pycocotools"])
 
 
 def sticking_out_ground_truth(annotations: dict, detections: list[dict], margin: float = 40.0) -> dict:

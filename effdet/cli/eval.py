@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from effdet.choices import EVAL_BACKENDS, RUNTIMES
+from effdet.choices import COCO_EVALUATORS, RUNTIMES
 
 EXIT_USAGE = 2
 
@@ -49,8 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
                         help="network runtime (default torch); --weights may also be an .onnx file from effdet-export")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu ... (default: cuda if available)")
-    parser.add_argument("--backend", choices=EVAL_BACKENDS, default=None,
-                        help="COCO evaluator (default: the training config's eval.backend, else pycocotools)")
+    parser.add_argument("--coco-eval", choices=COCO_EVALUATORS, default=None,
+                        help="COCO evaluator (default: the training config's eval.coco_eval, else pycocotools)")
+    parser.add_argument("--backend", choices=COCO_EVALUATORS, default=None, dest="deprecated_backend",
+                        help="deprecated name of --coco-eval (removed in the next release)")
     parser.add_argument("--results", help="score this COCO results JSON against --annotations (no model)")
     parser.add_argument("--image-info", help="test-dev style: COCO JSON whose 'images' give ids and file names")
     parser.add_argument("--allow-outside-images", action="store_true",
@@ -76,6 +78,12 @@ def _write_plots(args: argparse.Namespace, coco_gt: Any, results: Any, names: An
 
 
 def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.deprecated_backend:
+        if args.coco_eval not in (None, args.deprecated_backend):
+            parser.error("--backend (deprecated) and --coco-eval disagree; pass --coco-eval only")
+        print(f"warning: --backend is deprecated and will be removed in the next release: use --coco-eval "
+              f"{args.deprecated_backend}", file=sys.stderr)
+        args.coco_eval = args.deprecated_backend
     if args.results:
         if not args.annotations:
             parser.error("--results needs --annotations (the ground truth to score against)")
@@ -116,11 +124,11 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if args.results:
-        backend = args.backend or "pycocotools"
-        metrics = evaluate_coco(args.annotations, args.results, backend=backend, verbose=False)
+        coco_eval = args.coco_eval or "pycocotools"
+        metrics = evaluate_coco(args.annotations, args.results, coco_eval=coco_eval, verbose=False)
         path = _report(args, metrics, {"results": str(args.results), "annotations": str(args.annotations),
-                                       "backend": backend})
-        print(f"\nscored {args.results} ({backend}); metrics: {path}")
+                                       "coco_eval": coco_eval})
+        print(f"\nscored {args.results} ({coco_eval}); metrics: {path}")
         if args.plots:
             _write_plots(args, args.annotations, args.results)
         return 0
@@ -137,8 +145,9 @@ def run(args: argparse.Namespace) -> int:
                                 allow_outside_images=args.allow_outside_images)
         for warning in category_warnings(predictor, dataset):
             print(f"warning: {warning}", file=sys.stderr)
-        backend = args.backend or str((train_config.get("eval") or {}).get("backend") or "pycocotools")
-        metrics = evaluate(predictor, dataset, backend=backend, **loading)
+        trained = train_config.get("eval") or {}  # checkpoints before the rename say eval.backend
+        coco_eval = args.coco_eval or str(trained.get("coco_eval") or trained.get("backend") or "pycocotools")
+        metrics = evaluate(predictor, dataset, coco_eval=coco_eval, **loading)
         if dataset.failed_files:
             print(f"warning: {len(dataset.failed_files)} image(s) could not be read and count as misses: "
                   f"{sorted(dataset.failed_files)[:5]}", file=sys.stderr)
@@ -148,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(out / "detections.json", metrics["results"], indent=None)
         print(f"\n{args.weights} on {len(dataset)} images of {args.annotations}")
         path = _report(args, metrics, {"checkpoint": str(args.weights), "annotations": str(args.annotations),
-                                       "images": str(args.images), "backend": backend,
+                                       "images": str(args.images), "coco_eval": coco_eval,
                                        "postprocess": vars(predictor.settings).copy()})
         print(f"\n{len(dataset)} images in {metrics['seconds']:.1f} s "
               f"({len(dataset) / max(metrics['seconds'], 1e-9):.1f} img/s); metrics: {path}; "

@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "CocoDetection": "coco", "MIN_BOX_SIZE": "coco",
+    "CocoDetection": "coco", "MIN_BOX_SIZE": "checks",
     "collate_detection": "collate", "limit_opencv_threads": "collate", "worker_init_fn": "collate",
     "DEMO_CATEGORIES": "demo", "make_demo_dataset": "demo",
     "COCO90_CATEGORY_IDS": "coco_names", "COCO90_CLASS_NAMES": "coco_names",

@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
-import math
-import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
+from effdet.data.checks.boxes import MIN_BOX_SIZE, is_plain_bbox, large_enough, training_box
+from effdet.data.checks.entries import (check_sections, first_entry_per_id, image_size, load_annotations, unknown_category,
+                                        well_formed_entries)
+from effdet.data.checks.findings import DataReport
+from effdet.data.checks.paths import FolderListings, PathOutsideImagesError, resolve_image_path
 from effdet.data.collate import limit_opencv_threads
 from effdet.data.transforms import DetectionSample
 from effdet.preprocess import ImageReadError, load_image
@@ -34,16 +36,13 @@ __all__ = ["CocoDetection", "MIN_BOX_SIZE"]
 
 logger = logging.getLogger("effdet.data")
 
-# A box (after clipping to its image) narrower or shorter than this many pixels is dropped.
-MIN_BOX_SIZE = 1.0
 # How many report examples (ids / file names) to keep per problem.
 _EXAMPLES = 10
+# The dataset's report counts of the checker's box codes (effdet.data.checks.boxes.training_box).
+_DROPPED_BOX_KINDS = {"box_invalid": "invalid_boxes", "box_nonpositive": "invalid_boxes",
+                      "box_outside": "degenerate_boxes", "box_degenerate": "degenerate_boxes"}
 
 SampleDict = Dict[str, Any]
-
-_REQUIRED_IMAGE_KEYS = ("id", "file_name", "width", "height")
-_REQUIRED_ANNOTATION_KEYS = ("id", "image_id", "category_id", "bbox")
-_REQUIRED_CATEGORY_KEYS = ("id", "name")
 
 
 class _Problems:
@@ -59,83 +58,38 @@ class _Problems:
             self.examples[kind].append(example)
 
 
-def _read_json(path: Path) -> Dict[str, Any]:
-    try:
-        with open(path, "r", encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise ValueError(f"annotation file '{path}' does not exist") from None
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"annotation file '{path}' is not valid JSON (line {error.lineno}, column {error.colno}: "
-            f"{error.msg})"
-        ) from None
-    except UnicodeDecodeError as error:
-        raise ValueError(f"annotation file '{path}' is not UTF-8 text ({error})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"annotation file '{path}': top level must be a JSON object, got {type(data).__name__}")
-    for key in ("images", "annotations", "categories"):
-        if key not in data:
-            raise ValueError(f"annotation file '{path}' has no '{key}' key (COCO format needs images, "
-                             f"annotations and categories)")
-        if not isinstance(data[key], list):
-            raise ValueError(f"annotation file '{path}': '{key}' must be a list, got {type(data[key]).__name__}")
-    return data
+def _refuse_fatal(report: DataReport, path: Path) -> None:
+    """Raise ``ValueError`` naming the file with the first fatal finding of the checker, if any."""
+    fatal = report.of("fatal")
+    if fatal:
+        raise ValueError(f"annotation file '{path}': {fatal[0].message}")
 
 
-def _check_entries(path: Path, section: str, entries: List[Any], required: Tuple[str, ...]) -> None:
-    for index, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise ValueError(f"annotation file '{path}': {section}[{index}] is not an object")
-        for key in required:
-            if key not in entry:
-                ident = f" (id {entry['id']})" if "id" in entry else ""
-                raise ValueError(f"annotation file '{path}': {section}[{index}]{ident} has no '{key}' key")
-
-
-def _check_unique(path: Path, section: str, ids: List[Any]) -> None:
-    seen: Set[Any] = set()
-    for ident in ids:
-        if ident in seen:
-            raise ValueError(f"annotation file '{path}': duplicate {section} id {ident!r}")
-        seen.add(ident)
-
-
-def _parse_bbox(bbox: Any) -> Optional[Tuple[float, float, float, float]]:
-    """COCO bbox -> floats, or None if it is not 4 finite numbers."""
-    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-        return None
-    try:
-        values = tuple(float(v) for v in bbox)
-    except (TypeError, ValueError):
-        return None
-    if not all(math.isfinite(v) for v in values):
-        return None
-    return values  # type: ignore[return-value]
+def _checked_json(path: Path, data: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The COCO dict (read from ``path`` unless given), refused with ``ValueError`` on the checker's first fatal
+    finding about the file, its sections, entries and ids (:mod:`effdet.data.checks.entries`)."""
+    report = DataReport(str(path), "", "fast")
+    if data is None:
+        data = load_annotations(path, report)
+    else:
+        check_sections(report, data, str(path))
+    _refuse_fatal(report, path)
+    for section in ("categories", "images", "annotations"):
+        well_formed_entries(report, data, section)  # type: ignore[arg-type]
+    _refuse_fatal(report, path)
+    for section, kind in (("categories", "category"), ("images", "image"), ("annotations", "annotation")):
+        first_entry_per_id(report, data[section], kind)  # type: ignore[index]
+    _refuse_fatal(report, path)
+    return data  # type: ignore[return-value]
 
 
 def _cleaning_keeps(ann: Dict[str, Any], box: Tuple[float, float, float, float]) -> bool:
     """Whether the cleaned copy of a valid annotation would equal it: its bbox numbers, unclipped (``box`` is the
     clipped xyxy), and ``area`` and a 0/1 ``iscrowd`` present."""
     bbox = ann["bbox"]
-    numeric = isinstance(bbox, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
-    return (numeric and box == (bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]) and "area" in ann
+    return (isinstance(bbox, list) and is_plain_bbox(bbox)
+            and box == (bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]) and "area" in ann
             and ann.get("iscrowd") in (0, 1) and not isinstance(ann.get("iscrowd"), bool))
-
-
-def _existing_files(paths: List[Path]) -> List[bool]:
-    """Whether each path is an existing file; lists each folder once instead of one stat per file."""
-    listing: Dict[Path, Set[str]] = {}
-    result = []
-    for path in paths:
-        folder = path.parent
-        if folder not in listing:
-            try:
-                listing[folder] = {entry.name for entry in os.scandir(folder) if entry.is_file()}
-            except OSError:
-                listing[folder] = set()
-        result.append(path.name in listing[folder])
-    return result
 
 
 class CocoDetection(Dataset):
@@ -162,14 +116,17 @@ class CocoDetection(Dataset):
         coco: ``pycocotools.coco.COCO`` over the cleaned annotations (kept images; valid, clipped
             boxes; ``area`` and ``iscrowd`` filled in when absent): what training learns from.
         ground_truth: ``pycocotools.coco.COCO`` of the annotations as the official COCO tools load the file
-            (every image, boxes as written, not clipped; :func:`effdet.evaluation.official_ground_truth`): what
+            (every image, boxes as written, not clipped; :func:`effdet.cocoeval.official_ground_truth`): what
             validation and ``tools/eval.py`` score against. Unchanged annotation dicts are shared with ``coco``.
-        report: counts and examples of everything repaired or skipped (see :meth:`_validate`).
+        report: counts and examples of everything repaired or skipped (see *Validation* below).
         failed_files: files that failed to decode at load time, in this process (workers keep their own).
 
-    Validation at construction:
+    Validation at construction, by the data checker's rules (:mod:`effdet.data.checks`: ``entries`` for the JSON,
+    keys, ids and image sizes, ``paths`` for file names, ``boxes`` for :func:`~effdet.data.checks.boxes.training_box`);
+    where the checker reports a ``fatal`` finding the dataset raises on the first one:
         * unknown ``category_id`` -> ``ValueError`` (JSON file, annotation id, bad id, valid ids);
-        * malformed JSON, missing keys, duplicate ids -> ``ValueError`` naming the file and key/id;
+        * malformed JSON, missing keys, duplicate ids, width/height not numbers of at least 1 px -> ``ValueError``
+          naming the file and key/id;
         * ``file_name`` absolute or leaving ``images_dir`` (``..``) -> ``ValueError`` unless allowed;
         * annotation on an unknown image id -> skipped and counted (``orphan_annotations``);
         * bbox not 4 finite numbers, or width/height <= 0 -> dropped (``invalid_boxes``);
@@ -210,27 +167,20 @@ class CocoDetection(Dataset):
 
     def _build(self, check_files: bool) -> None:
         path = self.annotations_json
-        data = _read_json(path) if self._annotations_data is None else self._annotations_data
+        data = _checked_json(path, self._annotations_data)
         self._annotations_data = None  # not kept: workers must not inherit millions of Python objects
-        _check_entries(path, "categories", data["categories"], _REQUIRED_CATEGORY_KEYS)
-        _check_entries(path, "images", data["images"], _REQUIRED_IMAGE_KEYS)
-        _check_entries(path, "annotations", data["annotations"], _REQUIRED_ANNOTATION_KEYS)
-        _check_unique(path, "category", [c["id"] for c in data["categories"]])
-        _check_unique(path, "image", [i["id"] for i in data["images"]])
-        _check_unique(path, "annotation", [a["id"] for a in data["annotations"]])
 
-        names_by_id = {int(c["id"]): str(c["name"]) for c in data["categories"]}
+        names_by_id = {c["id"]: str(c["name"]) for c in data["categories"]}
         if not names_by_id:
             raise ValueError(f"annotation file '{path}' has no categories")
+        for ann in data["annotations"]:
+            unknown = unknown_category(ann, names_by_id)
+            if unknown:
+                raise ValueError(f"annotation file '{path}': {unknown}")
+        names_by_id = {int(cid): name for cid, name in names_by_id.items()}
         self.category_ids: List[int] = sorted(names_by_id)
         self.class_names: List[str] = [names_by_id[i] for i in self.category_ids]
         self.label_of_category: Dict[int, int] = {cid: label for label, cid in enumerate(self.category_ids)}
-        for ann in data["annotations"]:
-            if ann["category_id"] not in self.label_of_category:
-                raise ValueError(
-                    f"annotation file '{path}': annotation id {ann['id']} has category_id "
-                    f"{ann['category_id']!r}, which is not in 'categories' (valid ids: {self.category_ids})"
-                )
 
         problems = _Problems()
         images = self._valid_images(data["images"], check_files, problems)
@@ -262,30 +212,26 @@ class CocoDetection(Dataset):
             if cleaned["iscrowd"]:
                 crowds[index].append(list(box))
             else:
-                objects[index].append((list(box), self.label_of_category[ann["category_id"]]))
+                objects[index].append((list(box), self.label_of_category[int(ann["category_id"])]))
 
         self._pack(images, objects, crowds)
         self.coco = self._make_coco(data, images, kept_annotations)
-        from effdet.evaluation import official_ground_truth
+        from effdet.cocoeval import official_ground_truth
 
         self.ground_truth = self._make_coco(data, data["images"], official_ground_truth(data)["annotations"])
         self.report = self._make_report(data, images, objects, crowds, problems)
         self._log_summary(problems)
 
     def _valid_images(self, entries: List[Dict[str, Any]], check_files: bool, problems: _Problems) -> List[Dict[str, Any]]:
+        """The image entries to use: each with a valid size (else ``ValueError``) and a path inside ``images_dir``
+        (else ``ValueError``, unless allowed); with ``check_files``, those whose file is missing are skipped."""
         path = self.annotations_json
         for entry in entries:
-            try:
-                width, height = int(entry["width"]), int(entry["height"])
-            except (TypeError, ValueError):
-                width = height = 0
-            if width <= 0 or height <= 0:
+            if image_size(entry) is None:
                 raise ValueError(
                     f"annotation file '{path}': image id {entry['id']} ('{entry['file_name']}') has invalid "
-                    f"width/height {entry['width']!r} x {entry['height']!r}"
+                    f"width/height {entry['width']!r} x {entry['height']!r} (numbers of at least 1 px)"
                 )
-        from effdet.data.checks import PathOutsideImagesError, resolve_image_path
-
         paths = []
         for entry in entries:  # absolute names and '..' leaving images_dir are refused unless allowed
             try:
@@ -294,10 +240,10 @@ class CocoDetection(Dataset):
                 raise ValueError(f"annotation file '{path}': image id {entry['id']}: {error}") from None
         if not check_files:
             return list(entries)
-        exists = _existing_files(paths)
+        listings = FolderListings()
         kept = []
-        for entry, found in zip(entries, exists):
-            if found:
+        for entry, image_path in zip(entries, paths):
+            if listings.has_file(image_path):
                 kept.append(entry)
             else:
                 problems.add("missing_files", str(entry["file_name"]))
@@ -305,20 +251,20 @@ class CocoDetection(Dataset):
 
     @staticmethod
     def _valid_box(ann: Dict[str, Any], image: Dict[str, Any], problems: _Problems) -> Optional[Tuple[float, float, float, float]]:
-        """Checked, clipped xyxy box of an annotation, or None (counted) if it must be dropped."""
-        bbox = _parse_bbox(ann["bbox"])
-        if bbox is None or bbox[2] <= 0 or bbox[3] <= 0:
-            problems.add("invalid_boxes", ann["id"])
+        """The annotation's box as training uses it (the checker's :func:`~effdet.data.checks.boxes.training_box`):
+        ``[x1, y1, x2, y2]`` pixels clipped to the image, or None (counted) when it is dropped."""
+        width, height = image_size(image)  # type: ignore[misc]  (checked in _valid_images)
+        verdict = training_box(ann["bbox"], width, height)
+        kind = _DROPPED_BOX_KINDS.get(verdict.code or "")
+        if kind == "invalid_boxes":
+            problems.add(kind, ann["id"])
             return None
-        x, y, w, h = bbox
-        width, height = float(image["width"]), float(image["height"])
-        x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), min(x + w, width), min(y + h, height)
-        if (x1, y1, x2, y2) != (x, y, x + w, y + h):
+        if verdict.clipped:
             problems.add("clipped_boxes", ann["id"])
-        if x2 - x1 < MIN_BOX_SIZE or y2 - y1 < MIN_BOX_SIZE:
-            problems.add("degenerate_boxes", ann["id"])
+        if kind is not None:
+            problems.add(kind, ann["id"])
             return None
-        return x1, y1, x2, y2
+        return verdict.xyxy
 
     def _pack(
         self,
@@ -476,7 +422,7 @@ class CocoDetection(Dataset):
             limits = np.array([orig_w, orig_h, orig_w, orig_h], dtype=np.float32)
             boxes = np.clip(boxes, 0, limits)
             crowd_boxes = np.clip(crowd_boxes, 0, limits)
-            keep = ((boxes[:, 2] - boxes[:, 0]) >= MIN_BOX_SIZE) & ((boxes[:, 3] - boxes[:, 1]) >= MIN_BOX_SIZE)
+            keep = large_enough(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
             boxes, labels = boxes[keep], labels[keep]
         sample = DetectionSample(image=image, boxes=boxes, labels=labels, crowd_boxes=crowd_boxes, scale=1.0)
         if self.transform is not None:
