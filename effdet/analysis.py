@@ -41,6 +41,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .types import PathLike
+
 logger = logging.getLogger("effdet.analysis")
 
 __all__ = [
@@ -52,7 +54,6 @@ __all__ = [
     "run_cocoeval",
 ]
 
-PathLike = Union[str, os.PathLike]
 ERROR_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")
 ERROR_NAMES = {"Cls": "classification", "Loc": "localisation", "Both": "cls + loc", "Dupe": "duplicate",
                "Bkg": "background", "Miss": "missed"}

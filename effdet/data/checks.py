@@ -31,7 +31,9 @@ import os
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..types import PathLike
 
 logger = logging.getLogger("effdet.data.checks")
 
@@ -49,7 +51,6 @@ __all__ = [
     "resolve_image_path",
 ]
 
-PathLike = Union[str, os.PathLike]
 SEVERITIES = ("fatal", "error", "warning", "info")
 BORDER_TOLERANCE = 1.0  # px a box may cross its image border without a finding
 MIN_BOX_SIZE = 1.0  # px; the dataset drops boxes narrower or shorter than this after clipping

@@ -13,16 +13,16 @@ regions, ``"drop"`` leaves them out).
 from __future__ import annotations
 
 import logging
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..types import PathLike
 
 logger = logging.getLogger("effdet.data.voc")
 
 __all__ = ["read_voc_xml", "voc_sources", "voc_to_coco"]
 
-PathLike = Union[str, os.PathLike]
 DIFFICULT_MODES = ("keep", "ignore", "drop")
 
 

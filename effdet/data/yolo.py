@@ -19,11 +19,12 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from ..types import PathLike
+
 logger = logging.getLogger("effdet.data.yolo")
 
 __all__ = ["coco_to_yolo", "label_path_for", "labels_dir_for", "load_data_yaml", "read_class_names", "yolo_to_coco"]
 
-PathLike = Union[str, os.PathLike]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
