@@ -63,7 +63,7 @@ ERROR_NAMES = {"Cls": "classification", "Loc": "localisation", "Both": "cls + lo
 
 
 def _gt(coco_gt: Any) -> Any:
-    from effdet.evaluation import load_coco_gt
+    from .evaluation import load_coco_gt
 
     return load_coco_gt(coco_gt, "pycocotools")
 
@@ -512,9 +512,9 @@ def write_gallery(gt: Any, confusion: Mapping[str, Any], images_dir: PathLike, o
     detections (right; green correct, orange wrong class, red background; missed objects dashed blue)."""
     import cv2
 
-    from effdet.data.checks import PathOutsideImagesError, resolve_image_path
-    from effdet.preprocess import ImageReadError, load_image
-    from effdet.visualize import draw_boxes, side_by_side
+    from .data.checks import PathOutsideImagesError, resolve_image_path
+    from .preprocess import ImageReadError, load_image
+    from .visualize import draw_boxes, side_by_side
 
     ranked = sorted(((n, i) for i, n in confusion["errors_per_image"].items() if n > 0), key=lambda x: (-x[0], x[1]))
     out.mkdir(parents=True, exist_ok=True)
@@ -580,7 +580,7 @@ def analyze(coco_gt: Any, results: Union[Sequence[dict], PathLike], out_dir: Pat
     confusion = confusion_matrix(gt, results, score_threshold, iou_threshold, class_names)
     table = per_class_ap(evaluator, names)
 
-    from effdet.fileio import write_json_atomic
+    from .fileio import write_json_atomic
 
     files = [plot_pr_curves(evaluator, names, out / "pr_curves.png"),
              plot_per_class_ap(table, out / "per_class_ap.png"),

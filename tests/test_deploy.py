@@ -132,6 +132,73 @@ def test_torch_free_runtime_detects_like_pytorch(shipped):
         assert set(ours["category_ids"]) <= {7, 1, 3}
 
 
+def test_the_runtime_abstraction_imports_without_torch():
+    """The runtime classes, their registry, METADATA_KEY and the shared types and deprecation helpers import with only
+    the deploy extra's packages (torch blocked); the effdet modules that need torch stay out."""
+    code = _DEPLOY_ONLY + (
+        "import json\n"
+        "from effdet.runtime import METADATA_KEY, ONNX_RUNTIMES, OnnxDetector, check_runtime, session_class\n"
+        "from effdet.choices import RUNTIMES\n"
+        "classes = {name: session_class(name).__name__ for name in ONNX_RUNTIMES}\n"
+        "assert check_runtime('openvino-bf16') == 'openvino-bf16'\n"
+        "assert not any(name == 'torch' or name.startswith('torch.') for name in sys.modules if sys.modules[name])\n"
+        "print(json.dumps({'key': METADATA_KEY, 'runtimes': list(RUNTIMES), 'classes': classes}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["key"] == "effdet" and found["runtimes"] == ["torch", "onnxruntime", "openvino", "openvino-bf16"]
+    assert found["classes"] == {"onnxruntime": "OnnxRuntimeSession", "openvino": "OpenVinoSession",
+                                "openvino-bf16": "OpenVinoBf16Session"}
+
+
+def test_one_runtime_class_per_runtime_and_one_metadata_key():
+    """Every runtime of an exported file is one class, found by its name (effdet.choices.RUNTIMES); effdet.export
+    writes the key the runtime reads; the old names (effdet.backends, BACKENDS) still work and say they are
+    deprecated."""
+    import importlib
+
+    import effdet.export
+    import effdet.runtime
+    from effdet.choices import RUNTIMES
+    from effdet.runtime.sessions import InferenceSession, check_runtime, session_class
+
+    assert effdet.runtime.ONNX_RUNTIMES == RUNTIMES[1:] and RUNTIMES[0] == "torch"
+    for name in effdet.runtime.ONNX_RUNTIMES:
+        assert issubclass(session_class(name), InferenceSession) and session_class(name).runtime == name
+    with pytest.raises(ValueError, match=r"unknown runtime 'torch'; valid: \['onnxruntime', 'openvino'"):
+        session_class("torch")  # runs the module itself, not a file
+    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
+        check_runtime("tensorrt")
+    assert effdet.export.METADATA_KEY is effdet.runtime.METADATA_KEY
+    with pytest.warns(DeprecationWarning, match="BACKENDS is deprecated"):
+        assert effdet.runtime.BACKENDS == effdet.runtime.ONNX_RUNTIMES
+    import effdet.backends
+
+    with pytest.warns(DeprecationWarning, match="effdet.backends is deprecated.*effdet.runtime_network"):
+        old = importlib.reload(effdet.backends)
+    from effdet.runtime_network import RuntimeNetwork, network_for_runtime
+
+    assert old.OnnxBackend is RuntimeNetwork and old.backend_from_model is network_for_runtime
+    assert old.BACKENDS == RUNTIMES and old.check_backend("openvino") == "openvino"
+
+
+def test_runtime_keyword_and_its_deprecated_name(shipped):
+    from effdet.runtime import OnnxDetector
+
+    assert OnnxDetector(shipped["onnx"], runtime="onnxruntime").session.runtime == "onnxruntime"
+    with pytest.warns(DeprecationWarning, match=r"OnnxDetector\(backend=...\) is deprecated.*runtime='onnxruntime'"):
+        old = OnnxDetector(shipped["onnx"], backend="onnxruntime")
+    assert old.session.runtime == "onnxruntime"
+    with pytest.warns(DeprecationWarning, match="OnnxRuntimeSession.backend is deprecated"):
+        assert old.session.backend == "onnxruntime"
+    with pytest.warns(DeprecationWarning, match=r"Predictor.from_onnx\(backend=...\) is deprecated"):
+        assert Predictor.from_onnx(shipped["onnx"], backend="onnxruntime").runtime == "onnxruntime"
+    with pytest.raises(ValueError, match="not 'torch'"):
+        Predictor.from_onnx(shipped["onnx"], runtime="torch")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("nms", [True, False])

@@ -234,6 +234,20 @@ def test_scale_tool_measures_for_real_and_writes_a_config(tmp_path):
     assert cfg.model.name == cells[1] and list(cfg.model.image_size) == [int(cells[2].split("×")[0])] * 2
 
 
+@pytest.mark.parametrize("flag", ["--runtime", "--backend"])
+def test_scale_tool_runtime_flag_and_its_deprecated_name(flag):
+    """effdet-scale --runtime names what runs the timed forwards; --backend, its old name, still works and says it
+    is deprecated. (A multiply-add budget only: nothing is timed, the runtime shows in the report.)"""
+    command = [sys.executable, str(ROOT / "tools" / "scale.py"), "--family", "lite", "--gmacs", "2", "--max-phi", "1",
+               "--step", "0.5", flag, "onnxruntime"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "runtime onnxruntime" in done.stdout and "latency, batch 1, onnxruntime |" in done.stdout
+    assert ("--backend is deprecated (it keeps working until the next release); use --runtime" in done.stderr) == (
+        flag == "--backend"), done.stderr
+
+
 # ------------------------------------------------------------------------------------------------ α·β·γ search
 
 

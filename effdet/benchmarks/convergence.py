@@ -350,7 +350,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_console_logging(logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run(parser.parse_intermixed_args(argv))
 
 
 if __name__ == "__main__":

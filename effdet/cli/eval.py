@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides anywhere, as for the other tools
     _check_arguments(parser, args)
     setup_console_logging(logging.WARNING)
     try:

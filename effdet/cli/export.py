@@ -81,7 +81,7 @@ def load_source(args: argparse.Namespace, overrides: dict):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides anywhere, as for the other tools
     if args.int8 and not args.calibration:
         parser.error("--int8 needs --calibration DIR (a folder of images like the ones the model will see)")
     if args.int8 and args.half:

@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may stand among the SOURCEs
     if args.score_thr is not None and not 0.0 <= args.score_thr < 1.0:
         parser.error("--score-thr must be in [0, 1)")
     if args.limit is not None and args.limit < 1:

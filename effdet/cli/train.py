@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("config", help="YAML config file (see configs/)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="config overrides, e.g. trainer.max_epochs=10 eval.nms=hard")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     setup_console_logging(logging.INFO, lightning=True)
     try:
         cfg = load_train_config(args.config, args.overrides)

@@ -428,7 +428,7 @@ def check_dataset(
         exif_orientation: ``"apply"`` (images as displayed: the JSON's width/height are compared with the
             displayed size) or ``"ignore"`` (the stored pixels), as training loads them.
     """
-    from effdet.imageinfo import check_exif_orientation_mode
+    from ..imageinfo import check_exif_orientation_mode
 
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
@@ -505,7 +505,7 @@ def _check_images(report: DataReport, images_dir: PathLike, image_by_id: Dict[An
     """Per image: size from the JSON, path, existence; with headers/full the real file (its size as loaded with
     ``exif_orientation``). Returns the ``image id -> (width, height)`` used to judge boxes (the JSON's; the real
     size where the JSON's is bad)."""
-    from effdet.imageinfo import max_image_pixels, read_image_header
+    from ..imageinfo import max_image_pixels, read_image_header
 
     limit = max_image_pixels() if max_pixels is None else int(max_pixels)
     listings: Dict[Path, Optional[set]] = {}
@@ -572,7 +572,7 @@ def _set_detail(report: DataReport, image_id: Any, code: str, detail: Dict[str, 
 
 
 def _decode(report: DataReport, path: Path, image_id: Any, name: str, exif_orientation: str) -> None:
-    from effdet.preprocess import ImageReadError, load_image
+    from ..preprocess import ImageReadError, load_image
 
     try:
         load_image(path, exif_orientation)

@@ -25,10 +25,10 @@ import numpy as np
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
-from effdet.data.collate import limit_opencv_threads
-from effdet.data.transforms import DetectionSample
-from effdet.preprocess import ImageReadError, load_image
-from effdet.types import PathLike
+from .collate import limit_opencv_threads
+from .transforms import DetectionSample
+from ..preprocess import ImageReadError, load_image
+from ..types import PathLike
 
 __all__ = ["CocoDetection", "MIN_BOX_SIZE"]
 
@@ -191,7 +191,7 @@ class CocoDetection(Dataset):
         allow_outside_images: bool = False,
         exif_orientation: str = "apply",
     ) -> None:
-        from effdet.imageinfo import check_exif_orientation_mode
+        from ..imageinfo import check_exif_orientation_mode
 
         self.exif_orientation = check_exif_orientation_mode(exif_orientation)
         self.images_dir = Path(images_dir)
@@ -266,7 +266,7 @@ class CocoDetection(Dataset):
 
         self._pack(images, objects, crowds)
         self.coco = self._make_coco(data, images, kept_annotations)
-        from effdet.evaluation import official_ground_truth
+        from ..evaluation import official_ground_truth
 
         self.ground_truth = self._make_coco(data, data["images"], official_ground_truth(data)["annotations"])
         self.report = self._make_report(data, images, objects, crowds, problems)
@@ -284,7 +284,7 @@ class CocoDetection(Dataset):
                     f"annotation file '{path}': image id {entry['id']} ('{entry['file_name']}') has invalid "
                     f"width/height {entry['width']!r} x {entry['height']!r}"
                 )
-        from effdet.data.checks import PathOutsideImagesError, resolve_image_path
+        from .checks import PathOutsideImagesError, resolve_image_path
 
         paths = []
         for entry in entries:  # absolute names and '..' leaving images_dir are refused unless allowed

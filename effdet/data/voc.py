@@ -107,8 +107,8 @@ def voc_to_coco(xml_files: Sequence[PathLike], images_dir: PathLike,
     """
     if difficult not in DIFFICULT_MODES:
         raise ValueError(f"difficult must be one of {DIFFICULT_MODES}, got {difficult!r}")
-    from effdet.data.checks import PathOutsideImagesError, resolve_image_path
-    from effdet.imageinfo import read_image_header
+    from .checks import PathOutsideImagesError, resolve_image_path
+    from ..imageinfo import read_image_header
 
     images_dir = Path(images_dir)
     parsed = [(Path(p), read_voc_xml(p)) for p in xml_files]
