@@ -24,6 +24,7 @@ setup(
             "effdet-scale=effdet.cli.scale:main",
             "effdet-classify=effdet.cli.classify:main",
             "effdet-export=effdet.cli.export:main",
+            "effdet-anchor-fit=effdet.cli.anchor_fit:main",
         ],
     },
     install_requires=[

@@ -1,12 +1,14 @@
 """Convergence benchmark: ours vs the reference ``effdet`` 0.4.1, same recipe, same init, same data.
 
     python tools/benchmark.py convergence --compare-reference [--epochs 16] [--data DIR ...] [--kinds shapes small similar]
+                                          [section.key=value ...]
 
 For every dataset (a folder made by ``tools/make_demo_data.py``: ``train/``, ``val/``,
 ``annotations/instances_{train,val}.json``; by default the three generated kinds are written under ``--out``):
 
 * ours trains through the normal entry point, ``tools/train.py CONFIG data.root=DIR trainer.max_epochs=N ...``
-  (``--config``, default ``configs/demo.yaml``, plus any ``--override key=value``), and its per-epoch val AP
+  (``--config``, default ``configs/demo.yaml``, plus any ``section.key=value`` override, the grammar of
+  ``tools/train.py``; ``--override key=value`` is its deprecated form), and its per-epoch val AP
   (EMA weights) is read from ``logs/metrics.csv``;
 * the reference trains in its own subprocess whose PYTHONPATH is only the reference folder
   (``EFFDET_PARITY_PATH`` or ``.parity/``) with :mod:`benchmarks.reference_train`: the same recipe
@@ -258,7 +260,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-train", type=int, default=200)
     parser.add_argument("--num-val", type=int, default=60)
     parser.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"), help="our training config")
-    parser.add_argument("--override", action="append", default=[], help="key=value for our config (repeatable)")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value",
+                        help="overrides of our config, as for tools/train.py (e.g. model.padding=symmetric)")
+    parser.add_argument("--override", action="append", default=[], help="deprecated: give section.key=value "
+                        "overrides as arguments")
     parser.add_argument("--out", default="runs/convergence")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training process")
@@ -270,7 +275,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the two runs differ only in their pipelines, not in the random draw of the initialisation")
 
 
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """Our config's overrides (arguments, and the deprecated ``--override``), checked against --config as
+    tools/train.py would check them: a bad key fails here, before any dataset or training starts."""
+    from effdet.deprecation import deprecated_form
+    from effdet.schema import load_train_config
+
+    if args.override:
+        deprecated_form("--override key=value", "section.key=value arguments (e.g. model.padding=symmetric)")
+    overrides = [*args.overrides, *args.override]
+    load_train_config(args.config, overrides)  # tools/train.py's parser and checks
+    return overrides
+
+
 def run(args: argparse.Namespace) -> int:
+    try:
+        our_overrides = config_overrides(args)
+    except ValueError as error:  # ConfigError too
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     out = Path(args.out).resolve()
     folder = reference_folder() if args.compare_reference else None
     if args.same_init and not args.compare_reference:
@@ -290,7 +313,7 @@ def run(args: argparse.Namespace) -> int:
         ours_dir, ref_dir = out / name / "ours", out / name / "reference"
         spec = (write_reference_spec(data, ref_dir, args.epochs, args.seed, folder, args.threads, args.workers)
                 if folder is not None else None)
-        overrides = list(args.override)
+        overrides = list(our_overrides)
         if args.same_init and spec is not None:
             overrides += [f"model.name={RECIPE['model']}", f"model.weights={reference_initial_weights(spec, folder)}"]
         processes = [("ours", start_ours(root, ours_dir, args.epochs, args.seed, args.config, overrides,
@@ -320,9 +343,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    import logging
+
+    from effdet.logs import setup_console_logging
+
+    setup_console_logging(logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run(parser.parse_intermixed_args(argv))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ reach IoU 0.5 with any anchor even when centred on it; they are counted and warn
 quantiles) for the highest BPR; applying it is opt-in: the report prints the ``model.anchor_scale=…
 model.aspect_ratios=…`` overrides to pass to ``tools/train.py``.
 
-    python -m effdet.anchor_fit CONFIG.yaml [key=value ...]      # report (and suggestion) for a training config
+    effdet-anchor-fit CONFIG.yaml [section.key=value ...]   # report (and suggestion) for a training config
+    python tools/anchor_fit.py CONFIG.yaml [section.key=value ...]     # the same
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ from .anchors import generate_anchors
 
 logger = logging.getLogger("effdet.anchor_fit")
 
-__all__ = ["AnchorFit", "anchor_fit", "anchor_size_range", "letterboxed_boxes", "startup_check", "suggest_anchors"]
+__all__ = ["AnchorFit", "anchor_fit", "anchor_size_range", "config_report", "letterboxed_boxes", "startup_check",
+           "suggest_anchors"]
 
 
 @dataclass
@@ -233,14 +235,11 @@ def startup_check(coco: dict[str, Any], model: Any, threshold: float, mode: str 
     return text + "\ndata.anchor_fit=apply: training with the suggested anchors", overrides
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .schema import load_train_config, resolve_data_path, resolve_model_config
+def config_report(cfg: Any) -> str:
+    """The report (and suggestion) for a validated training config (:func:`effdet.schema.load_train_config`): its
+    training boxes (COCO annotations, ``data.train.annotations``) against its model's anchors."""
+    from .schema import resolve_data_path, resolve_model_config
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv:
-        print(__doc__)
-        return 2
-    cfg = load_train_config(argv[0], argv[1:])
     path = resolve_data_path(cfg.data.root, cfg.data.train.annotations)
     with open(path) as handle:
         coco = json.load(handle)
@@ -248,7 +247,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     boxes = letterboxed_boxes(coco, model.image_size)
     suggestion = suggest_anchors(boxes, model.image_size, model.min_level, model.max_level, model.num_scales,
                                  model.aspect_ratios, model.anchor_scale, cfg.loss.match_threshold)
-    print(format_report(suggestion["current"], suggestion, cfg.loss.match_threshold))
+    return format_report(suggestion["current"], suggestion, cfg.loss.match_threshold)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m effdet.anchor_fit CONFIG [section.key=value ...]``: the old form of ``effdet-anchor-fit``
+    (:mod:`effdet.cli.anchor_fit`), kept for one release."""
+    from .deprecation import deprecated_form
+    from .logs import setup_console_logging
+    from .schema import load_train_config
+
+    setup_console_logging(logging.WARNING)
+    deprecated_form("python -m effdet.anchor_fit", "effdet-anchor-fit (or python tools/anchor_fit.py)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        print(__doc__)
+        return 2
+    print(config_report(load_train_config(argv[0], argv[1:])))
     return 0
 
 

@@ -5,8 +5,8 @@ from typing import Optional, Tuple
 
 import torch
 
-from effdet.anchors import BoxCoder
-from effdet.boxes import pairwise_ioa, pairwise_iou
+from .anchors import BoxCoder
+from .boxes import pairwise_ioa, pairwise_iou
 
 BACKGROUND = -1
 IGNORE = -2

@@ -28,10 +28,10 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .choices import COCO_EVALUATORS
+from .types import PathLike
 
 logger = logging.getLogger("effdet.evaluation")
 
-PathLike = Union[str, os.PathLike]
 
 __all__ = ["COCO_EVALUATORS", "CocoEvalRun", "category_names", "evaluate_results", "load_coco_gt", "load_results",
            "official_ground_truth"]

@@ -32,10 +32,9 @@ import copy
 import dataclasses
 import io
 import json
-import os
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -45,8 +44,11 @@ import torch.nn.functional as F
 from backbones.layers import Conv2dSame, MaxPool2dSame, fuse_batchnorm, same_padding
 
 from .anchors import BoxCoder
+from .inference import anchors_for
+from .postprocess_settings import PostprocessSettings
+from .runtime.sessions import METADATA_KEY  # defined in the torch-free runtime, which reads it
+from .types import PathLike
 from .variants import ModelConfig
-from .inference import PostprocessSettings, anchors_for
 
 __all__ = [
     "METADATA_KEY",
@@ -60,9 +62,7 @@ __all__ = [
     "read_metadata",
 ]
 
-METADATA_KEY = "effdet"
 OUTPUT_FORMS = ("raw", "detections")
-PathLike = Union[str, os.PathLike]
 OPSET = 17
 
 

@@ -2,8 +2,7 @@
 ``tools/eval.py`` and the Predictor share (normalise → network → decode/NMS → undo the letterbox)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -12,28 +11,11 @@ from .anchors import generate_anchors
 from .variants import ModelConfig
 from .boxes import flip_boxes_horizontal
 from .postprocess import merge_detections, postprocess, scale_boxes_to_original
+from .postprocess_settings import PostprocessSettings
 from .preprocess import normalize
 from .types import Detections
 
-
-
-@dataclass
-class PostprocessSettings:
-    """Decoding settings; the defaults are the paper's evaluation settings (Gaussian soft-NMS σ 0.5,
-    score threshold 0.001, top 5000 before NMS, 100 detections per image)."""
-
-    score_threshold: float = 0.001
-    pre_nms_top_k: int = 5000
-    nms: str = "soft"  # soft | hard
-    iou_threshold: float = 0.5
-    soft_nms_sigma: float = 0.5
-    max_detections: int = 100
-    hflip_tta: bool = False  # also run the mirrored image and merge the detections
-
-    @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> "PostprocessSettings":
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in dict(values).items() if k in known})
+__all__ = ["PostprocessSettings", "anchors_for", "detect_batch", "valid_image_sizes"]
 
 
 def anchors_for(config: ModelConfig, image_size: Sequence[int], device: torch.device) -> torch.Tensor:
@@ -66,7 +48,7 @@ def detect_batch(
     images: torch.Tensor,
     scales: torch.Tensor,
     orig_sizes: torch.Tensor,
-    settings: Optional[PostprocessSettings] = None,
+    settings: PostprocessSettings | None = None,
 ) -> list[Detections]:
     """Run ``model`` (an :class:`~effdet.model.EfficientDet`, in eval mode) on letterboxed images.
 

@@ -7,9 +7,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from effdet.anchors import BoxCoder
-from effdet.boxes import giou_loss
-from effdet.choices import BOX_LOSSES
+from .anchors import BoxCoder
+from .boxes import giou_loss
+from .choices import BOX_LOSSES
 
 
 def focal_loss(

@@ -10,10 +10,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torchvision.ops import batched_nms
 
-from effdet.anchors import BoxCoder
-from effdet.boxes import clip_boxes, paired_iou
-from effdet.choices import NMS_METHODS
-from effdet.types import Detections
+from .anchors import BoxCoder
+from .boxes import clip_boxes, paired_iou
+from .choices import NMS_METHODS
+from .types import Detections
 
 ImageSize = Tuple[float, float]
 

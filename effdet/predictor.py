@@ -16,11 +16,8 @@ as validation does, and decoded by :func:`effdet.inference.detect_batch`, the st
 from __future__ import annotations
 
 import copy
-
-import dataclasses
 import os
-from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,24 +25,27 @@ import torch.nn as nn
 
 from backbones.layers import fuse_batchnorm
 
-from .choices import NMS_METHODS
-from .variants import ModelConfig
 from .data.sources import iter_batches
-from .inference import PostprocessSettings, detect_batch
-from .model import EfficientDet
+from .deprecation import deprecated_name, renamed_keyword
 from .imageinfo import exif_orientation_setting
+from .inference import detect_batch
+from .model import EfficientDet
+from .postprocess_settings import (GRAPH_FIXED_SETTINGS, PostprocessSettings, check_graph_settings, check_settings,
+                                   make_postprocess_settings)
 from .preprocess import ImageReadError, fill_from_mean, image_to_tensor, letterbox, load_image, to_rgb
-from .types import PathLike
+from .runtime.sessions import ONNX_RUNTIMES, check_runtime, open_session
+from .types import ImageInput, PathLike
+from .variants import ModelConfig
 
 __all__ = [
+    "GRAPH_FIXED_SETTINGS",
     "Predictor",
+    "check_graph_settings",
     "load_predictor",
     "make_postprocess_settings",
     "parse_overrides",
     "read_checkpoint",
 ]
-
-ImageInput = Union[PathLike, np.ndarray]
 
 DEFAULT_BATCH_SIZE = 8
 
@@ -104,89 +104,14 @@ def _describe_checkpoint(checkpoint: dict[str, Any], path: PathLike) -> dict[str
 # ------------------------------------------------------------------------------ post-processing settings
 
 
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    """``value`` (a string from the command line, or a Python value) as the type of ``default``."""
-    kind = type(default)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("true", "1", "yes", "on"):
-            return True
-        if text in ("false", "0", "no", "off"):
-            return False
-        raise ValueError(f"post-processing option '{name}' must be true or false, got {value!r}")
-    if kind is int:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"post-processing option '{name}' must be an integer, got {value!r}") from None
-        if not number.is_integer():
-            raise ValueError(f"post-processing option '{name}' must be an integer, got {value!r}")
-        return int(number)
-    if kind is float:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"post-processing option '{name}' must be a number, got {value!r}") from None
-    return str(value)
-
-
-def _check_settings(settings: PostprocessSettings) -> None:
-    problems = []
-    if settings.nms not in NMS_METHODS:
-        problems.append(f"nms must be one of {list(NMS_METHODS)}, got {settings.nms!r}")
-    if not 0.0 <= settings.score_threshold < 1.0:
-        problems.append(f"score_threshold must be in [0, 1), got {settings.score_threshold}")
-    if not 0.0 < settings.iou_threshold <= 1.0:
-        problems.append(f"iou_threshold must be in (0, 1], got {settings.iou_threshold}")
-    if settings.soft_nms_sigma <= 0:
-        problems.append(f"soft_nms_sigma must be > 0, got {settings.soft_nms_sigma}")
-    if settings.pre_nms_top_k < 1:
-        problems.append(f"pre_nms_top_k must be >= 1, got {settings.pre_nms_top_k}")
-    if settings.max_detections < 1:
-        problems.append(f"max_detections must be >= 1, got {settings.max_detections}")
-    if problems:
-        raise ValueError("invalid post-processing settings: " + "; ".join(problems))
-
-
-def make_postprocess_settings(
-    base: Union[PostprocessSettings, Mapping[str, Any], None] = None,
-    overrides: Optional[Mapping[str, Any]] = None,
-) -> PostprocessSettings:
-    """Post-processing settings: ``base`` (settings, or a training config's ``eval`` section whose other
-    keys are ignored; default the paper's settings) with ``overrides`` applied.
-
-    Override values may be strings (``"0.05"``, ``"true"``) and are converted to each field's type.
-    Unknown override keys fail naming the valid ones; out-of-range values fail naming the rule.
-    """
-    if base is None:
-        settings = PostprocessSettings()
-    elif isinstance(base, PostprocessSettings):
-        settings = dataclasses.replace(base)
-    else:
-        settings = PostprocessSettings.from_mapping(base)
-    defaults = {f.name: getattr(settings, f.name) for f in dataclasses.fields(PostprocessSettings)}
-    overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown post-processing option(s) {unknown}; valid options: {sorted(defaults)}")
-    settings = dataclasses.replace(
-        settings, **{k: _coerce(k, v, defaults[k]) for k, v in overrides.items()})
-    _check_settings(settings)
-    return settings
-
-
 def parse_overrides(items: Sequence[str]) -> dict[str, str]:
-    """``["nms=hard", "score_threshold=0.05"]`` -> ``{"nms": "hard", "score_threshold": "0.05"}``
-    (values stay strings; :func:`make_postprocess_settings` converts and validates them)."""
-    parsed: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"post-processing overrides must look like key=value, got {item!r}")
-        parsed[key.strip()] = value.strip()
-    return parsed
+    """``["eval.nms=hard", "eval.score_threshold=0.05"]`` -> ``{"nms": "hard", "score_threshold": "0.05"}``: the
+    post-processing overrides of a command line, read by the parser every command uses
+    (:func:`effdet.schema.postprocess_options`; ``nms=hard``, the old form, is accepted with a deprecation message).
+    Values stay strings; :func:`make_postprocess_settings` converts and validates them."""
+    from .schema import postprocess_options
+
+    return postprocess_options(items, "parse_overrides")[0]
 
 
 # ------------------------------------------------------------------------------------------- predictor
@@ -223,13 +148,13 @@ class Predictor:
         self,
         model: nn.Module,
         class_names: Sequence[str],
-        category_ids: Optional[Sequence[int]] = None,
-        settings: Optional[PostprocessSettings] = None,
-        device: Union[str, torch.device, None] = None,
+        category_ids: Sequence[int] | None = None,
+        settings: PostprocessSettings | None = None,
+        device: str | torch.device | None = None,
         fuse_bn: bool = True,
     ) -> None:
         config: ModelConfig = model.config
-        if not isinstance(model, nn.Module):  # an ONNX backend (effdet.backends.OnnxBackend): runs on the host
+        if not isinstance(model, nn.Module):  # an ONNX runtime (effdet.runtime_network.RuntimeNetwork): on the host
             device, fuse_bn = "cpu", False
         if len(class_names) != config.num_classes:
             raise ValueError(f"{len(class_names)} class names for a model with {config.num_classes} classes")
@@ -249,44 +174,46 @@ class Predictor:
                 fuse_batchnorm(model)
             model = model.to(self.device, memory_format=torch.channels_last)
         self.model = model
-        self.backend: str = getattr(model, "name", "torch") if not isinstance(model, nn.Module) else "torch"
+        self.runtime: str = "torch" if isinstance(model, nn.Module) else model.runtime
         self.config = config
         self.class_names = [str(n) for n in class_names]
         self.category_ids = [int(c) for c in category_ids]
         self.settings = settings if settings is not None else PostprocessSettings()
-        _check_settings(self.settings)
+        check_settings(self.settings)
         self.image_size = [int(s) for s in config.image_size]
         self.fill = fill_from_mean(config.mean)
-        self.train_config: Optional[dict[str, Any]] = None
+        self.train_config: dict[str, Any] | None = None
         self.exif_orientation = "apply"
-        self.checkpoint_path: Optional[str] = None
+        self.checkpoint_path: str | None = None
         self.weights_kind = "given"
 
     @classmethod
     def from_checkpoint(
         cls,
         path: PathLike,
-        device: Union[str, torch.device, None] = None,
+        device: str | torch.device | None = None,
         fuse_bn: bool = True,
-        backend: str = "torch",
-        threads: Optional[int] = None,
+        runtime: str = "torch",
+        threads: int | None = None,
         trust_checkpoint: bool = False,
+        *,
+        backend: str | None = None,
         **postprocess_overrides: Any,
-    ) -> "Predictor":
+    ) -> Predictor:
         """Load a self-describing checkpoint (``best.ckpt`` / ``last.ckpt`` of ``tools/train.py``).
 
         Uses the EMA weights when present (else the raw ones), the stored class names and category ids,
         and the post-processing of the stored training config's ``eval`` section; keyword arguments
         override it (``score_threshold=0.3``, ``nms="hard"``, ``hflip_tta=True`` ...; unknown names fail
         listing the valid ones). ``device`` defaults to CUDA when available, else the CPU. ``fuse_bn``: fold
-        batch norms into convs for speed (same outputs up to float rounding). ``backend``: ``"torch"``, or
+        batch norms into convs for speed (same outputs up to float rounding). ``runtime``: ``"torch"``, or
         ``"onnxruntime"`` / ``"openvino"`` / ``"openvino-bf16"`` (the model is exported to ONNX on the fly, see
-        ``effdet.backends``; ``threads`` sets their CPU threads). ``trust_checkpoint`` allows files that need
-        full unpickling (they can run code: only for files from a source you trust).
+        :mod:`effdet.runtime_network`; ``threads`` sets their CPU threads; ``backend`` is the deprecated name of
+        ``runtime``). ``trust_checkpoint`` allows files that need full unpickling (they can run code: only for files
+        from a source you trust).
         """
-        from .backends import check_backend
-
-        check_backend(backend)
+        runtime = check_runtime(renamed_keyword("Predictor.from_checkpoint", "backend", backend, "runtime", runtime,
+                                                "torch"))
         make_postprocess_settings(None, postprocess_overrides)  # bad option names fail before the file is read
         described = _describe_checkpoint(read_checkpoint(path, trust=trust_checkpoint), path)
         config: ModelConfig = described["config"]
@@ -302,11 +229,11 @@ class Predictor:
                 f"keys (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})")
         category_ids = described["category_ids"] or list(range(1, config.num_classes + 1))
         class_names = described["class_names"] or [str(c) for c in category_ids]
-        if backend != "torch":
-            from .backends import backend_from_model
+        if runtime != "torch":
+            from .runtime_network import network_for_runtime
 
-            model = backend_from_model(model.eval(), backend, threads=threads, class_names=class_names,
-                                       category_ids=category_ids)
+            model = network_for_runtime(model.eval(), runtime, threads=threads, class_names=class_names,
+                                        category_ids=category_ids)
         predictor = cls(model, class_names, category_ids, settings,
                         device=device if device is not None else _default_device(), fuse_bn=fuse_bn)
         predictor.train_config = train_config
@@ -316,32 +243,39 @@ class Predictor:
         return predictor
 
     @classmethod
-    def from_onnx(cls, path: PathLike, backend: str = "onnxruntime", threads: Optional[int] = None,
-                  **postprocess_overrides: Any) -> "Predictor":
-        """Run a file written by ``effdet-export`` with onnxruntime or OpenVINO.
+    def from_onnx(cls, path: PathLike, runtime: str = "onnxruntime", threads: int | None = None, *,
+                  backend: str | None = None, **postprocess_overrides: Any) -> Predictor:
+        """Run a file written by ``effdet-export`` with ``runtime`` (onnxruntime, openvino, openvino-bf16;
+        ``backend`` is its deprecated name).
 
         Class names, category ids, normalisation and input size come from the file's metadata. A raw-output
         file is decoded by the torch post-processing with the settings stored at export (overridable as in
         :meth:`from_checkpoint`); a file with NMS in the graph uses the graph's (hard NMS, its thresholds).
         """
-        from .backends import OnnxBackend, check_backend
-        from .runtime.sessions import open_session
+        from .runtime_network import RuntimeNetwork
 
-        if check_backend(backend) == "torch":
-            raise ValueError("an ONNX file runs with backend 'onnxruntime' or 'openvino', not 'torch'")
-        onnx_backend = OnnxBackend(open_session(path, backend, threads))
-        meta = onnx_backend.metadata
+        runtime = renamed_keyword("Predictor.from_onnx", "backend", backend, "runtime", runtime, "onnxruntime")
+        if runtime == "torch":
+            raise ValueError(f"an ONNX file runs with one of the runtimes {list(ONNX_RUNTIMES)}, not 'torch'")
+        network = RuntimeNetwork(open_session(path, runtime, threads))
+        meta = network.metadata
         settings = make_postprocess_settings(meta.get("postprocess"), postprocess_overrides)
         if meta["outputs"] == "detections":
             check_graph_settings(path, make_postprocess_settings(meta.get("postprocess"), {}), settings)
-        predictor = cls(onnx_backend, meta["class_names"], meta["category_ids"], settings)
+        predictor = cls(network, meta["class_names"], meta["category_ids"], settings)
         predictor.checkpoint_path = str(path)
         predictor.weights_kind = f"onnx:{meta['outputs']}"
         return predictor
 
     def __repr__(self) -> str:
         return (f"Predictor({self.config.name}, image_size={self.image_size}, classes={len(self.class_names)}, "
-                f"weights={self.weights_kind}, backend={self.backend}, device={self.device}, settings={self.settings})")
+                f"weights={self.weights_kind}, runtime={self.runtime}, device={self.device}, settings={self.settings})")
+
+    @property
+    def backend(self) -> str:
+        """Deprecated name of :attr:`runtime`."""
+        deprecated_name("Predictor.backend", "Predictor.runtime")
+        return self.runtime
 
     # ---------------------------------------------------------------- steps
 
@@ -370,7 +304,7 @@ class Predictor:
             this predictor's device).
         """
         if getattr(self.model, "outputs", "raw") == "detections":  # an ONNX graph with NMS inside
-            from .backends import detect_with_graph
+            from .runtime_network import detect_with_graph
 
             return detect_with_graph(self.model, images, scales, orig_sizes, self.settings.score_threshold,
                                      self.settings.max_detections)
@@ -402,7 +336,7 @@ class Predictor:
 
     def predict(
         self,
-        images: Union[ImageInput, Iterable[ImageInput]],
+        images: ImageInput | Iterable[ImageInput],
         bgr: bool = True,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> list[dict[str, Any]]:
@@ -434,36 +368,12 @@ class Predictor:
         return results
 
 
-# What a graph with NMS inside fixed at export: these must stay as they are; the score threshold may only rise and
-# max_detections only fall (dropping detections the graph returned is all that can be done after it).
-GRAPH_FIXED_SETTINGS = ("nms", "hflip_tta", "iou_threshold", "pre_nms_top_k")
-
-
-def check_graph_settings(path: PathLike, graph: "PostprocessSettings", wanted: "PostprocessSettings") -> None:
-    """Refuse post-processing that an exported graph with NMS cannot honour (``ValueError`` naming the file, the
-    setting and the graph's value), instead of running with the graph's and recording the wanted ones."""
-    problems = [f"{name}={getattr(wanted, name)!r} (the graph has {name}={getattr(graph, name)!r})"
-                for name in GRAPH_FIXED_SETTINGS if getattr(wanted, name) != getattr(graph, name)]
-    if wanted.score_threshold < graph.score_threshold:
-        problems.append(f"score_threshold={wanted.score_threshold!r} below the graph's "
-                        f"(score_threshold={graph.score_threshold!r})")
-    if wanted.max_detections > graph.max_detections:
-        problems.append(f"max_detections={wanted.max_detections!r} above the graph's "
-                        f"(max_detections={graph.max_detections!r})")
-    if problems:
-        raise ValueError(
-            f"'{path}' has decoding and NMS inside the graph, fixed at export; it cannot apply "
-            f"{'; '.join(problems)}. Leave these settings out, or export again with them (or without --nms, to "
-            f"choose the post-processing at run time)")
-
-
-def load_predictor(weights: PathLike, runtime: str = "torch", device: Any = None, **postprocess_overrides: Any):
+def load_predictor(weights: PathLike, runtime: str = "torch", device: Any = None,
+                   **postprocess_overrides: Any) -> Predictor:
     """The Predictor the tools build: an ``.onnx`` file via ``Predictor.from_onnx`` (runtime onnxruntime unless
-    openvino is asked for), any checkpoint via ``Predictor.from_checkpoint(backend=runtime)``."""
-    from .backends import check_backend
-
-    check_backend(runtime)
+    openvino is asked for), any checkpoint via ``Predictor.from_checkpoint(runtime=runtime)``."""
+    check_runtime(runtime)
     if str(weights).lower().endswith(".onnx"):
-        return Predictor.from_onnx(weights, backend="onnxruntime" if runtime == "torch" else runtime,
+        return Predictor.from_onnx(weights, runtime="onnxruntime" if runtime == "torch" else runtime,
                                    **postprocess_overrides)
-    return Predictor.from_checkpoint(weights, device=device, backend=runtime, **postprocess_overrides)
+    return Predictor.from_checkpoint(weights, device=device, runtime=runtime, **postprocess_overrides)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from effdet.types import PathLike
+from .types import PathLike
 
 if TYPE_CHECKING:  # torch is imported where it is used, so the torch-free runtime (effdet.runtime) can use
     import torch  # letterbox / load_image / to_rgb from here

@@ -23,18 +23,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
 from .preprocess import ImageReadError, load_image
+from .types import PathLike
 
 __all__ = ["quantize_file", "calibration_images", "QUANTIZERS"]
 
-PathLike = Union[str, os.PathLike]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 QUANTIZED_OPS = ["Conv"]  # the network only: decode, top-k and NMS (Mul/Add/Sigmoid on boxes and scores) stay float
 # Convolutions left in float32 (substrings of the exported node names): the class and box prediction convs, whose
@@ -116,7 +115,8 @@ def quantize_file(source: PathLike, target: PathLike, calibration: PathLike, max
     import onnx
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .export import METADATA_KEY, read_metadata
+    from .export import read_metadata
+    from .runtime.sessions import METADATA_KEY
 
     if quantizer not in QUANTIZERS:
         raise ValueError(f"unknown quantizer {quantizer!r}; valid: {list(QUANTIZERS)}")

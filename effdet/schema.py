@@ -1,16 +1,24 @@
-"""The training configuration: one OmegaConf schema for YAML files merged with ``key=value`` overrides,
+"""The training configuration: one OmegaConf schema for YAML files merged with ``section.key=value`` overrides,
 its choices (from :mod:`effdet.choices`), validation (unknown keys, choices, ``trainer.*`` arguments) and the
 resolution of the ``model:`` section into a :class:`~effdet.variants.ModelConfig`.
+
+Every command reads its overrides with one parser, :func:`split_overrides` (the grammar is the schema's keys:
+``eval.nms=hard``, ``trainer.max_epochs=3``, ``seed=1``); the commands that run a trained model take the ``eval``
+section's post-processing keys (:func:`postprocess_options`).
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from .choices import (ANCHOR_FIT_MODES, BOX_LOSSES, COCO_EVALUATORS, DATA_FORMATS, EXIF_ORIENTATION_MODES, LR_SCHEDULES,
                       NMS_METHODS, OPTIMIZERS, PRECISION_ALIASES, TRAINING_PRECISIONS)
+from .deprecation import deprecated_form
+from .postprocess_settings import PostprocessSettings, postprocess_setting_names, settings_problems
 from .variants import ModelConfig, model_config
 
 
@@ -113,13 +121,11 @@ class LossConfig:
 
 
 @dataclass
-class EvalConfig:
-    score_threshold: float = 0.001
-    pre_nms_top_k: int = 5000
-    nms: str = "soft"  # soft (Gaussian, the official evaluation) | hard
-    iou_threshold: float = 0.5  # hard NMS
-    soft_nms_sigma: float = 0.5
-    max_detections: int = 100
+class EvalConfig(PostprocessSettings):
+    """``eval:`` section: every post-processing setting, inherited from
+    :class:`~effdet.postprocess_settings.PostprocessSettings` (where they, their defaults and their rules are defined
+    once: a new setting is a config key at once), plus the keys of training's validation."""
+
     every_n_epochs: int = 1
     coco_eval: str = "pycocotools"  # COCO evaluator: pycocotools | faster_coco_eval (was eval.backend)
     plots: bool = True  # final validation: PR curves, confusion matrix, error breakdown, gallery (effdet/analysis.py)
@@ -231,10 +237,14 @@ def load_train_config(path: Optional[str] = None, overrides: Sequence[str] = ())
             layers.append(OmegaConf.load(path))
         except Exception as error:  # yaml.YAMLError and friends
             raise ConfigError(f"config file '{path}' is not valid YAML: {error}") from None
-    bad = [item for item in overrides if "=" not in item]
-    if bad:
-        raise ConfigError(f"command-line overrides must look like key=value, got {bad}")
-    layers.append(OmegaConf.from_dotlist(list(overrides)))
+    parsed, others = split_overrides(overrides)
+    unknown = [item for item in others if "=" in item and _DOTTED_KEY.fullmatch(str(item).partition("=")[0].strip())]
+    if unknown:  # key=value whose first part is no top-level key: name the valid ones, as a merge error does
+        raise ConfigError(f"unknown config key(s) {[item.partition('=')[0].strip() for item in unknown]} (from command "
+                          f"line); valid top-level keys: {list(config_keys())}")
+    if others:
+        raise ConfigError(f"command-line overrides must look like section.key=value, got {others}")
+    layers.append(OmegaConf.from_dotlist([str(override) for override in parsed]))
     source = path or "command line"
     cfg = schema
     for layer, where in zip(layers, [source] * (len(layers) - 1) + ["command line"]):
@@ -282,6 +292,8 @@ def _validate(cfg: Any) -> None:
                 raise ConfigError(f"config key 'data.{split}.{part}' is null: it needs a path (relative to data.root); "
                                   f"only data.format=yolo takes annotations=null (labels found by the images -> "
                                   f"labels rule)")
+    for name, rule in settings_problems(cfg.eval).items():  # the Predictor's own rules (effdet.postprocess_settings)
+        raise ConfigError(f"config key 'eval.{name}' {rule}")
     if cfg.data.batch_size < 1:
         raise ConfigError(f"config key 'data.batch_size' must be >= 1, got {cfg.data.batch_size}")
     if cfg.checkpoint.every_n_steps < 0:
@@ -324,3 +336,97 @@ def resolve_data_path(root: Optional[str], path: str) -> str:
     if root and not os.path.isabs(path):
         return os.path.join(root, path)
     return path
+
+
+# ------------------------------------------------------------------------------------------ command-line overrides
+
+logger = logging.getLogger(__name__)
+_DOTTED_KEY = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*")
+
+
+@dataclass(frozen=True)
+class Override:
+    """One command-line override: ``key`` dotted (``eval.nms``), ``value`` the text after ``=``."""
+
+    key: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.value}"
+
+
+def config_keys() -> tuple[str, ...]:
+    """The top-level keys of the training config: its sections (``model``, ``eval`` ...) and scalars (``seed`` ...)."""
+    return tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def split_overrides(arguments: Sequence[str], renamed: Mapping[str, str] | None = None
+                    ) -> tuple[list[Override], list[str]]:
+    """The one parser of command-line overrides, used by every command: ``(overrides, other arguments)``.
+
+    An argument ``key=value`` whose key is a dotted key of the training config (its first part a section or a
+    top-level key: ``eval.nms``, ``data.train.images``, ``seed``) is an override; any other argument is a source or a
+    path and comes back unchanged, in order. Whether the rest of the key exists is checked where the override is
+    applied (:func:`load_train_config`, :func:`postprocess_options`), so a typo is an error naming the valid keys
+    rather than a file that is not found. ``renamed`` maps an old key to its dotted key (``{"nms": "eval.nms"}``):
+    accepted for one release, with a deprecation message in the log.
+    """
+    renamed = renamed or {}
+    sections = set(config_keys())
+    overrides: list[Override] = []
+    others: list[str] = []
+    for argument in arguments:
+        key, sep, value = str(argument).partition("=")
+        key, value = key.strip(), value.strip()
+        if sep and key in renamed:
+            deprecated_form(f"'{argument}'", f"'{renamed[key]}={value}'")
+            overrides.append(Override(renamed[key], value))
+        elif sep and _DOTTED_KEY.fullmatch(key) and key.split(".")[0] in sections:
+            overrides.append(Override(key, value))
+        else:
+            others.append(argument)
+    return overrides, others
+
+
+POSTPROCESS_SECTION = "eval"
+
+
+def postprocess_options(arguments: Sequence[str], command: str, sources: bool = False
+                        ) -> tuple[dict[str, str], list[str]]:
+    """``(post-processing options, sources)`` of the arguments of a command that runs a trained model
+    (``effdet-eval``, ``effdet-infer``, ``effdet-export``): its overrides are the ``eval`` section's post-processing
+    keys (``eval.nms=hard`` -> ``{"nms": "hard"}``, values as typed; :func:`effdet.postprocess_settings.
+    make_postprocess_settings` converts and checks them). The old form without the section (``nms=hard``) is
+    accepted with a deprecation message. A key of another section, or any other argument when the command takes no
+    ``sources``, is a :class:`ConfigError` naming what the command takes.
+    """
+    names = postprocess_setting_names()
+    valid = [f"{POSTPROCESS_SECTION}.{name}" for name in names]
+    overrides, others = split_overrides(arguments, renamed=dict(zip(names, valid)))
+    options: dict[str, str] = {}
+    for override in overrides:
+        section, _, name = override.key.partition(".")
+        if section != POSTPROCESS_SECTION:
+            raise ConfigError(f"{command} takes the post-processing keys of the '{POSTPROCESS_SECTION}' section "
+                              f"({' '.join(v + '=...' for v in valid)}); '{override.key}' is a training setting")
+        if name not in names:
+            raise ConfigError(f"unknown post-processing option(s) ['{override.key}']; valid options: {valid}")
+        options[name] = override.value
+    if others and not sources:
+        assignments = [item.partition("=")[0].strip() for item in others if "=" in item]
+        if assignments:
+            raise ConfigError(f"unknown post-processing option(s) {assignments}; valid options: {valid}")
+        raise ConfigError(f"{command}: unexpected argument(s) {list(others)}; it takes section.key=value overrides "
+                          f"({' '.join(v + '=...' for v in valid)})")
+    return options, others
+
+
+def flag_wins(options: dict[str, Any], name: str, flag: str, value: Any) -> dict[str, Any]:
+    """Apply a dedicated flag (``--score-thr``) that sets the post-processing option ``name``: given (not None), it
+    wins over ``eval.<name>`` given as an override, and the log says so. Returns ``options``."""
+    if value is None:
+        return options
+    if name in options:
+        logger.warning(f"{flag} {value} and {POSTPROCESS_SECTION}.{name}={options[name]} both given: {flag} wins")
+    options[name] = value
+    return options

@@ -1,4 +1,4 @@
-"""What a user ships: effdet-export on a checkpoint, the torch-free runtime, Predictor backends, int8, every
+"""What a user ships: effdet-export on a checkpoint, the torch-free runtime, Predictor runtimes, int8, every
 variant exported. Random weights with spread-out scores (tests/test_export.py ``randomized``)."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from effdet.export import export_onnx, read_metadata
 from effdet.predictor import Predictor
 from effdet.checkpoint import save_weights
 from conftest import tool_env  # noqa: E402
-from test_export import BACKENDS, match_detections, randomized  # noqa: E402  (tests/test_export.py)
+from test_export import RUNTIMES, match_detections, randomized  # noqa: E402  (tests/test_export.py)
 
 pytestmark = pytest.mark.needs("onnxruntime")  # skipped and counted without it; fails with CI=true (conftest.py)
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def shipped(tmp_path_factory):
     checkpoint = save_weights(model, folder / "model.pt", class_names=NAMES, category_ids=[7, 1, 3])
     onnx_file = folder / "model.onnx"
     done = subprocess.run([sys.executable, str(REPO / "tools" / "export.py"), "--weights", str(checkpoint), "--out",
-                           str(onnx_file), "--nms", "--dynamic-batch", "max_detections=50"],
+                           str(onnx_file), "--nms", "--dynamic-batch", "eval.max_detections=50"],
                           capture_output=True, text=True, timeout=900, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "onnxruntime matches PyTorch" in done.stdout
@@ -132,18 +132,85 @@ def test_torch_free_runtime_detects_like_pytorch(shipped):
         assert set(ours["category_ids"]) <= {7, 1, 3}
 
 
+def test_the_runtime_abstraction_imports_without_torch():
+    """The runtime classes, their registry, METADATA_KEY and the shared types and deprecation helpers import with only
+    the deploy extra's packages (torch blocked); the effdet modules that need torch stay out."""
+    code = _DEPLOY_ONLY + (
+        "import json\n"
+        "from effdet.runtime import METADATA_KEY, ONNX_RUNTIMES, OnnxDetector, check_runtime, session_class\n"
+        "from effdet.choices import RUNTIMES\n"
+        "classes = {name: session_class(name).__name__ for name in ONNX_RUNTIMES}\n"
+        "assert check_runtime('openvino-bf16') == 'openvino-bf16'\n"
+        "assert not any(name == 'torch' or name.startswith('torch.') for name in sys.modules if sys.modules[name])\n"
+        "print(json.dumps({'key': METADATA_KEY, 'runtimes': list(RUNTIMES), 'classes': classes}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["key"] == "effdet" and found["runtimes"] == ["torch", "onnxruntime", "openvino", "openvino-bf16"]
+    assert found["classes"] == {"onnxruntime": "OnnxRuntimeSession", "openvino": "OpenVinoSession",
+                                "openvino-bf16": "OpenVinoBf16Session"}
+
+
+def test_one_runtime_class_per_runtime_and_one_metadata_key():
+    """Every runtime of an exported file is one class, found by its name (effdet.choices.RUNTIMES); effdet.export
+    writes the key the runtime reads; the old names (effdet.backends, BACKENDS) still work and say they are
+    deprecated."""
+    import importlib
+
+    import effdet.export
+    import effdet.runtime
+    from effdet.choices import RUNTIMES
+    from effdet.runtime.sessions import InferenceSession, check_runtime, session_class
+
+    assert effdet.runtime.ONNX_RUNTIMES == RUNTIMES[1:] and RUNTIMES[0] == "torch"
+    for name in effdet.runtime.ONNX_RUNTIMES:
+        assert issubclass(session_class(name), InferenceSession) and session_class(name).runtime == name
+    with pytest.raises(ValueError, match=r"unknown runtime 'torch'; valid: \['onnxruntime', 'openvino'"):
+        session_class("torch")  # runs the module itself, not a file
+    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'"):
+        check_runtime("tensorrt")
+    assert effdet.export.METADATA_KEY is effdet.runtime.METADATA_KEY
+    with pytest.warns(DeprecationWarning, match="BACKENDS is deprecated"):
+        assert effdet.runtime.BACKENDS == effdet.runtime.ONNX_RUNTIMES
+    import effdet.backends
+
+    with pytest.warns(DeprecationWarning, match="effdet.backends is deprecated.*effdet.runtime_network"):
+        old = importlib.reload(effdet.backends)
+    from effdet.runtime_network import RuntimeNetwork, network_for_runtime
+
+    assert old.OnnxBackend is RuntimeNetwork and old.backend_from_model is network_for_runtime
+    assert old.BACKENDS == RUNTIMES and old.check_backend("openvino") == "openvino"
+
+
+def test_runtime_keyword_and_its_deprecated_name(shipped):
+    from effdet.runtime import OnnxDetector
+
+    assert OnnxDetector(shipped["onnx"], runtime="onnxruntime").session.runtime == "onnxruntime"
+    with pytest.warns(DeprecationWarning, match=r"OnnxDetector\(backend=...\) is deprecated.*runtime='onnxruntime'"):
+        old = OnnxDetector(shipped["onnx"], backend="onnxruntime")
+    assert old.session.runtime == "onnxruntime"
+    with pytest.warns(DeprecationWarning, match="OnnxRuntimeSession.backend is deprecated"):
+        assert old.session.backend == "onnxruntime"
+    with pytest.warns(DeprecationWarning, match=r"Predictor.from_onnx\(backend=...\) is deprecated"):
+        assert Predictor.from_onnx(shipped["onnx"], backend="onnxruntime").runtime == "onnxruntime"
+    with pytest.raises(ValueError, match="not 'torch'"):
+        Predictor.from_onnx(shipped["onnx"], runtime="torch")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("nms", [True, False])
-def test_fixed_batch_exports_take_any_number_of_images(shipped, tmp_path, backend, nms):
+def test_fixed_batch_exports_take_any_number_of_images(shipped, tmp_path, runtime, nms):
     """An export without --dynamic-batch has batch 1; the Predictor (what tools/eval.py and infer use, batch 8 by
     default) runs it one image at a time instead of failing with onnxruntime's 'invalid dimensions'."""
     out = tmp_path / "fixed.onnx"
     done = subprocess.run([sys.executable, str(REPO / "tools" / "export.py"), "--weights", str(shipped["checkpoint"]),
-                           "--out", str(out), *(["--nms"] if nms else []), "max_detections=50"],
+                           "--out", str(out), *(["--nms"] if nms else []), "eval.max_detections=50"],
                           capture_output=True, text=True, timeout=900, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
-    predictor = Predictor.from_onnx(out, backend=backend, **({} if nms else {"nms": "hard", "max_detections": 50}))
+    predictor = Predictor.from_onnx(out, runtime=runtime, **({} if nms else {"nms": "hard", "max_detections": 50}))
     assert predictor.model.session.fixed_batch == 1
     images = [str(p) for p in shipped["images"]] * 2
     together = predictor.predict(images, batch_size=4)
@@ -153,14 +220,14 @@ def test_fixed_batch_exports_take_any_number_of_images(shipped, tmp_path, backen
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_predictor_backends_match_torch(shipped, backend):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_predictor_runtimes_match_torch(shipped, runtime):
     expected = torch_predictions(shipped)
-    exported = Predictor.from_checkpoint(shipped["checkpoint"], backend=backend, nms="hard", max_detections=50)
-    assert exported.backend == backend and exported.class_names == NAMES
+    exported = Predictor.from_checkpoint(shipped["checkpoint"], runtime=runtime, nms="hard", max_detections=50)
+    assert exported.runtime == runtime and exported.class_names == NAMES
     for ours, theirs in zip(exported.predict([str(p) for p in shipped["images"]]), expected):
         assert_same(ours, theirs)
-    graph = Predictor.from_onnx(shipped["onnx"], backend=backend)  # NMS inside the graph
+    graph = Predictor.from_onnx(shipped["onnx"], runtime=runtime)  # NMS inside the graph
     assert graph.category_ids == [7, 1, 3] and graph.image_size == [128, 128]
     for ours, theirs in zip(graph.predict([str(p) for p in shipped["images"]]), expected):
         assert_same(ours, theirs)
@@ -229,9 +296,9 @@ def test_nncf_quantization_keeps_elementwise_ops_in_int8_for_openvino(shipped, t
     assert all(n.input[1] in dequantized for n in convs)  # every convolution has int8 weights, prediction convs too
     meta = read_metadata(target)
     assert meta["int8"] is True and meta["quantizer"] == "nncf" and meta["class_names"] == NAMES
-    for backend in ("openvino", "onnxruntime"):  # placed for OpenVINO, valid for both
-        results = OnnxDetector(target, backend=backend).predict([str(p) for p in shipped["images"]])
-        assert all(len(r["boxes"]) > 0 and r["boxes"].shape[1] == 4 for r in results), backend
+    for runtime in ("openvino", "onnxruntime"):  # placed for OpenVINO, valid for both
+        results = OnnxDetector(target, runtime=runtime).predict([str(p) for p in shipped["images"]])
+        assert all(len(r["boxes"]) > 0 and r["boxes"].shape[1] == 4 for r in results), runtime
 
 
 def test_export_cli_errors_are_clear(tmp_path, capsys):
@@ -295,7 +362,7 @@ def test_openvino_bf16_runtime_is_close_to_float32_or_refuses_clearly(shipped, t
     """`openvino-bf16` (runtime, Predictor, tools/infer.py and eval --runtime) runs the float layers in bfloat16 on
     CPUs with bf16 units: raw scores close to float32 but not identical (so bf16 really ran), and about the same top
     score per image through the NMS graph and through the Predictor. Elsewhere it refuses with an error that names
-    the float32 backend. (Which box comes first may change: random heads give near-tied top scores.)"""
+    the float32 runtime. (Which box comes first may change: random heads give near-tied top scores.)"""
     import openvino as ov
 
     from effdet.runtime import OnnxDetector
@@ -303,8 +370,8 @@ def test_openvino_bf16_runtime_is_close_to_float32_or_refuses_clearly(shipped, t
 
     files = [str(p) for p in shipped["images"]]
     if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-        with pytest.raises(ValueError, match="no bfloat16 support.*'openvino' backend"):
-            OnnxDetector(shipped["onnx"], backend="openvino-bf16")
+        with pytest.raises(ValueError, match="no bfloat16 support.*'openvino' runtime"):
+            OnnxDetector(shipped["onnx"], runtime="openvino-bf16")
         return
     model = Predictor.from_checkpoint(shipped["checkpoint"], device="cpu").model
     export_onnx(model, tmp_path / "raw.onnx", verify=False)
@@ -320,9 +387,9 @@ def test_openvino_bf16_runtime_is_close_to_float32_or_refuses_clearly(shipped, t
     # among the anchor-class scores (it varies between runs: OpenVINO's bf16 kernels are not bitwise deterministic)
     print(f"bf16 vs f32: score |diff| mean {score_diff.mean():.2e} max {score_diff.max():.3f}; box max {box_diff:.2e}")
     assert 0 < score_diff.mean() < 0.02 and score_diff.max() < 0.2 and box_diff < 0.05
-    graph_f32 = OnnxDetector(shipped["onnx"], backend="openvino").predict(files)
-    graph_bf16 = OnnxDetector(shipped["onnx"], backend="openvino-bf16").predict(files)
-    exported = Predictor.from_checkpoint(shipped["checkpoint"], backend="openvino-bf16", nms="hard",
+    graph_f32 = OnnxDetector(shipped["onnx"], runtime="openvino").predict(files)
+    graph_bf16 = OnnxDetector(shipped["onnx"], runtime="openvino-bf16").predict(files)
+    exported = Predictor.from_checkpoint(shipped["checkpoint"], runtime="openvino-bf16", nms="hard",
                                          max_detections=50).predict(files)  # exported on the fly
     graph_threshold = read_metadata(shipped["onnx"])["postprocess"]["score_threshold"]  # all the graph returns
     done = subprocess.run([sys.executable, str(REPO / "tools" / "infer.py"), *files, "--weights", str(shipped["onnx"]),
@@ -344,7 +411,7 @@ def test_infer_on_a_graph_with_nms_keeps_only_scores_above_the_threshold(shipped
     def infer(weights, threshold: float, name: str) -> list[dict]:
         done = subprocess.run([sys.executable, str(REPO / "tools" / "infer.py"), *map(str, shipped["images"]),
                                "--weights", str(weights), "--score-thr", str(threshold), "--out", str(tmp_path / name),
-                               "--set", "nms=hard", "--set", "max_detections=50"],
+                               "eval.nms=hard", "eval.max_detections=50"],
                               capture_output=True, text=True, timeout=600, cwd=REPO, env=tool_env())
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads((tmp_path / name / "detections.json").read_text())
@@ -379,7 +446,7 @@ def test_a_graph_with_nms_refuses_overrides_it_cannot_honour(shipped, override, 
 
 def test_infer_refuses_an_override_the_graph_cannot_honour(shipped, tmp_path):
     done = subprocess.run([sys.executable, str(REPO / "tools" / "infer.py"), str(shipped["images"][0]), "--weights",
-                           str(shipped["onnx"]), "--out", str(tmp_path / "out"), "--set", "nms=soft"],
+                           str(shipped["onnx"]), "--out", str(tmp_path / "out"), "eval.nms=soft"],
                           capture_output=True, text=True, timeout=600, cwd=REPO, env=tool_env())
     assert done.returncode == 2 and "nms='hard'" in done.stderr and str(shipped["onnx"]) in done.stderr
     assert not (tmp_path / "out" / "detections.json").exists()

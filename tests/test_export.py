@@ -1,4 +1,4 @@
-"""ONNX export (effdet/export.py) and the ONNX backends: onnxruntime and OpenVINO against PyTorch.
+"""ONNX export (effdet/export.py) and the ONNX runtimes: onnxruntime and OpenVINO against PyTorch.
 
 Random weights (every float tensor redrawn, so scores are spread out and the detections are decisive), with
 non-square inputs, for our efficientdet_d0 and efficientdet_lite0 and a converted reference tf_efficientdet_d0
@@ -20,7 +20,7 @@ from test_weights import random_state, reference_d0_shapes  # noqa: E402  (tests
 # Both runtimes come with `make test` (extras export, openvino): without one, these tests are skipped and counted,
 # and with CI=true they fail (tests/conftest.py, `needs`).
 pytestmark = pytest.mark.needs("onnxruntime")
-BACKENDS = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.needs("openvino"))]
+RUNTIMES = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.needs("openvino"))]  # of exported files
 RAW_TOLERANCE = 1e-4
 BOX_TOLERANCE = 1e-3  # px
 SETTINGS = PostprocessSettings(nms="hard", score_threshold=0.05, pre_nms_top_k=1000, max_detections=100)
@@ -217,18 +217,18 @@ def assert_same_detections(ours, theirs):
     assert match_detections(ours, theirs) <= BOX_TOLERANCE
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("name", list(CASES))
-def test_raw_outputs_and_detections_equal_pytorch(exported, name, backend):
+def test_raw_outputs_and_detections_equal_pytorch(exported, name, runtime):
     entry = exported[name]
     model, size = entry["model"], entry["size"]
-    session = open_session(entry["raw"], backend, threads=2)
+    session = open_session(entry["raw"], runtime, threads=2)
     x = images(size)
     got = session.run({"images": x.numpy()})
     expected = torch_raw(model, x)
     assert [g.shape for g in got] == [e.shape for e in expected]
     worst = max(float(np.abs(g - e).max()) for g, e in zip(got, expected))
-    assert worst <= RAW_TOLERANCE, f"{name} via {backend}: max |diff| {worst:.2e}"
+    assert worst <= RAW_TOLERANCE, f"{name} via {runtime}: max |diff| {worst:.2e}"
     # the same detections after the torch post-processing of either output
     levels = len(got) // 2
     anchors = anchors_for(model.config, size, torch.device("cpu"))
@@ -239,13 +239,13 @@ def test_raw_outputs_and_detections_equal_pytorch(exported, name, backend):
     assert_same_detections({k: v.numpy() for k, v in ours.items()}, torch_detections(model, x, valid)[0])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("runtime", RUNTIMES)
 @pytest.mark.parametrize("name", list(CASES))
-def test_nms_graph_equals_pytorch_path(exported, name, backend):
+def test_nms_graph_equals_pytorch_path(exported, name, runtime):
     """Top 100 of the graph (decode + per-level top-k + ONNX NonMaxSuppression) = the PyTorch postprocess."""
     entry = exported[name]
     model, size = entry["model"], entry["size"]
-    session = open_session(entry["detections"], backend, threads=2)
+    session = open_session(entry["detections"], runtime, threads=2)
     x = images(size, batch=2, seed=1)
     valid = [(float(size[0]), float(size[1])), (size[0] * 0.75, size[1] * 0.5)]  # 2nd: a letterboxed image
     batch_index, boxes, scores, classes = session.run(
@@ -345,18 +345,18 @@ def test_export_check_says_when_the_detections_cannot_be_compared(tmp_path):
 
 
 def test_on_the_fly_exports_run_the_onnx_checker(monkeypatch):
-    """Predictor backends export the model to a temporary file (effdet.backends.backend_from_model, verify=False):
+    """Predictor runtimes export the model to a temporary file (effdet.runtime_network.network_for_runtime, verify=False):
     the file still goes through onnx.checker (the README: every export runs it)."""
     import onnx
 
-    from effdet.backends import backend_from_model
+    from effdet.runtime_network import network_for_runtime
 
     checked = []
     real = onnx.checker.check_model
     monkeypatch.setattr(onnx.checker, "check_model",
                         lambda model, *args, **kwargs: checked.append(str(model)) or real(model, *args, **kwargs))
     model = effdet.create_model("efficientdet_lite0", num_classes=3, image_size=[64, 64]).eval()
-    backend_from_model(model, "onnxruntime", threads=1)
+    network_for_runtime(model, "onnxruntime", threads=1)
     assert len(checked) == 1 and checked[0].endswith("model.onnx"), checked
 
 

@@ -133,7 +133,8 @@ print(json.dumps({"threads_after": cv2.getNumThreads()}))
     assert second["threads_after"] == first["threads_before"]  # OpenCV threads untouched by `import effdet`
 
 
-@pytest.mark.parametrize("tool", ["train", "eval", "infer", "convert_weights", "make_demo_data"])
+@pytest.mark.parametrize("tool", ["train", "eval", "infer", "convert_weights", "make_demo_data", "export", "scale",
+                                  "anchor_fit", "check_data", "convert_dataset"])
 def test_tools_are_shims_over_the_package_command_lines(tool):
     from importlib import import_module
 
@@ -164,3 +165,37 @@ def test_benchmark_tool_runs_the_checkout_benchmarks_over_the_package_command_li
                           text=True, env=env, cwd=tempfile.gettempdir(), timeout=300)
     assert done.returncode == 0, done.stderr
     assert "{model,train,predict,postprocess,loader,cocoeval,scaling,convergence,all}" in done.stdout
+
+
+def package_files(*excluded: str) -> list[Path]:
+    return [p for p in (REPO / "effdet").rglob("*.py") if not p.relative_to(REPO).as_posix().startswith(excluded)]
+
+
+@pytest.mark.parametrize("definition,where", [
+    (r"^PathLike\s*=", "effdet/types.py"),
+    (r"^ImageInput\s*=", "effdet/types.py"),
+    (r"^METADATA_KEY\s*=", "effdet/runtime/sessions.py"),  # torch-free: the runtime reads it, effdet.export writes it
+    (r"^class PostprocessSettings\b", "effdet/postprocess_settings.py"),
+    (r"^def (_coerce|settings_problems|make_postprocess_settings)\b", "effdet/postprocess_settings.py"),
+    (r"^def split_overrides\b", "effdet/schema.py"),  # the one override parser of every command
+    (r"^def check_runtime\b", "effdet/runtime/sessions.py"),
+    (r"^MIN_BOX_SIZE\s*=", "effdet/data/checks/boxes.py"),  # the dataset and the checker judge boxes alike
+])
+def test_each_shared_definition_is_made_once(definition, where):
+    import re
+
+    pattern = re.compile(definition, re.M)
+    found = sorted({p.relative_to(REPO).as_posix() for p in package_files() if pattern.search(p.read_text())})
+    assert found == [where]
+
+
+def test_the_package_imports_its_own_modules_relatively():
+    """Inside effdet, its modules import each other with relative imports (`from .x import`), not `from effdet.x`.
+    (The top-level benchmarks/ and tools/ import the installed effdet absolutely, and so do the benchmark workers,
+    which run loaded by their path in a fresh interpreter, where a relative import has no package.)"""
+    import re
+
+    absolute = re.compile(r"^\s*(from effdet[. ]|import effdet\b)", re.M)
+    offenders = [p.relative_to(REPO).as_posix() for p in package_files("effdet/benchmark/workers.py", "effdet/benchmark/deploy.py")
+                 if absolute.search(p.read_text().split('"""', 2)[-1])]
+    assert offenders == []

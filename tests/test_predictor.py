@@ -219,9 +219,11 @@ def test_from_checkpoint_errors_are_clear(tmp_path):
 
 def test_postprocess_settings_from_strings_and_validation():
     base = {"score_threshold": 0.001, "nms": "soft", "every_n_epochs": 1, "backend": "pycocotools"}
-    settings = make_postprocess_settings(base, parse_overrides(["nms=hard", "score_threshold=0.05",
-                                                                "hflip_tta=true", "max_detections=50"]))
+    settings = make_postprocess_settings(base, parse_overrides(["eval.nms=hard", "eval.score_threshold=0.05",
+                                                                "eval.hflip_tta=true", "eval.max_detections=50"]))
     assert settings == PostprocessSettings(score_threshold=0.05, nms="hard", hflip_tta=True, max_detections=50)
+    old_form = parse_overrides(["nms=hard", "score_threshold=0.05", "hflip_tta=true", "max_detections=50"])
+    assert make_postprocess_settings(base, old_form) == settings  # deprecated, still accepted
     with pytest.raises(ValueError, match=r"nms must be one of \['soft', 'hard'\]"):
         make_postprocess_settings(None, {"nms": "fast"})
     with pytest.raises(ValueError, match="'max_detections' must be an integer"):
@@ -230,3 +232,21 @@ def test_postprocess_settings_from_strings_and_validation():
         make_postprocess_settings(None, {"hflip_tta": "maybe"})
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["nms"])
+
+
+def test_backend_keyword_is_the_deprecated_name_of_runtime(tmp_path):
+    """`Predictor.from_checkpoint(backend=...)` / `.backend` keep working for one release, with a DeprecationWarning;
+    `runtime=` / `.runtime` are the names now."""
+    path = tmp_path / "best.ckpt"
+    write_lightning_checkpoint(path)
+    predictor = Predictor.from_checkpoint(path, device="cpu", runtime="torch")
+    assert predictor.runtime == "torch" and "runtime=torch" in repr(predictor)
+    with pytest.warns(DeprecationWarning, match=r"from_checkpoint\(backend=...\) is deprecated.*runtime='torch'"):
+        old = Predictor.from_checkpoint(path, device="cpu", backend="torch")
+    assert old.runtime == "torch"
+    with pytest.warns(DeprecationWarning, match="Predictor.backend is deprecated"):
+        assert old.backend == "torch"
+    with pytest.raises(TypeError, match="both runtime='onnxruntime' and its deprecated name backend='torch'"):
+        Predictor.from_checkpoint(path, runtime="onnxruntime", backend="torch")
+    with pytest.raises(ValueError, match=r"unknown runtime 'tvm'; valid: \['torch', 'onnxruntime'"):
+        Predictor.from_checkpoint(path, runtime="tvm")

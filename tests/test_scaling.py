@@ -162,7 +162,7 @@ def fake_measure(ms_per_gmac):
     """A fake timer: latency proportional to the candidate's counted multiply-adds (no forward run)."""
     calls = []
 
-    def measure(config, batch=1, runs=7, warmup=2, backend="torch"):
+    def measure(config, batch=1, runs=7, warmup=2, runtime="torch"):
         calls.append(config.name)
         seconds = count_macs(config, batch)[1] / 1e9 * ms_per_gmac / 1e3
         return Timing.of([seconds * 0.95, seconds, seconds * 1.1])
@@ -234,6 +234,20 @@ def test_scale_tool_measures_for_real_and_writes_a_config(tmp_path):
     assert cfg.model.name == cells[1] and list(cfg.model.image_size) == [int(cells[2].split("×")[0])] * 2
 
 
+@pytest.mark.parametrize("flag", ["--runtime", "--backend"])
+def test_scale_tool_runtime_flag_and_its_deprecated_name(flag):
+    """effdet-scale --runtime names what runs the timed forwards; --backend, its old name, still works and says it
+    is deprecated. (A multiply-add budget only: nothing is timed, the runtime shows in the report.)"""
+    command = [sys.executable, str(ROOT / "tools" / "scale.py"), "--family", "lite", "--gmacs", "2", "--max-phi", "1",
+               "--step", "0.5", flag, "onnxruntime"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "runtime onnxruntime" in done.stdout and "latency, batch 1, onnxruntime |" in done.stdout
+    assert ("--backend is deprecated (it keeps working until the next release); use --runtime" in done.stderr) == (
+        flag == "--backend"), done.stderr
+
+
 # ------------------------------------------------------------------------------------------------ α·β·γ search
 
 
@@ -303,10 +317,10 @@ def test_scaling_benchmark_points_and_plot(tmp_path):
 def test_measure_latency_with_onnxruntime():
     ticks = iter(range(100))
     timing = measure_latency(model_config("efficientdet_lite0.5", image_size=64), runs=2, warmup=1,
-                             backend="onnxruntime", timer=lambda: next(ticks) * 0.5)
+                             runtime="onnxruntime", timer=lambda: next(ticks) * 0.5)
     assert (timing.median, timing.runs) == (pytest.approx(0.5), 2)
-    with pytest.raises(ValueError, match=r"unknown backend 'tvm'; valid: \['torch', 'onnxruntime'\]"):
-        measure_latency(model_config("efficientdet_lite0", image_size=64), backend="tvm")
+    with pytest.raises(ValueError, match=r"unknown runtime 'tvm'; valid: \['torch', 'onnxruntime'\]"):
+        measure_latency(model_config("efficientdet_lite0", image_size=64), runtime="tvm")
 
 
 def test_fine_tuning_a_fractional_lite_checkpoint_keeps_its_family(tmp_path):

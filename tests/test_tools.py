@@ -249,7 +249,7 @@ def test_eval_test_dev_style_writes_only_detections(small_set, untrained_ckpt, t
     (images / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")  # listed, unreadable: reported
     out = tmp_path / "sequential"
     code, stdout, stderr = run(eval_tool.main, ["--weights", untrained_ckpt, "--images", images, "--out", out,
-                                                "--workers", 0, "max_detections=5"])
+                                                "--workers", 0, "eval.max_detections=5"])
     assert code == 0, stderr
     assert not (out / "metrics.json").exists()
     mapping = json.loads((out / "image_ids.json").read_text())["images"]
@@ -259,7 +259,7 @@ def test_eval_test_dev_style_writes_only_detections(small_set, untrained_ckpt, t
     assert [s["file_name"] for s in skipped] == ["zz_broken.jpg"] and "zz_broken.jpg" in stderr
     results = json.loads((out / "detections.json").read_text())
     per_image = {i: sum(r["image_id"] == i for r in results) for i in (1, 2, 3)}
-    assert per_image == {1: 5, 2: 5, 3: 5}  # the override max_detections=5 applies
+    assert per_image == {1: 5, 2: 5, 3: 5}  # the override eval.max_detections=5 applies
 
     info = tmp_path / "image_info.json"
     info.write_text(json.dumps({"images": [{"id": 501, "file_name": "val_00002.jpg"},
@@ -311,11 +311,15 @@ def test_eval_file_names_follow_the_images_folder_rule(small_set, untrained_ckpt
 
 
 def test_eval_argument_errors(small_set, untrained_ckpt, tmp_path):
+    for wrong in ("nms_threshold", "eval.nms_threshold"):
+        code, _, stderr = run(eval_tool.main, ["--weights", untrained_ckpt, "--images", small_set["val_images"],
+                                               "--annotations", small_set["val_annotations"], "--out", tmp_path,
+                                               f"{wrong}=0.6"])
+        assert code == 2
+        assert f"unknown post-processing option(s) ['{wrong}']" in stderr and "eval.iou_threshold" in stderr
     code, _, stderr = run(eval_tool.main, ["--weights", untrained_ckpt, "--images", small_set["val_images"],
-                                           "--annotations", small_set["val_annotations"], "--out", tmp_path,
-                                           "nms_threshold=0.6"])
-    assert code == 2
-    assert "unknown post-processing option(s) ['nms_threshold']" in stderr and "iou_threshold" in stderr
+                                           "--out", tmp_path, "model.image_size=128"])
+    assert code == 2 and "effdet-eval takes the post-processing keys of the 'eval' section" in stderr, stderr
     with pytest.raises(SystemExit) as error, contextlib.redirect_stderr(io.StringIO()):
         eval_tool.main(["--results", str(tmp_path / "r.json")])
     assert error.value.code == 2

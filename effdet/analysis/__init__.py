@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
-from effdet.cocoeval import PathLike, evaluate_results, iou_index, mean_defined, precision_all_areas
+from ..cocoeval import PathLike, evaluate_results, iou_index, mean_defined, precision_all_areas
 
 from .confusion import confusion_matrix
 from .errors import ERROR_NAMES, ERROR_TYPES, error_breakdown, format_error_table  # noqa: F401 (ERROR_NAMES: API)
@@ -62,7 +62,7 @@ def analyze(coco_gt: Any, results: Union[Sequence[dict], PathLike], out_dir: Pat
     as the boxes were scored; a ``file_name`` leaving ``images_dir`` is skipped unless ``allow_outside_images``).
     Returns ``{"files": [...], "errors": breakdown without the per-error list, "confusion": ...}``.
     """
-    from effdet.fileio import write_json_atomic
+    from ..fileio import write_json_atomic
 
     from .figures import plot_confusion_matrix, plot_errors, plot_per_class_ap, plot_pr_curves, write_gallery
 

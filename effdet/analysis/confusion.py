@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from effdet.cocoeval import PathLike, category_names, load_coco_gt, load_results
+from ..cocoeval import PathLike, category_names, load_coco_gt, load_results
 
 from .errors import box_ious, image_ground_truth
 

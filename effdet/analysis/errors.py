@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 
-from effdet.cocoeval import (PathLike, evaluate_results, iou_index, load_coco_gt, load_results, mean_defined,
+from ..cocoeval import (PathLike, evaluate_results, iou_index, load_coco_gt, load_results, mean_defined,
                              precision_all_areas)
 
 ERROR_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")

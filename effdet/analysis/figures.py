@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from effdet.cocoeval import PathLike, iou_index, precision_all_areas
+from ..cocoeval import PathLike, iou_index, precision_all_areas
 
 from .errors import ERROR_NAMES, ERROR_TYPES
 
@@ -157,9 +157,9 @@ def write_gallery(gt: Any, confusion: Mapping[str, Any], images_dir: PathLike, o
     detections (right; green correct, orange wrong class, red background; missed objects dashed blue)."""
     import cv2
 
-    from effdet.data.checks import PathOutsideImagesError, resolve_image_path
-    from effdet.preprocess import ImageReadError, load_image
-    from effdet.visualize import draw_boxes, side_by_side
+    from ..data.checks import PathOutsideImagesError, resolve_image_path
+    from ..preprocess import ImageReadError, load_image
+    from ..visualize import draw_boxes, side_by_side
 
     ranked = sorted(((n, i) for i, n in confusion["errors_per_image"].items() if n > 0), key=lambda x: (-x[0], x[1]))
     out.mkdir(parents=True, exist_ok=True)

@@ -8,10 +8,10 @@ from typing import Dict, Tuple, Union
 
 import cv2
 
-from effdet.data.coco import CocoDetection
-from effdet.data.collate import collate_detection
-from effdet.data.transforms import DetectionSample, train_transforms
-from effdet.preprocess import SizeLike, load_image
+from ..data.coco import CocoDetection
+from ..data.collate import collate_detection
+from ..data.transforms import DetectionSample, train_transforms
+from ..preprocess import SizeLike, load_image
 
 from .common import run_worker
 

@@ -6,8 +6,8 @@ import time
 
 import torch
 
-from effdet.anchors import feature_sizes, generate_anchors
-from effdet.postprocess import postprocess
+from ..anchors import feature_sizes, generate_anchors
+from ..postprocess import postprocess
 
 from .common import run_worker
 

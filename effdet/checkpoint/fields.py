@@ -19,6 +19,7 @@ naming the file and the version; files without a tag are version 1.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
@@ -99,10 +100,6 @@ def lightning_detector_state(obj: Mapping[str, Any], origin: str) -> tuple[State
     raise UnknownCheckpointFormatError(
         f"'{origin}' has '{LIGHTNING_CONFIG_KEY}' but no detector weights ('{LIGHTNING_EMA_KEY}', or 'state_dict' keys "
         f"'{LIGHTNING_EMA_PREFIX}*' / '{LIGHTNING_MODEL_PREFIX}*')")
-
-
-def _with_prefix(state: Mapping[str, Any], prefix: str) -> StateDict:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and isinstance(v, torch.Tensor)}
 
 
 def export_dict(model: nn.Module, class_names: Optional[Sequence[str]] = None,

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from effdet.choices import EXIF_ORIENTATION_MODES
+from ..choices import EXIF_ORIENTATION_MODES
 
 EXIT_OK, EXIT_CANNOT_TRAIN, EXIT_USAGE = 0, 1, 2
 
@@ -65,8 +65,8 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 
 def _write_fixed(args: argparse.Namespace, report: Any) -> tuple:
-    from effdet.data.checks import check_dataset, fix_dataset, load_annotations
-    from effdet.fileio import write_json_atomic
+    from ..data.checks import check_dataset, fix_dataset, load_annotations
+    from ..fileio import write_json_atomic
 
     data = load_annotations(args.annotations)
     if data is None:
@@ -98,8 +98,8 @@ def draw_samples(images_dir: str, annotations: str, data: Optional[Dict[str, Any
     import numpy as np
     import torch
 
-    from effdet.data import CocoDetection, DetectionSample, train_transforms
-    from effdet.visualize import draw_boxes, side_by_side
+    from ..data import CocoDetection, DetectionSample, train_transforms
+    from ..visualize import draw_boxes, side_by_side
 
     dataset = CocoDetection(images_dir, annotations, transform=None, annotations_data=data,
                             allow_outside_images=allow_outside_images, exif_orientation=exif_orientation)
@@ -135,8 +135,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     _check_arguments(parser, args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from effdet.data.checks import check_dataset
-    from effdet.fileio import write_json_atomic
+    from ..data.checks import check_dataset
+    from ..fileio import write_json_atomic
 
     report = check_dataset(args.images, args.annotations, level=args.level,
                            allow_outside_images=args.allow_outside_images, max_image_pixels=args.max_image_pixels,

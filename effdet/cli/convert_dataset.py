@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from effdet.choices import EXIF_ORIENTATION_MODES
+from ..choices import EXIF_ORIENTATION_MODES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,11 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def convert(args: argparse.Namespace) -> tuple:
     """(COCO dict, images folder) for the parsed arguments."""
-    from effdet.data.yolo import load_data_yaml, read_class_names, yolo_to_coco
+    from ..data.yolo import load_data_yaml, read_class_names, yolo_to_coco
 
     classes = read_class_names(args.classes) if args.classes else None
     if args.fmt == "voc":
-        from effdet.data.voc import voc_sources, voc_to_coco
+        from ..data.voc import voc_sources, voc_to_coco
 
         files, images_dir = voc_sources(args.source, args.images)
         return voc_to_coco(files, images_dir, classes, args.difficult, args.exif_orientation), images_dir
@@ -65,8 +65,8 @@ def convert(args: argparse.Namespace) -> tuple:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from effdet.data.checks import check_dataset
-    from effdet.fileio import write_json_atomic
+    from ..data.checks import check_dataset
+    from ..fileio import write_json_atomic
 
     try:
         data, images_dir = convert(args)

@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from effdet.checkpoint import UntrustedCheckpointError
-from effdet.checkpoint.convert import convert_checkpoint
+from ..checkpoint import UntrustedCheckpointError
+from ..checkpoint.convert import convert_checkpoint
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:

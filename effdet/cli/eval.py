@@ -1,6 +1,6 @@
 """COCO evaluation of a trained checkpoint (or of an existing results file).
 
-    python tools/eval.py --weights CKPT --images DIR --annotations JSON [--out DIR] [key=value ...]
+    python tools/eval.py --weights CKPT --images DIR --annotations JSON [--out DIR] [eval.key=value ...]
     python tools/eval.py --weights CKPT --images DIR [--image-info JSON] [--out DIR]     (test-dev style)
     python tools/eval.py --results RESULTS.json --annotations JSON [--out DIR]          (score a file)
 
@@ -17,9 +17,10 @@ else they are 1..N in file-name order and OUT/image_ids.json maps them to file n
 files that could not be read).
 
 Images are read as training read them (the training config's data.exif_orientation; default apply: as
-displayed). Post-processing defaults to the checkpoint's training config `eval` section; key=value arguments
-override it: score_threshold, pre_nms_top_k, nms (soft|hard), iou_threshold, soft_nms_sigma,
-max_detections, hflip_tta (true|false).
+displayed). Post-processing defaults to the checkpoint's training config `eval` section; eval.key=value arguments
+(the same overrides as tools/train.py) change it: eval.score_threshold, eval.pre_nms_top_k, eval.nms (soft|hard),
+eval.iou_threshold, eval.soft_nms_sigma, eval.max_detections, eval.hflip_tta (true|false). The old form without
+`eval.` (nms=hard) still works for one release, with a deprecation message.
 """
 from __future__ import annotations
 
@@ -27,9 +28,10 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
-from effdet.choices import COCO_EVALUATORS, RUNTIMES
+from ..choices import COCO_EVALUATORS, RUNTIMES
+from ..logs import setup_console_logging
 
 EXIT_USAGE = 2
 
@@ -37,8 +39,9 @@ EXIT_USAGE = 2
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="effdet-eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="post-processing overrides, e.g. nms=hard score_threshold=0.05 hflip_tta=true")
+    parser.add_argument("overrides", nargs="*", metavar="eval.key=value",
+                        help="post-processing overrides, e.g. eval.nms=hard eval.score_threshold=0.05 "
+                             "eval.hflip_tta=true")
     parser.add_argument("--weights", help="checkpoint (.ckpt written by tools/train.py)")
     parser.add_argument("--images", help="folder the annotation file names are relative to")
     parser.add_argument("--annotations", help="COCO instances JSON (ground truth); omit for test-dev style")
@@ -68,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _write_plots(args: argparse.Namespace, coco_gt: Any, results: Any, names: Any = None,
                  exif_orientation: str = "apply") -> None:
-    from effdet.analysis import analyze, format_error_table
+    from ..analysis import analyze, format_error_table
 
     summary = analyze(coco_gt, results, Path(args.out), images_dir=args.images, class_names=names,
                       exif_orientation=exif_orientation, allow_outside_images=args.allow_outside_images,
@@ -88,7 +91,7 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         if not args.annotations:
             parser.error("--results needs --annotations (the ground truth to score against)")
         if args.overrides:
-            parser.error("key=value post-processing overrides have no effect with --results")
+            parser.error("eval.key=value post-processing overrides have no effect with --results")
         return
     missing = [name for name in ("weights", "images") if not getattr(args, name)]
     if missing:
@@ -107,7 +110,7 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 def _report(args: argparse.Namespace, metrics: dict[str, Any], extra: dict[str, Any]) -> Path:
     """Print the COCO and per-class tables; write OUT/metrics.json."""
-    from effdet.evaluation import STAT_KEYS, format_coco_summary, format_per_class_table, save_metrics
+    from ..evaluation import STAT_KEYS, format_coco_summary, format_per_class_table, save_metrics
 
     print(format_coco_summary(metrics) + "\n\n" + format_per_class_table(metrics["per_class"], sort_by=args.sort_classes))
     path = Path(args.out) / "metrics.json"
@@ -116,11 +119,12 @@ def _report(args: argparse.Namespace, metrics: dict[str, Any], extra: dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
-    from effdet.data import CocoDetection, eval_transforms
-    from effdet.data.sources import ImageFileDataset, image_items
-    from effdet.evaluation import category_warnings, detect, evaluate, evaluate_coco
-    from effdet.fileio import write_json_atomic
-    from effdet.predictor import load_predictor, parse_overrides
+    from ..data import CocoDetection, eval_transforms
+    from ..data.sources import ImageFileDataset, image_items
+    from ..evaluation import category_warnings, detect, evaluate, evaluate_coco
+    from ..fileio import write_json_atomic
+    from ..predictor import load_predictor
+    from ..schema import postprocess_options
 
     out = Path(args.out)
     if args.results:
@@ -132,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
         if args.plots:
             _write_plots(args, args.annotations, args.results)
         return 0
-    predictor = load_predictor(args.weights, args.runtime, device=args.device, **parse_overrides(args.overrides))
+    options, _ = postprocess_options(args.overrides, "effdet-eval")
+    predictor = load_predictor(args.weights, args.runtime, device=args.device, **options)
     print(f"{predictor}", file=sys.stderr)
     train_config = predictor.train_config or {}
     data = train_config.get("data") or {}  # training's validation batch size: even float rounding matches
@@ -183,11 +188,11 @@ def run(args: argparse.Namespace) -> int:
     return 0 if found["images"] else 1
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides anywhere, as for the other tools
     _check_arguments(parser, args)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_console_logging(logging.WARNING)
     try:
         return run(args)
     except (ValueError, FileNotFoundError, TypeError) as error:

@@ -7,17 +7,20 @@
     effdet-export --model efficientdet_lite0 --out lite0.onnx      # random weights (testing, benchmarks)
 
 Any checkpoint the Predictor reads works (ours, converted and reference checkpoints, tf_ ports included).
-key=value arguments override the post-processing stored in the checkpoint (score_threshold, iou_threshold,
-pre_nms_top_k, max_detections; the graph always uses hard NMS).
+eval.key=value arguments (as for tools/train.py) override the post-processing stored in the checkpoint
+(eval.score_threshold, eval.iou_threshold, eval.pre_nms_top_k, eval.max_detections; the graph always uses hard NMS).
+The old form without `eval.` (max_detections=50) still works for one release, with a deprecation message.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
-from effdet.quantization import QUANTIZERS
+from ..logs import setup_console_logging
+from ..quantization import QUANTIZERS
 
 EXIT_USAGE = 2
 
@@ -25,7 +28,8 @@ EXIT_USAGE = 2
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="effdet-export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="post-processing overrides")
+    parser.add_argument("overrides", nargs="*", metavar="eval.key=value",
+                        help="post-processing overrides, e.g. eval.max_detections=50 eval.score_threshold=0.05")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", help="checkpoint: ours (.ckpt / exported), converted or reference (.pth)")
     source.add_argument("--model", help="variant name with random weights (no checkpoint), e.g. efficientdet_d0")
@@ -47,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_image_size(text: Optional[str]) -> Optional[list[int]]:
+def parse_image_size(text: str | None) -> list[int] | None:
     if text is None:
         return None
     parts = text.lower().replace(",", "x").split("x")
@@ -62,11 +66,12 @@ def parse_image_size(text: Optional[str]) -> Optional[list[int]]:
 
 def load_source(args: argparse.Namespace, overrides: dict):
     """(model, class names, category ids, post-processing settings) from --weights or --model."""
-    import effdet
-    from effdet.predictor import Predictor, make_postprocess_settings
+    from ..factory import create_model
+    from ..postprocess_settings import make_postprocess_settings
+    from ..predictor import Predictor
 
     if args.model:
-        model = effdet.create_model(args.model, num_classes=args.num_classes or 90).eval()
+        model = create_model(args.model, num_classes=args.num_classes or 90).eval()
         ids = list(range(1, model.config.num_classes + 1))
         return model, [str(i) for i in ids], ids, make_postprocess_settings(None, dict({"nms": "hard"}, **overrides))
     predictor = Predictor.from_checkpoint(args.weights, device="cpu", fuse_bn=False,
@@ -74,18 +79,19 @@ def load_source(args: argparse.Namespace, overrides: dict):
     return predictor.model, predictor.class_names, predictor.category_ids, predictor.settings
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides anywhere, as for the other tools
     if args.int8 and not args.calibration:
         parser.error("--int8 needs --calibration DIR (a folder of images like the ones the model will see)")
     if args.int8 and args.half:
         parser.error("--int8 and --half exclude each other")
-    from effdet.export import ExportMismatchError, export_onnx
-    from effdet.predictor import parse_overrides
+    setup_console_logging(logging.WARNING)
+    from ..export import ExportMismatchError, export_onnx
+    from ..schema import postprocess_options
 
     try:
-        overrides = parse_overrides(args.overrides)
+        overrides, _ = postprocess_options(args.overrides, "effdet-export")
         image_size = parse_image_size(args.image_size)
         model, names, ids, settings = load_source(args, overrides)
         out = Path(args.out)
@@ -98,7 +104,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if meta["max_abs_diff"] is not None:
             print(f"checked: onnx.checker passed; onnxruntime matches PyTorch (max |diff| {meta['max_abs_diff']:.2e})")
         if args.int8:
-            from effdet.quantization import quantize_file
+            from ..quantization import quantize_file
 
             report = quantize_file(out, out, args.calibration, max_images=args.calibration_images,
                                    quantizer=args.quantizer)

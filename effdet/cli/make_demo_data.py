@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from effdet.data.synthetic import KINDS, make_synthetic_dataset
+from ..data.synthetic import KINDS, make_synthetic_dataset
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,24 +1,28 @@
 """Compound scaling as a tool.
 
-    effdet-scale --latency-ms 200 [--batch 1] [--backend torch|onnxruntime] [--family d|lite]
+    effdet-scale --latency-ms 200 [--batch 1] [--runtime torch|onnxruntime] [--family d|lite]
                  [--recipe configs/demo.yaml --out cfg.yaml]          # largest model within a latency budget
     effdet-scale --gmacs 3 [...]                                      # ... within a multiply-add budget
     effdet-scale search --config cfg.yaml --budget-steps 100 [--out runs/scale_search]   # α·β·γ grid search
 
 Budget mode measures candidate φ on this machine (real timed forwards at each candidate's own resolution,
 bisection on a φ grid), prints a table and marks the largest model that fits; with --out it writes the recipe
-with that model. Search mode trains a small grid of (α, β, γ) with α·β²·γ² ≈ 2 for the same short budget each
-and reports them by val AP (table + plot); pass the best as ``model.scaling`` to drive the φ rule.
+with that model. --runtime picks what runs the timed forwards (--backend, its old name, still works for one
+release, with a deprecation message). Search mode trains a small grid of (α, β, γ) with α·β²·γ² ≈ 2 for the same
+short budget each and reports them by val AP (table + plot); pass the best as ``model.scaling`` to drive the φ rule.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from typing import Optional, Sequence
+from typing import Sequence
+
+from ..logs import setup_console_logging
 
 
 def _budget_parser() -> argparse.ArgumentParser:
-    from ..scaling.budget import BACKENDS
+    from ..scaling.budget import LATENCY_RUNTIMES
 
     parser = argparse.ArgumentParser(prog="effdet-scale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -26,7 +30,9 @@ def _budget_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gmacs", type=float, help="multiply-add budget per forward, in 10^9")
     parser.add_argument("--family", choices=["d", "lite"], default="d")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--backend", choices=list(BACKENDS), default="torch")
+    parser.add_argument("--runtime", choices=list(LATENCY_RUNTIMES), default=None,
+                        help="what runs the timed forwards (default torch)")
+    parser.add_argument("--backend", choices=list(LATENCY_RUNTIMES), default=None, help="deprecated: --runtime")
     parser.add_argument("--step", type=float, default=0.25, help="φ grid step (default 0.25)")
     parser.add_argument("--runs", type=int, default=7, help="timed forwards per candidate (median reported)")
     parser.add_argument("--warmup", type=int, default=2)
@@ -43,6 +49,14 @@ def _budget_parser() -> argparse.ArgumentParser:
 def budget_main(argv: Sequence[str]) -> int:
     parser = _budget_parser()
     args = parser.parse_args(argv)
+    setup_console_logging(logging.WARNING)
+    if args.backend is not None:
+        from ..deprecation import deprecated_form
+
+        deprecated_form("--backend", "--runtime")
+        if args.runtime not in (None, args.backend):
+            parser.error(f"--runtime {args.runtime} and --backend {args.backend} (its deprecated name) disagree")
+    args.runtime = args.runtime or args.backend or "torch"
     if args.latency_ms is None and args.gmacs is None:
         parser.error("give a budget: --latency-ms and/or --gmacs")
     if args.out and not args.recipe:
@@ -65,9 +79,9 @@ def budget_main(argv: Sequence[str]) -> int:
     scaling = dict(zip(("alpha", "beta", "gamma"), args.scaling)) if args.scaling else None
     budget = " and ".join(part for part in (f"{args.latency_ms:g} ms" if args.latency_ms is not None else "",
                                             f"{args.gmacs:g} GMACs" if args.gmacs is not None else "") if part)
-    print(f"# {args.family} family, budget {budget}, batch {args.batch}, backend {args.backend}, "
+    print(f"# {args.family} family, budget {budget}, batch {args.batch}, runtime {args.runtime}, "
           f"{torch.get_num_threads()} torch threads, medians of {args.runs} runs after {args.warmup} warm-up")
-    result = fit_budget(args.family, args.latency_ms, args.gmacs, batch=args.batch, backend=args.backend,
+    result = fit_budget(args.family, args.latency_ms, args.gmacs, batch=args.batch, runtime=args.runtime,
                         step=args.step, runs=args.runs, warmup=args.warmup, scaling=scaling, max_phi=args.max_phi,
                         log=lambda line: print("  " + line, flush=True))
     table = result.table()
@@ -124,7 +138,7 @@ def search_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "search":
         return search_main(argv[1:])

@@ -22,15 +22,15 @@ import numpy as np
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
-from effdet.data.checks.boxes import MIN_BOX_SIZE, is_plain_bbox, large_enough, training_box
-from effdet.data.checks.entries import (check_sections, first_entry_per_id, image_size, load_annotations, unknown_category,
+from .checks.boxes import MIN_BOX_SIZE, is_plain_bbox, large_enough, training_box
+from .checks.entries import (check_sections, first_entry_per_id, image_size, load_annotations, unknown_category,
                                         well_formed_entries)
-from effdet.data.checks.findings import DataReport
-from effdet.data.checks.paths import FolderListings, PathOutsideImagesError, resolve_image_path
-from effdet.data.collate import limit_opencv_threads
-from effdet.data.transforms import DetectionSample
-from effdet.preprocess import ImageReadError, load_image
-from effdet.types import PathLike
+from .checks.findings import DataReport
+from .checks.paths import FolderListings, PathOutsideImagesError, resolve_image_path
+from .collate import limit_opencv_threads
+from .transforms import DetectionSample
+from ..preprocess import ImageReadError, load_image
+from ..types import PathLike
 
 __all__ = ["CocoDetection", "MIN_BOX_SIZE"]
 
@@ -148,7 +148,7 @@ class CocoDetection(Dataset):
         allow_outside_images: bool = False,
         exif_orientation: str = "apply",
     ) -> None:
-        from effdet.imageinfo import check_exif_orientation_mode
+        from ..imageinfo import check_exif_orientation_mode
 
         self.exif_orientation = check_exif_orientation_mode(exif_orientation)
         self.images_dir = Path(images_dir)
@@ -216,7 +216,7 @@ class CocoDetection(Dataset):
 
         self._pack(images, objects, crowds)
         self.coco = self._make_coco(data, images, kept_annotations)
-        from effdet.cocoeval import official_ground_truth
+        from ..cocoeval import official_ground_truth
 
         self.ground_truth = self._make_coco(data, data["images"], official_ground_truth(data)["annotations"])
         self.report = self._make_report(data, images, objects, crowds, problems)

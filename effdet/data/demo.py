@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
-from effdet.fileio import write_json_atomic
+from ..fileio import write_json_atomic
 
 __all__ = ["DEMO_CATEGORIES", "ObjectPainter", "make_demo_dataset", "render_scene", "shape_painter"]
 

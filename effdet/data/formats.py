@@ -21,14 +21,14 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional
 
-from effdet.choices import DATA_FORMATS
-from effdet.data.checks import preflight
+from ..choices import DATA_FORMATS
+from .checks import preflight
 
 __all__ = ["DATA_FORMATS", "dataset_sources"]
 
 
 def _resolve(root: Optional[str], path: Optional[str]) -> Optional[str]:
-    from effdet.schema import resolve_data_path
+    from ..schema import resolve_data_path
 
     return resolve_data_path(root, str(path)) if path not in (None, "", "???") else None
 
@@ -45,7 +45,7 @@ def _classes(data_cfg: Any, root: Optional[str]) -> Any:
 def dataset_sources(data_cfg: Any) -> Dict[str, Dict[str, Any]]:
     """``{"train": kwargs, "val": kwargs}`` for ``CocoDetection`` (``images_dir``, ``annotations_json``,
     ``annotations_data``, ``allow_outside_images`` and ``exif_orientation``), checked with the fast data checks."""
-    from effdet.imageinfo import check_exif_orientation_mode, set_max_image_pixels
+    from ..imageinfo import check_exif_orientation_mode, set_max_image_pixels
 
     fmt = str(data_cfg.get("format") or "coco")
     if fmt not in DATA_FORMATS:
@@ -58,7 +58,7 @@ def dataset_sources(data_cfg: Any) -> Dict[str, Dict[str, Any]]:
     splits = ("train", "val")
     sources: Dict[str, Dict[str, Any]] = {}
     if fmt == "coco":
-        from effdet.data.checks import load_annotations
+        from .checks import load_annotations
 
         for split in splits:
             path = _resolve(root, data_cfg[split].annotations)
@@ -66,13 +66,13 @@ def dataset_sources(data_cfg: Any) -> Dict[str, Dict[str, Any]]:
             sources[split] = {"images_dir": _resolve(root, data_cfg[split].images), "annotations_json": path,
                               "annotations_data": data}
     elif fmt == "voc":
-        from effdet.data.voc import read_voc_xml, voc_sources, voc_to_coco
+        from .voc import read_voc_xml, voc_sources, voc_to_coco
 
         found = {split: voc_sources(_resolve(root, data_cfg[split].annotations), _resolve(root, data_cfg[split].images))
                  for split in splits}
         names = _classes(data_cfg, root)
         if isinstance(names, str):
-            from effdet.data.yolo import read_class_names
+            from .yolo import read_class_names
 
             names = read_class_names(names)
         if names is None:  # one class list for both splits: the sorted union
@@ -82,7 +82,7 @@ def dataset_sources(data_cfg: Any) -> Dict[str, Dict[str, Any]]:
                               "annotations_data": voc_to_coco(files, images_dir, names, exif_orientation=exif,
                                                               allow_outside_images=allow)}
     else:
-        from effdet.data.yolo import yolo_to_coco
+        from .yolo import yolo_to_coco
 
         names = _classes(data_cfg, root)
         for split in splits:

@@ -11,9 +11,9 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from effdet.data.collate import collate_detection, limit_opencv_threads
-from effdet.preprocess import ImageReadError, image_to_tensor, letterbox, load_image
-from effdet.types import PathLike
+from .collate import collate_detection, limit_opencv_threads
+from ..preprocess import ImageReadError, image_to_tensor, letterbox, load_image
+from ..types import PathLike
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
@@ -168,7 +168,7 @@ def image_items(images: PathLike, image_info: Optional[PathLike] = None,
 
     ``file_name`` values become paths by the dataset's rule (:func:`effdet.data.checks.resolve_image_path`):
     absolute names or names leaving ``images`` raise ``ValueError`` unless ``allow_outside_images``."""
-    from effdet.data.checks import PathOutsideImagesError, resolve_image_path
+    from .checks import PathOutsideImagesError, resolve_image_path
 
     images = Path(images)
     if image_info:

@@ -23,7 +23,7 @@ from typing import Any, Dict, Tuple, Union
 import cv2
 import numpy as np
 
-from effdet.data.demo import DEMO_CATEGORIES, ObjectPainter, _make_split
+from .demo import DEMO_CATEGORIES, ObjectPainter, _make_split
 
 __all__ = ["DIGIT_CATEGORIES", "KINDS", "digit_painter", "make_synthetic_dataset", "object_size_summary"]
 

@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 import torch
 
-from effdet.boxes import flip_boxes_horizontal
-from effdet.preprocess import (
+from ..boxes import flip_boxes_horizontal
+from ..preprocess import (
     AREA_INTERPOLATION_BELOW,
     IMAGENET_MEAN,
     SizeLike,

@@ -13,16 +13,16 @@ regions, ``"drop"`` leaves them out).
 from __future__ import annotations
 
 import logging
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..types import PathLike
 
 logger = logging.getLogger("effdet.data.voc")
 
 __all__ = ["read_voc_xml", "voc_sources", "voc_to_coco"]
 
-PathLike = Union[str, os.PathLike]
 DIFFICULT_MODES = ("keep", "ignore", "drop")
 
 
@@ -107,8 +107,8 @@ def voc_to_coco(xml_files: Sequence[PathLike], images_dir: PathLike,
     """
     if difficult not in DIFFICULT_MODES:
         raise ValueError(f"difficult must be one of {DIFFICULT_MODES}, got {difficult!r}")
-    from effdet.data.checks import PathOutsideImagesError, resolve_image_path
-    from effdet.imageinfo import read_image_header
+    from .checks import PathOutsideImagesError, resolve_image_path
+    from ..imageinfo import read_image_header
 
     images_dir = Path(images_dir)
     parsed = [(Path(p), read_voc_xml(p)) for p in xml_files]

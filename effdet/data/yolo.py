@@ -19,11 +19,12 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from ..types import PathLike
+
 logger = logging.getLogger("effdet.data.yolo")
 
 __all__ = ["coco_to_yolo", "label_path_for", "labels_dir_for", "load_data_yaml", "read_class_names", "yolo_to_coco"]
 
-PathLike = Union[str, os.PathLike]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -153,7 +154,7 @@ def yolo_to_coco(images_dir: PathLike, labels_dir: Optional[PathLike] = None,
     for when there are images but not a single label file. Files whose header Pillow cannot read are left out
     and listed in ``info.skipped``.
     """
-    from effdet.imageinfo import read_image_header
+    from ..imageinfo import read_image_header
 
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
@@ -228,7 +229,7 @@ def coco_to_yolo(data: Dict[str, Any], labels_dir: PathLike, decimals: int = 6) 
     class names in index order. A ``file_name`` that is absolute or leaves the folder (``..``) raises
     ``ValueError`` before anything is written (:func:`effdet.data.checks.resolve_image_path`).
     """
-    from effdet.data.checks import PathOutsideImagesError, resolve_image_path
+    from .checks import PathOutsideImagesError, resolve_image_path
 
     labels_dir = Path(labels_dir)
     targets = {}

@@ -8,8 +8,25 @@
 Nothing in this package imports torch (``effdet/__init__`` is lazy and ``effdet.preprocess`` imports torch only
 inside its tensor functions), so ``pip install --no-deps effdet-lightning`` plus the ``deploy`` extra's
 packages (onnxruntime, numpy, opencv-python-headless) is enough to run it.
-"""
-from .detector import OnnxDetector
-from .sessions import BACKENDS, InferenceSession, open_session, read_onnx_metadata
 
-__all__ = ["BACKENDS", "InferenceSession", "OnnxDetector", "open_session", "read_onnx_metadata"]
+The runtimes (:mod:`effdet.runtime.sessions`): one small class per runtime (onnxruntime, openvino, openvino-bf16),
+chosen by name with ``runtime=``; the file's metadata key :data:`METADATA_KEY` is defined there.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .detector import OnnxDetector
+from .sessions import (METADATA_KEY, ONNX_RUNTIMES, InferenceSession, check_runtime, open_session, read_onnx_metadata,
+                       session_class)
+
+__all__ = ["METADATA_KEY", "ONNX_RUNTIMES", "InferenceSession", "OnnxDetector", "check_runtime", "open_session",
+           "read_onnx_metadata", "session_class"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BACKENDS":  # the old name of ONNX_RUNTIMES (warns)
+        from . import sessions
+
+        return sessions.BACKENDS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

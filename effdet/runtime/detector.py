@@ -8,17 +8,16 @@ forms of ``effdet.preprocess.normalize`` and ``effdet.postprocess.scale_boxes_to
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from ..deprecation import renamed_keyword
 from ..preprocess import fill_from_mean, letterbox, load_image, normalize_to_chw, to_rgb
+from ..types import ImageInput, PathLike
 from .sessions import open_session
 
 __all__ = ["OnnxDetector", "prepare_batch"]
-
-PathLike = Union[str, os.PathLike]
-ImageInput = Union[PathLike, np.ndarray]
 
 
 def prepare_batch(rgb_images: Sequence[np.ndarray], image_size: Sequence[int], mean: Sequence[float],
@@ -41,8 +40,8 @@ class OnnxDetector:
     """An exported EfficientDet with NMS in the graph (``effdet-export --nms``), run without torch.
 
     Args:
-        path: the ``.onnx`` file. backend: ``"onnxruntime"``, ``"openvino"`` or ``"openvino-bf16"``.
-        threads: CPU threads.
+        path: the ``.onnx`` file. runtime: ``"onnxruntime"``, ``"openvino"`` or ``"openvino-bf16"``
+            (:mod:`effdet.runtime.sessions`; ``backend`` is its deprecated name). threads: CPU threads.
         score_threshold: drop detections scoring below it (default: keep what the graph returns, i.e. the
             export's threshold).
 
@@ -50,9 +49,10 @@ class OnnxDetector:
         image_size: network input (h, w); class_names, category_ids, mean, std: from the file's metadata.
     """
 
-    def __init__(self, path: PathLike, backend: str = "onnxruntime", threads: Optional[int] = None,
-                 score_threshold: Optional[float] = None):
-        self.session = open_session(path, backend, threads)
+    def __init__(self, path: PathLike, runtime: str = "onnxruntime", threads: int | None = None,
+                 score_threshold: float | None = None, *, backend: str | None = None):
+        runtime = renamed_keyword("OnnxDetector", "backend", backend, "runtime", runtime, "onnxruntime")
+        self.session = open_session(path, runtime, threads)
         meta = self.session.metadata
         if meta.get("outputs") != "detections":
             raise ValueError(f"'{path}' holds raw head outputs; the runtime needs a graph with NMS: export it with "
@@ -90,7 +90,7 @@ class OnnxDetector:
                             "category_ids": self.category_ids[labels]})
         return results
 
-    def predict(self, images: Union[ImageInput, Iterable[ImageInput]], bgr: bool = True,
+    def predict(self, images: ImageInput | Iterable[ImageInput], bgr: bool = True,
                 batch_size: int = 8) -> list[dict[str, Any]]:
         """Detect objects in images of any size; same inputs and result dicts as ``effdet.Predictor.predict``
         (paths, or numpy images in BGR unless ``bgr=False``; boxes xyxy in each image's own pixels)."""

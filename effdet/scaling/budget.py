@@ -19,10 +19,12 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
+from ..runtime.sessions import check_runtime
 from ..variants import ModelConfig, model_config
 from . import MAX_PHI, check_family, variant_name
 
 Timer = Callable[[], float]
+LATENCY_RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime")  # the runtimes measure_latency times
 
 
 @dataclass
@@ -75,22 +77,21 @@ def count_macs(config: ModelConfig, batch: int = 1) -> tuple[int, float]:
 
 
 def measure_latency(config: ModelConfig, batch: int = 1, runs: int = 7, warmup: int = 2,
-                    backend: str = "torch", device: Optional[str] = None, timer: Timer = time.perf_counter) -> Timing:
+                    runtime: str = "torch", device: Optional[str] = None, timer: Timer = time.perf_counter) -> Timing:
     """Time ``runs`` forwards of the raw network (random weights, random normalised input [batch, 3, H, W] at
     ``config.image_size``) after ``warmup`` untimed ones.
 
-    ``backend="torch"``: eval mode, channels-last, ``torch.no_grad`` on ``device`` (default: CUDA when available,
-    synchronised around each run). ``backend="onnxruntime"``: the network exported to ONNX (opset 17) and run
+    ``runtime="torch"``: eval mode, channels-last, ``torch.no_grad`` on ``device`` (default: CUDA when available,
+    synchronised around each run). ``runtime="onnxruntime"``: the network exported to ONNX (opset 17) and run
     with onnxruntime's default CPU provider.
     """
     from ..model import EfficientDet
 
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; valid: {list(BACKENDS)}")
+    check_runtime(runtime, LATENCY_RUNTIMES)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = EfficientDet(config).eval()
     images = torch.randn(batch, 3, *config.image_size)
-    if backend == "torch":
+    if runtime == "torch":
         model = model.to(device, memory_format=torch.channels_last)
         images = images.to(device).contiguous(memory_format=torch.channels_last)
         sync = torch.cuda.synchronize if images.is_cuda else (lambda: None)
@@ -117,7 +118,7 @@ def _onnxruntime_forward(model: torch.nn.Module, images: torch.Tensor) -> Callab
     try:
         import onnxruntime
     except ImportError:
-        raise ImportError("backend 'onnxruntime' needs `pip install onnxruntime onnx`") from None
+        raise ImportError("runtime 'onnxruntime' needs `pip install onnxruntime onnx`") from None
     buffer = io.BytesIO()
     import warnings
 
@@ -129,8 +130,6 @@ def _onnxruntime_forward(model: torch.nn.Module, images: torch.Tensor) -> Callab
     return lambda: session.run(None, feed)
 
 
-BACKENDS = ("torch", "onnxruntime")
-
 
 @dataclass
 class BudgetResult:
@@ -140,14 +139,14 @@ class BudgetResult:
     latency_ms: Optional[float]
     gmacs: Optional[float]
     batch: int
-    backend: str
+    runtime: str
     candidates: list[Candidate] = field(default_factory=list)
     best: Optional[Candidate] = None
 
     def table(self) -> str:
         """Markdown table: φ, name, input, BiFPN channels/layers, head layers, params, multiply-adds, latency."""
         lines = [f"| φ | model | input | BiFPN ch / layers | head layers | params (M) | multiply-adds (G) | "
-                 f"latency, batch {self.batch}, {self.backend} | fits |",
+                 f"latency, batch {self.batch}, {self.runtime} | fits |",
                  "|---|---|---|---|---|---|---|---|---|"]
         for c in self.candidates:
             mark = "**largest that fits**" if c is self.best else ("yes" if c.fits else "no")
@@ -159,7 +158,7 @@ class BudgetResult:
 
 
 def fit_budget(family: str = "d", latency_ms: Optional[float] = None, gmacs: Optional[float] = None,
-               batch: int = 1, backend: str = "torch", step: float = 0.25, runs: int = 7, warmup: int = 2,
+               batch: int = 1, runtime: str = "torch", step: float = 0.25, runs: int = 7, warmup: int = 2,
                scaling: Optional[Mapping[str, float]] = None, measure: Optional[Callable[..., Timing]] = None,
                overrides: Optional[Mapping[str, Any]] = None, max_phi: Optional[float] = None,
                log: Callable[[str], None] = lambda line: None) -> BudgetResult:
@@ -178,7 +177,7 @@ def fit_budget(family: str = "d", latency_ms: Optional[float] = None, gmacs: Opt
     measure = measure or measure_latency
     top = MAX_PHI[family] if max_phi is None else min(float(max_phi), MAX_PHI[family])
     grid = [round(k * step, 6) for k in range(int(math.floor(top / step + 1e-9)) + 1)]
-    result = BudgetResult(family, latency_ms, gmacs, batch, backend)
+    result = BudgetResult(family, latency_ms, gmacs, batch, runtime)
     cache: dict[int, Candidate] = {}
 
     def fits(index: int) -> bool:
@@ -189,7 +188,7 @@ def fit_budget(family: str = "d", latency_ms: Optional[float] = None, gmacs: Opt
             candidate = Candidate(phi, config, params, macs)
             ok = gmacs is None or macs / 1e9 <= gmacs
             if latency_ms is not None and ok:  # no need to time what already exceeds the multiply-add budget
-                candidate.latency = measure(config, batch=batch, runs=runs, warmup=warmup, backend=backend)
+                candidate.latency = measure(config, batch=batch, runs=runs, warmup=warmup, runtime=runtime)
                 ok = candidate.latency.median * 1e3 <= latency_ms
             candidate.fits = ok
             cache[index] = candidate

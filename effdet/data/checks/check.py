@@ -39,7 +39,7 @@ def check_dataset(
         exif_orientation: ``"apply"`` (images as displayed: the JSON's width/height are compared with the
             displayed size) or ``"ignore"`` (the stored pixels), as training loads them.
     """
-    from effdet.imageinfo import check_exif_orientation_mode
+    from ...imageinfo import check_exif_orientation_mode
 
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")

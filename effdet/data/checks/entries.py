@@ -4,13 +4,12 @@ them all, the dataset (:class:`effdet.data.CocoDetection`) raises on the first."
 from __future__ import annotations
 
 import json
-import os
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .boxes import finite_number
 from .findings import DataReport
+from ...types import PathLike
 
-PathLike = Union[str, os.PathLike]
 
 # The keys every entry of a section must have.
 REQUIRED_KEYS: Dict[str, Tuple[str, ...]] = {

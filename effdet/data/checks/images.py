@@ -16,7 +16,7 @@ def check_images(report: DataReport, images_dir: PathLike, image_by_id: Dict[Any
     """Per image: size from the JSON, path, existence; with headers/full the real file (its size as loaded with
     ``exif_orientation``). Returns the ``image id -> (width, height)`` used to judge boxes (the JSON's; the real
     size where the JSON's is bad)."""
-    from effdet.imageinfo import max_image_pixels, read_image_header
+    from ...imageinfo import max_image_pixels, read_image_header
 
     limit = max_image_pixels() if max_pixels is None else int(max_pixels)
     listings = FolderListings()
@@ -77,7 +77,7 @@ def check_images(report: DataReport, images_dir: PathLike, image_by_id: Dict[Any
 
 def decode(report: DataReport, path: Path, image_id: Any, name: str, exif_orientation: str) -> None:
     """Decode the whole image as training does; a failure is an ``unreadable_image`` or ``image_too_large`` error."""
-    from effdet.preprocess import ImageReadError, load_image
+    from ...preprocess import ImageReadError, load_image
 
     try:
         load_image(path, exif_orientation)

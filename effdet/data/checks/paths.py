@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Set, Union
+from typing import Any, Dict, Optional, Set
 
-PathLike = Union[str, os.PathLike]
+from ...types import PathLike
+
 
 
 class PathOutsideImagesError(ValueError):
