@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .evaluation import STAT_KEYS, format_coco_summary, format_per_class_table, save_metrics
 from .fileio import atomic_path
-from .training import CocoDataModule, DetectionModule
+from .training import DetectionDataModule, DetectionModule
 
 logger = logging.getLogger("effdet.runner")
 
@@ -220,7 +220,7 @@ def build_trainer(cfg: DictConfig, out: Path, **extra: Any) -> L.Trainer:
     return L.Trainer(**kwargs)
 
 
-def check_anchors(cfg: DictConfig, datamodule: CocoDataModule, model_config: Any) -> None:
+def check_anchors(cfg: DictConfig, datamodule: DetectionDataModule, model_config: Any) -> None:
     """The start-up anchor check (``data.anchor_fit``, :func:`effdet.anchor_fit.startup_check`): logs how well
     the anchors can match the training boxes; with ``apply`` writes the suggested anchors into ``cfg.model``
     (so config.yaml and the checkpoints carry them). Every process computes the same result from the same data."""
@@ -246,7 +246,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from .schema import resolve_model_config
 
     provisional = resolve_model_config(cfg.model, num_classes=1)
-    datamodule = CocoDataModule(cfg.data, provisional.image_size, provisional.mean, seed=cfg.seed)
+    datamodule = DetectionDataModule(cfg.data, provisional.image_size, provisional.mean, seed=cfg.seed)
     check_anchors(cfg, datamodule, provisional)
     resume_from = prepare_output_dir(cfg)
     if _is_global_zero():
@@ -255,7 +255,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = DetectionModule(cfg, datamodule.class_names, datamodule.category_ids)
     trainer = build_trainer(cfg, out)
     # Lightning warns that a mid-epoch resume needs a stateful loader; ours resumes through the data module's
-    # state instead (CocoDataModule.state_dict, effdet.data.resumable), which that check does not see.
+    # state instead (DetectionDataModule.state_dict, effdet.data.resumable), which that check does not see.
     warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
@@ -264,7 +264,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return finalize(cfg, trainer, module, datamodule)
 
 
-def finalize(cfg: DictConfig, trainer: L.Trainer, module: DetectionModule, datamodule: CocoDataModule) -> dict:
+def finalize(cfg: DictConfig, trainer: L.Trainer, module: DetectionModule, datamodule: DetectionDataModule) -> dict:
     """Validate ``best.ckpt`` (or the final weights), write ``metrics.json`` and ``curves.png``, print tables."""
     out = Path(cfg.output_dir)
     best = out / "checkpoints" / "best.ckpt"
@@ -294,7 +294,7 @@ def finalize(cfg: DictConfig, trainer: L.Trainer, module: DetectionModule, datam
     return result
 
 
-def write_error_analysis(out: Path, results_by_image: dict, datamodule: CocoDataModule, module: DetectionModule,
+def write_error_analysis(out: Path, results_by_image: dict, datamodule: DetectionDataModule, module: DetectionModule,
                          gallery: int) -> None:
     """Error analysis of the final validation next to metrics.json (``eval.plots``; see effdet/analysis.py)."""
     try:

@@ -38,8 +38,9 @@ MAX_CONSECUTIVE_NONFINITE = 10
 # ----------------------------------------------------------------------------------------------- data
 
 
-class CocoDataModule(L.LightningDataModule):
-    """Train/val COCO-format datasets from a config's ``data`` section, validated when constructed.
+class DetectionDataModule(L.LightningDataModule):
+    """Train/val datasets from a config's ``data`` section (COCO JSON, or VOC / YOLO imported by ``data.format``),
+    validated when constructed.
 
     Building the datasets reads and checks both annotation files up front (see ``CocoDetection``),
     so bad data stops the run before a Trainer starts. The training order and augmentation are pure
@@ -491,7 +492,7 @@ class DetectionModule(L.LightningModule):
         if self.val_coco is None:
             datamodule = getattr(self.trainer, "datamodule", None)
             if datamodule is None:
-                raise RuntimeError("validation needs the val COCO annotations: pass val_coco or a CocoDataModule")
+                raise RuntimeError("validation needs the val COCO annotations: pass val_coco or a DetectionDataModule")
             self.val_coco = datamodule.val_set.ground_truth  # the file as the official COCO tools load it
         self.evaluator = CocoEvaluator(self.val_coco, self.category_ids, self.class_names, self.cfg.eval.coco_eval)
 
@@ -546,3 +547,12 @@ class DetectionModule(L.LightningModule):
             logger.warning("the checkpoint holds the random state of %d rank(s); rank %d starts a new stream from "
                            "seed %d + rank", len(ranks), rank, self.cfg.seed)
         self.nonfinite_steps = int(checkpoint.get("effdet_nonfinite_steps", 0))
+
+
+def __getattr__(name: str):
+    if name == "CocoDataModule":  # its old name: it also serves VOC and YOLO data
+        from .deprecation import deprecated_name
+
+        deprecated_name("effdet.training.CocoDataModule", "effdet.training.DetectionDataModule")
+        return DetectionDataModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from effdet.schema import load_train_config, resolve_model_config  # noqa: E402
 from effdet.runner import build_trainer, prepare_output_dir  # noqa: E402
-from effdet.training import CocoDataModule, DetectionModule  # noqa: E402
+from effdet.training import DetectionDataModule, DetectionModule  # noqa: E402
 
 
 def _weights(module: DetectionModule) -> dict:
@@ -95,7 +95,7 @@ def main(out: str, config: str, *overrides: str) -> None:
     cfg = load_train_config(config, [*overrides, f"output_dir={out_dir}"])
     L.seed_everything(cfg.seed, workers=True)
     provisional = resolve_model_config(cfg.model, num_classes=1)
-    datamodule = CocoDataModule(cfg.data, provisional.image_size, provisional.mean, seed=cfg.seed)
+    datamodule = DetectionDataModule(cfg.data, provisional.image_size, provisional.mean, seed=cfg.seed)
     module = DetectionModule(cfg, datamodule.class_names, datamodule.category_ids)
     if os.environ.get("EFFDET_TEST_NAN_STEP"):
         inject_nan(module, int(os.environ["EFFDET_TEST_NAN_STEP"]))

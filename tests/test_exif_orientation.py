@@ -86,11 +86,11 @@ def test_load_image_applies_every_orientation_as_opencv_default_reading_shows_it
 
 
 def test_training_loader_uses_the_displayed_image_and_ignore_keeps_the_stored_pixels(tmp_path):
-    """Through training's loader (CocoDataModule from the config, the validation transform): the box drawn on the
+    """Through training's loader (DetectionDataModule from the config, the validation transform): the box drawn on the
     displayed image lands on the red square; `data.exif_orientation=ignore` serves the stored pixels, for data
     annotated on them."""
     from effdet.schema import ConfigError, load_train_config
-    from effdet.training import CocoDataModule
+    from effdet.training import DetectionDataModule
 
     images = tmp_path / "images"
     arrays = phone_jpeg(images / "phone.jpg")
@@ -103,7 +103,7 @@ def test_training_loader_uses_the_displayed_image_and_ignore_keeps_the_stored_pi
                      f"data.val.images={images}", f"data.val.annotations={json_path}", "data.num_workers=0",
                      "model.pretrained_backbone=null", *extra]
         cfg = load_train_config(str(REPO / "configs" / "demo.yaml"), overrides)
-        module = CocoDataModule(cfg.data, [64, 64], [127.0, 127.0, 127.0])
+        module = DetectionDataModule(cfg.data, [64, 64], [127.0, 127.0, 127.0])
         return module.val_set[0]
 
     for json_path, extra, size, box in ((displayed_json, (), (DISPLAYED_H, DISPLAYED_W), RED_DISPLAYED),

@@ -199,3 +199,12 @@ def test_the_package_imports_its_own_modules_relatively():
     offenders = [p.relative_to(REPO).as_posix() for p in package_files("effdet/benchmark/workers.py", "effdet/benchmark/deploy.py")
                  if absolute.search(p.read_text().split('"""', 2)[-1])]
     assert offenders == []
+
+
+def test_the_data_module_is_named_for_every_format_and_its_old_name_warns():
+    """DetectionDataModule serves COCO, VOC and YOLO data; CocoDataModule, its old name, still imports and warns."""
+    import effdet.training as training
+
+    with pytest.warns(DeprecationWarning, match=r"CocoDataModule is deprecated.*DetectionDataModule"):
+        from effdet.training import CocoDataModule
+    assert CocoDataModule is training.DetectionDataModule

@@ -182,15 +182,15 @@ def test_data_module_position_survives_a_checkpoint(tmp_path):
     position, and its training loader starts there."""
     from effdet.data import make_demo_dataset
     from effdet.schema import load_train_config
-    from effdet.training import CocoDataModule
+    from effdet.training import DetectionDataModule
 
     make_demo_dataset(tmp_path, num_train=8, num_val=2, seed=1)
     cfg = load_train_config(str(ROOT / "configs" / "demo.yaml"), [f"data.root={tmp_path}", "data.num_workers=0",
                                                                    "data.batch_size=2"])
-    first = CocoDataModule(cfg.data, [64, 64], [0.5, 0.5, 0.5], seed=4)
+    first = DetectionDataModule(cfg.data, [64, 64], [0.5, 0.5, 0.5], seed=4)
     keys = list(first.train_dataloader().sampler)
     assert first.state_dict() == {"train_epoch": 0, "train_batches_done": 0}
-    second = CocoDataModule(cfg.data, [64, 64], [0.5, 0.5, 0.5], seed=4)
+    second = DetectionDataModule(cfg.data, [64, 64], [0.5, 0.5, 0.5], seed=4)
     second.load_state_dict({"train_epoch": 0, "train_batches_done": 2})
     loader = second.train_dataloader()
     assert list(loader.sampler) == keys[4:]

@@ -211,7 +211,7 @@ def test_training_validation_scores_against_the_official_ground_truth(small_set,
     from pycocotools.cocoeval import COCOeval
 
     from effdet.schema import load_train_config, resolve_model_config
-    from effdet.training import CocoDataModule, DetectionModule
+    from effdet.training import DetectionDataModule, DetectionModule
 
     def validate(annotations: Path) -> DetectionModule:
         cfg = load_train_config(str(REPO / "configs" / "demo.yaml"), [
@@ -219,7 +219,7 @@ def test_training_validation_scores_against_the_official_ground_truth(small_set,
             f"data.val.images={small_set['val_images']}", f"data.val.annotations={annotations}",
             "data.num_workers=0", "data.batch_size=2", "model.image_size=64", "model.pretrained_backbone=null"])
         model_config = resolve_model_config(cfg.model, num_classes=1)
-        datamodule = CocoDataModule(cfg.data, model_config.image_size, model_config.mean)
+        datamodule = DetectionDataModule(cfg.data, model_config.image_size, model_config.mean)
         torch.manual_seed(0)  # the same weights in every call: only the ground truth changes
         module = DetectionModule(cfg, datamodule.class_names, datamodule.category_ids)
         trainer = L.Trainer(devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
