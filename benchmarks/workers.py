@@ -35,9 +35,9 @@ def worker_train(impl: str, runs: int, name: str = "efficientdet_d0", batch: int
     boxes, labels = _random_targets(batch, size, 8, generator)
     if impl == "ours":
         import effdet
-        from effdet.assign import AnchorMatcher
-        from effdet.inference import anchors_for
-        from effdet.loss import DetectionLoss
+        from effdet.modeling.assign import AnchorMatcher
+        from effdet.modeling.anchors import anchors_for
+        from effdet.modeling.loss import DetectionLoss
 
         model = effdet.create_model(name, image_size=size).train().to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)  # as DetectionModule (channels_last: true)

@@ -8,7 +8,7 @@ the default PyTorch-style detector (symmetric padding) around them shifts every 
 pixel against what the weights expect; measured on the convergence benchmark (docs/convergence.md) that costs
 a large part of the fine-tune. Checkpoints of our own formats carry their model config, so their settings are
 taken from it. Anything the user sets explicitly in ``model:`` still wins (see
-:func:`effdet.schema.resolve_model_config`).
+:func:`effdet.engine.schema.resolve_model_config`).
 """
 from __future__ import annotations
 

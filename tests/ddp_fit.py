@@ -1,5 +1,5 @@
 """Helper for tests/test_distributed.py (run as a script, never imported by pytest): a real Lightning fit with
-the run's own data module, module and Trainer (``effdet.runner.build_trainer``), plus a callback that saves
+the run's own data module, module and Trainer (``effdet.engine.runner.build_trainer``), plus a callback that saves
 what every rank holds, so a test can compare ranks with each other and with a one-process run.
 
     python tests/ddp_fit.py OUT_DIR CONFIG.yaml [key=value ...]
@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT))
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
-from effdet.schema import load_train_config, resolve_model_config  # noqa: E402
-from effdet.runner import build_trainer, prepare_output_dir  # noqa: E402
-from effdet.training import DetectionDataModule, DetectionModule  # noqa: E402
+from effdet.engine.schema import load_train_config, resolve_model_config  # noqa: E402
+from effdet.engine.runner import build_trainer, prepare_output_dir  # noqa: E402
+from effdet.engine.training import DetectionDataModule, DetectionModule  # noqa: E402
 
 
 def _weights(module: DetectionModule) -> dict:

@@ -1,4 +1,4 @@
-"""effdet.analysis: confusion matrix, TIDE-style error breakdown (tidecv as an oracle), plots, tools/eval.py --plots."""
+"""effdet.evaluation.analysis: confusion matrix, TIDE-style error breakdown (tidecv as an oracle), plots, tools/eval.py --plots."""
 from __future__ import annotations
 
 import contextlib
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from effdet.analysis import ERROR_TYPES, analyze, confusion_matrix, error_breakdown
+from effdet.evaluation.analysis import ERROR_TYPES, analyze, confusion_matrix, error_breakdown
 from benchmarks.cocoeval import synthetic_coco_data
 
 REPO = Path(__file__).resolve().parent.parent

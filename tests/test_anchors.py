@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from effdet.anchors import BoxCoder, feature_sizes, flatten_outputs, generate_anchors
+from effdet.ops.box_coder import BoxCoder
+from effdet.modeling.anchors import feature_sizes, flatten_outputs, generate_anchors
 
 from reference import needs_reference, run_reference  # tests/reference.py
 
@@ -136,7 +137,7 @@ def test_box_coder_computes_in_float32_for_half_precision_inputs(dtype):
     """Under fp16/bf16 autocast the coder may receive half-precision boxes: a zero-width box must still encode to
     finite codes (its eps-sized width would underflow to 0 and give log(0) = -inf), large codes must decode
     without overflow, and the results equal the float32 computation."""
-    from effdet.anchors import BoxCoder
+    from effdet.ops.box_coder import BoxCoder
 
     coder = BoxCoder()
     anchors = torch.tensor([[10.0, 10.0, 42.0, 42.0], [0.0, 0.0, 256.0, 256.0]])

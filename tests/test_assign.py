@@ -3,8 +3,9 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from effdet.anchors import BoxCoder, generate_anchors
-from effdet.assign import AnchorMatcher, pairwise_iou
+from effdet.ops.box_coder import BoxCoder
+from effdet.modeling.anchors import generate_anchors
+from effdet.modeling.assign import AnchorMatcher, pairwise_iou
 
 from reference import needs_reference, run_reference  # tests/reference.py
 
@@ -160,7 +161,7 @@ def test_training_recipes_use_the_official_matcher_without_ignore_band():
     matcher, as the reference's (a 0.4 band measured no better overall: docs/convergence.md)."""
     from pathlib import Path
 
-    from effdet.schema import load_train_config
+    from effdet.engine.schema import load_train_config
 
     root = Path(__file__).resolve().parent.parent
     for config in ["demo.yaml", "finetune.yaml", "coco/efficientdet_d0.yaml"]:

@@ -8,7 +8,7 @@ import cv2
 import pytest
 
 import effdet
-from effdet.classifier import Classifier, imagenet_class_names
+from effdet.modeling.classifier import Classifier, imagenet_class_names
 from conftest import require  # noqa: E402  (skip without it, fail in CI)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""One COCOeval path (effdet.cocoeval.evaluate_results) for evaluation, analysis and tools/eval.py, and the COCO
+"""One COCOeval path (effdet.evaluation.cocoeval.evaluate_results) for evaluation, analysis and tools/eval.py, and the COCO
 evaluator choice called coco_eval (config eval.coco_eval, --coco-eval, COCO_EVALUATORS; the old name backend works
 for one release with a deprecation warning)."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cocoeval import synthetic_coco_data
-from effdet.evaluation import STAT_KEYS, CocoEvaluator, evaluate_coco
+from effdet.evaluation.report import STAT_KEYS, CocoEvaluator, evaluate_coco
 
 from test_evaluation import make_gt  # tests/test_evaluation.py
 
@@ -23,7 +23,7 @@ def test_evaluation_and_analysis_read_the_same_cocoeval_run_as_pycocotools_by_ha
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from effdet.analysis import per_class_ap, run_cocoeval
+    from effdet.evaluation.analysis import per_class_ap, run_cocoeval
 
     gt, results = synthetic_coco_data(num_images=12, dets_per_image=15, num_classes=4, seed=8)
     coco = COCO()
@@ -49,15 +49,15 @@ def test_evaluation_and_analysis_read_the_same_cocoeval_run_as_pycocotools_by_ha
 
 def test_cocoeval_is_run_in_one_module():
     """Inside the library, pycocotools' COCOeval and faster-coco-eval's COCOeval_faster are imported by
-    effdet/cocoeval.py only (benchmarks/reference_train.py, outside the package, runs in the reference's process)."""
+    effdet/evaluation/cocoeval.py only (benchmarks/reference_train.py, outside the package, runs in the reference's process)."""
     root = REPO / "effdet"
     users = sorted(str(path.relative_to(root)) for path in root.rglob("*.py")
                    if "import COCOeval" in path.read_text() or "COCOeval_faster" in path.read_text())
-    assert users == ["cocoeval.py"]
+    assert users == ["evaluation/cocoeval.py"]
 
 
 def test_category_names_are_the_ground_truths_replaced_by_class_names():
-    from effdet.cocoeval import category_names, load_coco_gt
+    from effdet.evaluation.cocoeval import category_names, load_coco_gt
 
     gt = load_coco_gt(make_gt({1: [([0, 0, 10, 10], 3)]}, [(7, "bird"), (1, "cat"), (3, "dog")]))
     assert category_names(gt) == {1: "cat", 3: "dog", 7: "bird"}
@@ -69,7 +69,7 @@ def test_category_names_are_the_ground_truths_replaced_by_class_names():
 
 def test_the_deprecated_backend_argument_still_chooses_the_coco_evaluator_with_a_warning():
     from effdet.choices import COCO_EVALUATORS, EVAL_BACKENDS
-    from effdet.evaluation import BACKENDS, load_coco_gt
+    from effdet.evaluation.report import BACKENDS, load_coco_gt
 
     assert COCO_EVALUATORS == EVAL_BACKENDS == BACKENDS == ("pycocotools", "faster_coco_eval")
     gt, results = synthetic_coco_data(num_images=6, dets_per_image=8, num_classes=3, seed=2)
@@ -90,7 +90,7 @@ def test_the_deprecated_backend_argument_still_chooses_the_coco_evaluator_with_a
 def test_config_key_eval_coco_eval_and_the_deprecated_eval_backend(tmp_path):
     from omegaconf import OmegaConf
 
-    from effdet.schema import ConfigError, load_train_config
+    from effdet.engine.schema import ConfigError, load_train_config
 
     demo = str(REPO / "configs" / "demo.yaml")
     assert load_train_config(demo).eval.coco_eval == "pycocotools"

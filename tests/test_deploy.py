@@ -14,8 +14,9 @@ import pytest
 import torch
 
 import effdet
-from effdet.export import export_onnx, read_metadata
-from effdet.predictor import Predictor
+from effdet.export.onnx import export_onnx
+from effdet.export.metadata import read_metadata
+from effdet.inference.predictor import Predictor
 from effdet.checkpoint import save_weights
 from conftest import tool_env  # noqa: E402
 from test_export import RUNTIMES, match_detections, randomized  # noqa: E402  (tests/test_export.py)
@@ -157,8 +158,6 @@ def test_one_runtime_class_per_runtime_and_one_metadata_key():
     """Every runtime of an exported file is one class, found by its name (effdet.choices.RUNTIMES); effdet.export
     writes the key the runtime reads; the old names (effdet.backends, BACKENDS) still work and say they are
     deprecated."""
-    import importlib
-
     import effdet.export
     import effdet.runtime
     from effdet.choices import RUNTIMES
@@ -174,14 +173,19 @@ def test_one_runtime_class_per_runtime_and_one_metadata_key():
     assert effdet.export.METADATA_KEY is effdet.runtime.METADATA_KEY
     with pytest.warns(DeprecationWarning, match="BACKENDS is deprecated"):
         assert effdet.runtime.BACKENDS == effdet.runtime.ONNX_RUNTIMES
-    import effdet.backends
+    # effdet.backends is now effdet.inference.runtime_network (the module path: tests/unit/test_moved.py); its names
+    # keep working and warn
+    from effdet.inference import runtime_network as old
+    from effdet.inference.runtime_network import RuntimeNetwork, network_for_runtime
 
-    with pytest.warns(DeprecationWarning, match="effdet.backends is deprecated.*effdet.runtime_network"):
-        old = importlib.reload(effdet.backends)
-    from effdet.runtime_network import RuntimeNetwork, network_for_runtime
-
-    assert old.OnnxBackend is RuntimeNetwork and old.backend_from_model is network_for_runtime
-    assert old.BACKENDS == RUNTIMES and old.check_backend("openvino") == "openvino"
+    with pytest.warns(DeprecationWarning, match=r"effdet.backends.OnnxBackend is deprecated.*use RuntimeNetwork"):
+        assert old.OnnxBackend is RuntimeNetwork
+    with pytest.warns(DeprecationWarning, match="effdet.backends.backend_from_model is deprecated"):
+        assert old.backend_from_model is network_for_runtime
+    with pytest.warns(DeprecationWarning, match="effdet.backends.BACKENDS is deprecated.*effdet.choices.RUNTIMES"):
+        assert old.BACKENDS == RUNTIMES
+    with pytest.warns(DeprecationWarning, match="effdet.backends.check_backend is deprecated"):
+        assert old.check_backend("openvino") == "openvino"
 
 
 def test_runtime_keyword_and_its_deprecated_name(shipped):
@@ -246,7 +250,7 @@ def calibration_folder(tmp_path) -> Path:
 def test_int8_quantization_keeps_metadata_and_detects(shipped, tmp_path):
     import onnx
 
-    from effdet.quantization import quantize_file
+    from effdet.export.quantize import quantize_file
     from effdet.runtime import OnnxDetector
 
     calibration = calibration_folder(tmp_path)
@@ -275,7 +279,7 @@ def test_int8_quantization_keeps_metadata_and_detects(shipped, tmp_path):
 def test_nncf_quantization_keeps_elementwise_ops_in_int8_for_openvino(shipped, tmp_path):
     import onnx
 
-    from effdet.quantization import NETWORK_SCOPE, quantize_file
+    from effdet.export.quantize import NETWORK_SCOPE, quantize_file
     from effdet.runtime import OnnxDetector
 
     calibration = calibration_folder(tmp_path)

@@ -237,8 +237,8 @@ class _Trainer:
 
 
 def test_learning_rate_scales_with_world_size_and_accumulation(monkeypatch):
-    from effdet.schema import load_train_config
-    from effdet.training import DetectionModule
+    from effdet.engine.schema import load_train_config
+    from effdet.engine.training import DetectionModule
 
     keys = ["data.train.images=t", "data.train.annotations=t.json", "data.val.images=v", "data.val.annotations=v.json",
             "model.name=efficientdet_lite0", "model.image_size=128", "optim.ema_decay=null", "data.batch_size=2",

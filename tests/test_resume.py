@@ -181,8 +181,8 @@ def test_data_module_position_survives_a_checkpoint(tmp_path):
     """The data module's state_dict (what Lightning writes into every checkpoint) hands a new data module the
     position, and its training loader starts there."""
     from effdet.data import make_demo_dataset
-    from effdet.schema import load_train_config
-    from effdet.training import DetectionDataModule
+    from effdet.engine.schema import load_train_config
+    from effdet.engine.training import DetectionDataModule
 
     make_demo_dataset(tmp_path, num_train=8, num_val=2, seed=1)
     cfg = load_train_config(str(ROOT / "configs" / "demo.yaml"), [f"data.root={tmp_path}", "data.num_workers=0",
@@ -218,9 +218,9 @@ def test_last_checkpoint_holds_the_last_step(tmp_path, monkeypatch, every_n_step
     last epoch end and the last multiple of N. A finished run started again trains no further step."""
     import lightning as L
 
-    from effdet import runner
+    from effdet.engine import runner
     from effdet.data import make_demo_dataset
-    from effdet.schema import load_train_config
+    from effdet.engine.schema import load_train_config
 
     data = tmp_path / "data"
     make_demo_dataset(data, num_train=11, num_val=2, seed=3)

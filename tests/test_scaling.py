@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import effdet
-from effdet.schema import ConfigError, load_train_config, resolve_model_config
-from effdet.variants import model_config
-from effdet.scaling import Coefficients, backbone_coefficients, compound_sizes, parse_variant_name
-from effdet.scaling.budget import Timing, count_macs, fit_budget, measure_latency, recipe_for
+from effdet.engine.schema import ConfigError, load_train_config, resolve_model_config
+from effdet.modeling.variants import model_config
+from effdet.modeling.scaling import Coefficients, backbone_coefficients, compound_sizes, parse_variant_name
+from effdet.modeling.scaling.budget import Timing, count_macs, fit_budget, measure_latency, recipe_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -252,7 +252,7 @@ def test_scale_tool_runtime_flag_and_its_deprecated_name(flag):
 
 
 def test_coefficient_grid_keeps_the_flops_factor():
-    from effdet.scaling.search import coefficient_grid
+    from effdet.modeling.scaling.search import coefficient_grid
 
     grid = coefficient_grid((1.1, 1.2, 1.3), (1.05, 1.1, 1.2, 1.4))
     assert all(abs(c.flops_factor - 2.0) < 1e-3 and c.gamma >= 1.0 for c in grid)
@@ -331,7 +331,7 @@ def test_fine_tuning_a_fractional_lite_checkpoint_keeps_its_family(tmp_path):
     _sys.path.insert(0, str(ROOT / "tests"))
     from checkpoints import write_training_checkpoint
 
-    from effdet.training import DetectionModule
+    from effdet.engine.training import DetectionModule
 
     source = effdet.create_model("efficientdet_lite0.5", num_classes=2)
     path = write_training_checkpoint(tmp_path / "lite05.ckpt", source, ["a", "b"], [1, 2])

@@ -18,7 +18,7 @@ import torch
 from effdet import Predictor, create_model
 from effdet.cli import eval as eval_tool
 from effdet.cli import infer as infer_tool
-from effdet.evaluation import STAT_KEYS
+from effdet.evaluation.report import STAT_KEYS
 
 from checkpoints import write_training_checkpoint  # tests/checkpoints.py
 
@@ -210,8 +210,8 @@ def test_training_validation_scores_against_the_official_ground_truth(small_set,
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from effdet.schema import load_train_config, resolve_model_config
-    from effdet.training import DetectionDataModule, DetectionModule
+    from effdet.engine.schema import load_train_config, resolve_model_config
+    from effdet.engine.training import DetectionDataModule, DetectionModule
 
     def validate(annotations: Path) -> DetectionModule:
         cfg = load_train_config(str(REPO / "configs" / "demo.yaml"), [

@@ -1,0 +1,560 @@
+"""Lightning glue: the data module, the detection module (loss, EMA, optimiser, schedule, COCO validation).
+
+Lightning owns the loop, DDP, mixed precision, gradient clipping, checkpoints, progress bar and loggers;
+this module only says what one training step and one validation pass are.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Optional
+
+import lightning as L
+import torch
+import torch.nn as nn
+from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.trainer.states import TrainerFn
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import DataLoader
+
+from ..modeling.assign import AnchorMatcher
+from ..checkpoint.fields import lightning_checkpoint_fields
+from .schema import ConfigError, model_overrides, resolve_data_path, resolve_model_config
+from ..data import CocoDetection, collate_detection, eval_transforms, train_transforms, worker_init_fn
+from ..data.resumable import EpochSampler, SeededSamples
+from ..evaluation.report import STAT_KEYS, CocoEvaluator
+from ..inference.settings import PostprocessSettings
+from ..modeling.anchors import anchors_for
+from ..modeling.decode import detect_batch
+from ..modeling.loss import DetectionLoss
+from ..modeling.factory import create_model
+from ..modeling.model import EfficientDet
+from ..inference.preprocess import fill_from_mean, normalize
+
+logger = logging.getLogger("effdet.training")
+
+# Stop after this many consecutive steps with a non-finite loss (each one is skipped and reported).
+MAX_CONSECUTIVE_NONFINITE = 10
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+class DetectionDataModule(L.LightningDataModule):
+    """Train/val datasets from a config's ``data`` section (COCO JSON, or VOC / YOLO imported by ``data.format``),
+    validated when constructed.
+
+    Building the datasets reads and checks both annotation files up front (see ``CocoDetection``),
+    so bad data stops the run before a Trainer starts. The training order and augmentation are pure
+    functions of ``(seed, epoch, sample)`` (see ``effdet.data.resumable``), so a resumed run sees the same
+    batches as an uninterrupted one, with any number of processes or loader workers.
+    """
+
+    def __init__(self, data_cfg: DictConfig, image_size: list[int], mean: list[float], seed: int = 0):
+        super().__init__()
+        self.cfg = data_cfg
+        self.seed = int(seed)
+        self._train_sampler: Optional[EpochSampler] = None
+        self._resume_position: Optional[tuple[int, int]] = None  # from a resumed checkpoint
+        fill = fill_from_mean(mean)
+        from ..data.formats import dataset_sources  # COCO as is, VOC/YOLO converted; the fast data checks run here
+
+        sources = dataset_sources(data_cfg)
+        self.train_set = CocoDetection(
+            **sources["train"], transform=train_transforms(image_size, tuple(data_cfg.scale_range), fill, data_cfg.hflip,
+                                                           min_visible=data_cfg.crop_min_visible),
+            check_files=data_cfg.check_files)
+        self.val_set = CocoDetection(
+            **sources["val"], transform=eval_transforms(image_size, fill), check_files=data_cfg.check_files)
+        if self.train_set.category_ids != self.val_set.category_ids:
+            raise ConfigError(
+                f"train and val annotation files have different categories: train ids "
+                f"{self.train_set.category_ids}, val ids {self.val_set.category_ids} "
+                f"('{data_cfg.train.annotations}' vs '{data_cfg.val.annotations}')")
+        if self.train_set.class_names != self.val_set.class_names:
+            logger.warning("train and val category names differ; using the train names %s", self.train_set.class_names)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.train_set.class_names)
+
+    @property
+    def category_ids(self) -> list[int]:
+        return list(self.train_set.category_ids)
+
+    def _loader(self, dataset: CocoDetection, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
+        workers = int(self.cfg.num_workers)
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=workers,
+            collate_fn=collate_detection, worker_init_fn=worker_init_fn, persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        """This rank's share of each epoch (``EpochSampler``), starting where a resumed run stopped."""
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        batch_size = self.cfg.batch_size
+        sampler = EpochSampler(self.train_set, batch_size, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
+        if self._resume_position is not None:
+            sampler.resume_at(*self._resume_position)
+        self._train_sampler = sampler
+        workers = int(self.cfg.num_workers)
+        return DataLoader(
+            SeededSamples(self.train_set, self.seed), batch_size=batch_size, sampler=sampler,
+            drop_last=len(sampler) > batch_size, num_workers=workers, collate_fn=collate_detection,
+            worker_init_fn=worker_init_fn, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self.seed))  # worker seeds never draw from the global generator
+
+    def train_position(self) -> tuple[int, int]:
+        """(epoch, batches of it done) as the fit loop counts them (the loader cannot: the loop fetches one batch
+        ahead); a finished epoch is (epoch + 1, 0)."""
+        trainer, sampler = self.trainer, self._train_sampler
+        epoch = sampler.epoch if sampler is not None else 0
+        if trainer is None or sampler is None:
+            return epoch, 0
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:
+            return epoch + 1, 0
+        return epoch, done
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved in every checkpoint by Lightning: where the training data stands."""
+        if self._train_sampler is None:
+            return {}
+        epoch, done = self.train_position()
+        return {"train_epoch": int(epoch), "train_batches_done": int(done)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Called by Lightning when a fit resumes, before the training loader is built."""
+        if "train_epoch" in state:
+            self._resume_position = (int(state["train_epoch"]), int(state["train_batches_done"]))
+            if self._train_sampler is not None:
+                self._train_sampler.resume_at(*self._resume_position)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.cfg.val_batch_size or self.cfg.batch_size, False, False)
+
+
+# ------------------------------------------------------------------------------------------------ EMA
+
+
+class TFWarmupEMA:
+    """``multi_avg_fn`` for ``AveragedModel``: EMA with TF's warm-up, ``d_t = min(decay, (1+t)/(10+t))``.
+
+    Integer buffers (BN ``num_batches_tracked``) are copied, not averaged. An update whose floating-point tensors
+    hold any NaN or inf leaves the average as it is (decided on the device, without a host sync: the EMA is what
+    validation, ``best.ckpt`` and exports use, and one non-finite value would stay in it for good). A plain
+    class, not a closure, so the module pickles (``trainer.strategy=ddp_spawn`` sends it to the spawned processes).
+    """
+
+    def __init__(self, decay: float) -> None:
+        self.decay = float(decay)
+
+    @torch.no_grad()
+    def __call__(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        t = float(num_averaged)
+        d = min(self.decay, (1.0 + t) / (10.0 + t))
+        if averaged[0].is_floating_point():
+            # the norm of a tensor is non-finite when any of its values is: one flag for the whole group
+            finite = torch.stack(torch._foreach_norm(current)).isfinite().all()
+            current = [torch.where(finite, c, a) for a, c in zip(averaged, current)]
+            torch._foreach_lerp_(averaged, current, 1.0 - d)
+        else:
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+
+
+class BatchNormSnapshot:
+    """A copy of a model's batch-norm buffers (running mean/var, batch counts), taken before each training forward
+    and put back when that step is skipped: a forward that produced a non-finite loss has already moved the
+    running statistics (possibly to NaN/inf), and dropping its gradients alone would keep them. Device copies
+    only, no host sync. The buffers are looked up at each call (moving a module to a device replaces them)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.saved: list[torch.Tensor] = []
+
+    def _buffers(self) -> list[torch.Tensor]:
+        return [b for m in self.norms for b in m.buffers()]
+
+    @torch.no_grad()
+    def take(self) -> None:
+        buffers = self._buffers()
+        if len(buffers) != len(self.saved) or any(s.device != b.device for s, b in zip(self.saved[:1], buffers)):
+            self.saved = [b.detach().clone() for b in buffers]
+        elif buffers:
+            torch._foreach_copy_(self.saved, buffers)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        if self.saved:
+            torch._foreach_copy_(self._buffers(), self.saved)
+
+
+# ------------------------------------------------------------------------------------------ random state
+
+
+def seed_generators(seed: int) -> None:
+    """Seed Python's, numpy's and torch's (CPU and every CUDA device's) global generators."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's generator states as ``weights_only``-loadable values (tensors, ints, tuples)."""
+    import random
+
+    import numpy as np
+
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(gauss))}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore what :func:`rng_state` saved (parts a checkpoint does not hold are left as they are)."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        kind, keys, position, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    if device.type == "cuda" and "cuda" in state:
+        cuda = state["cuda"]
+        if isinstance(cuda, (list, tuple)):  # earlier checkpoints: every visible device's state
+            cuda = cuda[device.index or 0] if len(cuda) > (device.index or 0) else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
+
+
+def gather_rng_states(device: torch.device) -> list[dict[str, Any]]:
+    """Every rank's :func:`rng_state`, in rank order (a collective call under ``torch.distributed``)."""
+    import torch.distributed as dist
+
+    state = rng_state(device)
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [state]
+    states: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
+# --------------------------------------------------------------------------------------------- module
+
+
+class WarmupCosine:
+    """LR factor per optimiser step: linear warm-up from ``start_factor`` to 1, then cosine to ``min_factor``
+    (or constant). A plain object so LambdaLR's state dict (saved in checkpoints) holds only numbers."""
+
+    def __init__(self, total_steps: int, warmup_steps: int, start_factor: float, min_factor: float, schedule: str):
+        self.total_steps = max(1, int(total_steps))
+        self.warmup_steps = max(0, min(int(warmup_steps), self.total_steps - 1))
+        self.start_factor = float(start_factor)
+        self.min_factor = float(min_factor)
+        self.schedule = schedule
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.start_factor + (1.0 - self.start_factor) * step / self.warmup_steps
+        if self.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class DetectionModule(L.LightningModule):
+    """EfficientDet training: focal + huber loss on matched anchors, SGD/AdamW with warm-up + cosine,
+    EMA weights for validation (and in checkpoints), COCO mAP validation logged as ``val/AP`` …
+
+    Args:
+        cfg: the whole resolved training config (OmegaConf or plain dict).
+        class_names, category_ids: the dataset's label space (label i ↔ category id ``category_ids[i]``).
+        val_coco: pycocotools COCO of the validation set (not saved; validation needs it).
+    """
+
+    def __init__(self, cfg: Any, class_names: list[str], category_ids: list[int], val_coco: Any = None):
+        super().__init__()
+        self.cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg)
+        self.class_names = list(class_names)
+        self.category_ids = [int(i) for i in category_ids]
+        self.model_config = resolve_model_config(self.cfg.model, num_classes=len(self.class_names))
+        if self.model_config.num_classes != len(self.class_names):
+            raise ConfigError(f"model.num_classes={self.model_config.num_classes} but the dataset has "
+                              f"{len(self.class_names)} categories {self.class_names}; remove model.num_classes")
+        self.model = self._build_model()
+        if self.cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if self.cfg.optim.freeze_bn:  # statistics stay (see train()) and affine parameters are not optimised
+            for m in self._batch_norms():
+                m.requires_grad_(False)
+        decay = self.cfg.optim.ema_decay
+        self.ema = (AveragedModel(self.model, multi_avg_fn=TFWarmupEMA(decay), use_buffers=True)
+                    if decay else None)
+        if self.ema is not None:
+            # Averaged, never trained: no gradients, so DDP (which wraps this whole module) does not wait
+            # for them. Its weights are saved with the module's as `ema.module.*`.
+            self.ema.requires_grad_(False)
+        loss = self.cfg.loss
+        self.criterion = DetectionLoss(self.model_config.num_classes, loss.alpha, loss.gamma, loss.delta,
+                                       loss.box_loss_weight, loss.box_loss, loss.label_smoothing)
+        self.matcher = AnchorMatcher(loss.match_threshold, loss.unmatched_threshold)
+        self.postprocess_settings = PostprocessSettings.from_mapping(self.cfg.eval)
+        self.val_coco = val_coco
+        self.evaluator: Optional[CocoEvaluator] = None
+        self.last_metrics: dict[str, Any] = {}
+        self.nonfinite_steps = 0
+        self._consecutive_nonfinite = 0
+        self._skip_step = False  # a non-finite loss in this optimiser step (on any rank)
+        self._batch_norm_snapshot = BatchNormSnapshot(self.model)
+
+    def _build_model(self) -> EfficientDet:
+        """The variant of the config; with ``model.weights``, the model that checkpoint needs (its padding,
+        biases and BN settings come from the checkpoint; keys set in the config still apply) with its weights."""
+        section = self.cfg.model
+        if section.weights:
+            # model.phi: the φ of the section's family ('efficientdet_lite0' + phi 0.5 -> 'efficientdet_lite0.5'),
+            # as resolved for self.model_config; a bare number would mean the D family.
+            name = self.model_config.name if section.phi is not None else section.name
+            model = create_model(name, weights=section.weights, reset_class_head=section.reset_class_head,
+                                 trust_checkpoint=section.trust_checkpoint,
+                                 **dict(model_overrides(section), num_classes=self.model_config.num_classes))
+            self.model_config = model.config
+            fresh = " except the class predictions where the class count differs (model.reset_class_head)" \
+                if section.reset_class_head else ""
+            logger.info("initial weights: every tensor from model.weights %s%s", section.weights, fresh)
+            if section.pretrained_backbone:
+                logger.info("pretrained_backbone '%s' not loaded: model.weights %s provides the backbone (the "
+                            "checkpoint's tensors win)", section.pretrained_backbone, section.weights)
+            return model
+        overrides = {k: v for k, v in self.model_config.to_dict().items() if k != "name"}
+        model = create_model(self.model_config.name, **overrides)
+        if section.pretrained_backbone:
+            from ..checkpoint import load_pretrained_backbone
+
+            load_pretrained_backbone(model.backbone, section.pretrained_backbone)
+        return model
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def eval_model(self) -> EfficientDet:
+        """The EMA weights when EMA is on (used for validation and export), else the raw model."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def _anchors(self, image_size) -> torch.Tensor:
+        return anchors_for(self.model_config, image_size, self.device)
+
+    def _batch_norms(self) -> list[nn.Module]:
+        return [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.cfg.optim.freeze_bn:
+            for m in self._batch_norms():
+                m.eval()
+        if self.ema is not None:
+            self.ema.eval()  # the EMA copy is never trained; its BN statistics are averaged
+        return self
+
+    def on_train_start(self) -> None:
+        # Lightning (2.x) keeps the modes the modules have instead of calling train(): apply ours (frozen
+        # batch norms with optim.freeze_bn, the EMA copy in eval mode) before the first step.
+        self.train()
+
+    # ------------------------------------------------------------------ training
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int):
+        images = normalize(batch["images"], self.model_config.mean, self.model_config.std)
+        if self.cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        self._batch_norm_snapshot.take()
+        class_outputs, box_outputs = self.model(images)
+        anchors = self._anchors(images.shape[-2:])
+        cls_targets, box_targets, num_positives = self.matcher(
+            anchors, batch["boxes"], batch["labels"], batch["crowd_boxes"], batch["crowd_mask"])
+        losses = self.criterion(class_outputs, box_outputs, cls_targets, box_targets, num_positives, anchors,
+                                normalizer=self._loss_normalizer(num_positives))
+        loss = losses["loss"]
+        if self._any_rank_nonfinite(loss):
+            return self._skip_nonfinite(loss, batch)
+        self._consecutive_nonfinite = 0
+        batch_size = images.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/class_loss", losses["class_loss"], batch_size=batch_size)
+        self.log("train/box_loss", losses["box_loss"], batch_size=batch_size)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def _sum_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
+        if self.trainer.world_size == 1:
+            return value
+        return self.trainer.strategy.reduce(value.detach().clone(), reduce_op="sum")
+
+    def _loss_normalizer(self, num_positives: torch.Tensor) -> torch.Tensor:
+        """``(positives in the global batch + 1) / world_size``.
+
+        DDP averages the ranks' gradients, so with this normaliser the averaged gradient is the gradient of
+        ``sum of every rank's loss terms / (global positives + 1)``: the loss of one process seeing the whole
+        global batch. (Counting positives per process would weight images by how crowded their rank's
+        batch happens to be.) With one process it is the usual ``positives + 1``.
+        """
+        positives = self._sum_over_ranks(num_positives.detach().float().sum())
+        return (positives + 1.0) / self.trainer.world_size
+
+    def _any_rank_nonfinite(self, loss: torch.Tensor) -> bool:
+        """True on every rank when the loss is non-finite on any rank, so all of them skip the step together
+        (a rank skipping alone would leave the others waiting for its gradients)."""
+        bad = torch.logical_not(torch.isfinite(loss.detach())).float()
+        return bool(self._sum_over_ranks(bad) > 0)
+
+    def _skip_nonfinite(self, loss: torch.Tensor, batch: dict[str, torch.Tensor]):
+        """Skip this optimiser step (on every rank: see ``_any_rank_nonfinite``); stop after too many in a row."""
+        self.nonfinite_steps += 1
+        self._consecutive_nonfinite += 1
+        self._batch_norm_snapshot.restore()  # the bad forward's running statistics must not stay
+        ids = batch["image_ids"].tolist()
+        logger.warning("non-finite loss (%s on this rank) at step %d, image ids here %s: step skipped on every "
+                       "rank (%d skipped so far)", float(loss), self.global_step, ids, self.nonfinite_steps)
+        if self._consecutive_nonfinite >= MAX_CONSECUTIVE_NONFINITE:
+            raise FloatingPointError(
+                f"the loss was non-finite for {self._consecutive_nonfinite} consecutive steps (last image ids "
+                f"{ids}); training stopped. Lower optim.lr, check the data, or use trainer.precision=32-true. "
+                f"The last good checkpoint is intact in {self.cfg.output_dir}/checkpoints.")
+        # Every rank returns a zero loss that reaches every parameter (Lightning forbids returning None under
+        # DDP, and DDP's all-reduce needs a gradient from every rank); on_before_optimizer_step then drops
+        # the gradients, so the optimiser (momentum, weight decay) and the EMA leave this step out.
+        self._skip_step = True
+        return sum((p * 0.0).sum() for p in self.model.parameters() if p.requires_grad)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self._skip_step:
+            optimizer.zero_grad(set_to_none=True)  # parameters without a gradient are not updated
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """The optimiser step, then one EMA update: once per optimiser step, also under gradient accumulation
+        (``trainer.accumulate_grad_batches``), where several micro-batches make one step. A step holding a
+        non-finite loss on any rank is skipped everywhere (see ``_skip_nonfinite``)."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        skipped, self._skip_step = self._skip_step, False
+        if self.ema is not None and not skipped:
+            self.ema.update_parameters(self.model)
+
+    def configure_optimizers(self):
+        optim = self.cfg.optim
+        decay, no_decay = [], []
+        for param in self.model.parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim <= 1 else decay).append(param)  # BN weights/biases, conv biases
+        groups = [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        lr = self.scaled_lr()
+        if optim.name == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=lr, momentum=optim.momentum)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(optim.betas))
+        trainer = self.trainer
+        total = trainer.estimated_stepping_batches  # loads the train loader unless max_epochs=-1
+        if not math.isfinite(total):
+            raise ConfigError("the learning-rate schedule needs a length: set trainer.max_epochs or trainer.max_steps")
+        if trainer.train_dataloader is None:
+            trainer.fit_loop.setup_data()
+        batches = trainer.num_training_batches
+        steps_per_epoch = math.ceil(batches / trainer.accumulate_grad_batches) if math.isfinite(batches) else total
+        total = int(total)
+        warmup = int(round(optim.warmup_epochs * steps_per_epoch))
+        factor = WarmupCosine(total, warmup, optim.warmup_start_factor, optim.min_lr_factor, optim.schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def scaled_lr(self) -> float:
+        """``optim.lr`` scaled linearly from ``optim.lr_batch_size`` to the real global batch size."""
+        optim = self.cfg.optim
+        if not optim.lr_batch_size:
+            return float(optim.lr)
+        world = self.trainer.world_size if self._trainer is not None else 1
+        accumulate = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
+        global_batch = self.cfg.data.batch_size * world * accumulate
+        return float(optim.lr) * global_batch / float(optim.lr_batch_size)
+
+    # ------------------------------------------------------------------ validation
+
+    def on_validation_epoch_start(self) -> None:
+        if self.val_coco is None:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            if datamodule is None:
+                raise RuntimeError("validation needs the val COCO annotations: pass val_coco or a DetectionDataModule")
+            self.val_coco = datamodule.val_set.ground_truth  # the file as the official COCO tools load it
+        self.evaluator = CocoEvaluator(self.val_coco, self.category_ids, self.class_names, self.cfg.eval.coco_eval)
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        model = self.eval_model
+        model.eval()
+        detections = detect_batch(model, batch["images"], batch["scales"], batch["orig_sizes"],
+                                  self.postprocess_settings)
+        self.evaluator.update(batch["image_ids"].tolist(), [{k: v.cpu() for k, v in d.items()} for d in detections])
+
+    def on_validation_epoch_end(self) -> None:
+        self.evaluator, evaluator = None, self.evaluator
+        metrics = evaluator.compute()  # gathers all ranks, scores every val image exactly once
+        self.last_metrics = metrics
+        self.last_evaluator = evaluator  # its detections feed the error analysis of the final validation
+        if self.trainer.state.fn != TrainerFn.FITTING:
+            return  # a stand-alone validate() (e.g. of best.ckpt after training) is reported, not logged as an epoch
+        for key in STAT_KEYS:
+            # identical on every rank already: no further reduction needed
+            self.log(f"val/{key}", float(metrics[key]), prog_bar=key in ("AP", "AP50"), sync_dist=False)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def setup(self, stage: str) -> None:
+        """Fitting: every rank draws its own random stream from ``seed + global_rank`` (drop-path masks and any
+        other randomness in the step would otherwise be the same on every GPU). Called once the model is built,
+        so the initial weights stay a function of ``seed`` alone; a resume then restores each rank's saved
+        state (``on_load_checkpoint`` runs after this hook)."""
+        if stage == TrainerFn.FITTING:
+            seed_generators(int(self.cfg.seed) + self.trainer.global_rank)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Make the checkpoint self-describing with plain (weights_only-loadable) values; the EMA weights are
+        already in ``state_dict`` as ``ema.module.*`` (see ``effdet.checkpoint.fields``, the one definition of these entries)."""
+        checkpoint.update(lightning_checkpoint_fields(self.model_config, self.class_names, self.category_ids,
+                                                      train_config=OmegaConf.to_container(self.cfg, resolve=True)))
+        # Every rank's generators (drop-path masks draw from them), so each rank of a resumed run continues its
+        # own random stream. Data order and augmentation do not need them (effdet.data.resumable).
+        checkpoint["effdet_rng_state"] = {"ranks": gather_rng_states(self.trainer.strategy.root_device)}
+        checkpoint["effdet_nonfinite_steps"] = self.nonfinite_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resuming a fit: restore the generators saved by ``on_save_checkpoint``."""
+        if self._trainer is None or self.trainer.state.fn != TrainerFn.FITTING:
+            return
+        rank = self.trainer.global_rank
+        rng = checkpoint.get("effdet_rng_state") or {}
+        ranks = rng.get("ranks") or ([rng] if "torch" in rng else [])  # earlier checkpoints: one state, rank 0's
+        if rank < len(ranks):
+            set_rng_state(ranks[rank], self.trainer.strategy.root_device)  # the module may still be on the CPU
+        elif ranks:
+            logger.warning("the checkpoint holds the random state of %d rank(s); rank %d starts a new stream from "
+                           "seed %d + rank", len(ranks), rank, self.cfg.seed)
+        self.nonfinite_steps = int(checkpoint.get("effdet_nonfinite_steps", 0))
+
+
+def __getattr__(name: str):
+    if name == "CocoDataModule":  # its old name: it also serves VOC and YOLO data
+        from ..deprecation import deprecated_name
+
+        deprecated_name("effdet.training.CocoDataModule", "effdet.training.DetectionDataModule")
+        return DetectionDataModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
