@@ -62,6 +62,18 @@ MOVED_MODULES: dict[str, str] = {
     "effdet.quantization": "effdet.export.quantize",
 }
 
+# names that left a module (or the package that took an old module's path) for another room: the module that
+# still answers for them -> {name: the module that defines it now}; getting one warns once
+MOVED_NAMES: dict[str, dict[str, str]] = {
+    "effdet.inference": {"anchors_for": "effdet.modeling.anchors", "detect_batch": "effdet.modeling.decode",
+                         "valid_image_sizes": "effdet.modeling.decode", "_decode": "effdet.modeling.decode"},
+    "effdet.export": {"_NonMaxSuppression": "effdet.ops.onnx_nms"},
+    "effdet.modeling.anchors": {"BoxCoder": "effdet.ops.box_coder", "ENCODE_EPS": "effdet.ops.box_coder"},
+    "effdet.checkpoint.load": {name: "effdet.checkpoint.backbone" for name in (
+        "PACKAGED_BACKBONES", "PACKAGED_BACKBONE_MEAN", "PACKAGED_BACKBONE_STD", "load_pretrained_backbone",
+        "packaged_weights_path")},
+}
+
 _warned: set[str] = set()
 
 
@@ -154,18 +166,17 @@ def install() -> None:
         sys.meta_path.insert(0, _FINDER)
 
 
-def lazy_exports(package: str, exports: Mapping[str, str], moved: Mapping[str, str] = (),
+def lazy_exports(package: str, exports: Mapping[str, str] = {},
                  fallback: Optional[str] = None) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``(__getattr__, __dir__)`` for a module that offers names of other modules on first use (PEP 562).
+    """``(__getattr__, __dir__)`` for a module that offers names of other modules on first use (PEP 562), and the
+    names :data:`MOVED_NAMES` lists for it (with a warning).
 
     Args:
         package: the module's ``__name__``.
         exports: name -> the module that defines it (relative to ``package``, e.g. ``".settings"``, or absolute).
-        moved: names this path offered before issue 22 that now live in another room: name -> the module that
-            defines it (absolute); getting one warns once.
         fallback: a module (as in ``exports``) asked for any other name (the module whose content this path had).
     """
-    moved = dict(moved)
+    moved = MOVED_NAMES.get(package, {})
 
     def __getattr__(name: str) -> Any:
         if name in exports:

@@ -441,7 +441,4 @@ def _load_backbone(backbone: EfficientNet, info: CheckpointInfo, strict: bool) -
 
 __all__ = ["CheckpointInfo", "LoadReport", "WeightsMismatchError", "config_for_checkpoint", "load_weights", "read_weights"]
 
-# names this module had before the pretrained backbones got their own module (issue 22): they warn
-__getattr__, _ = lazy_exports(__name__, {}, {name: "effdet.checkpoint.backbone" for name in (
-    "PACKAGED_BACKBONES", "PACKAGED_BACKBONE_MEAN", "PACKAGED_BACKBONE_STD", "load_pretrained_backbone",
-    "packaged_weights_path")})
+__getattr__, _ = lazy_exports(__name__)  # the pretrained backbones' names, which this module had (effdet._moved)

@@ -17,6 +17,5 @@ _EXPORTS = {
     "compare_detections": ".verify", "compare_with_onnxruntime": ".verify",
     "QUANTIZERS": ".quantize", "quantize_file": ".quantize",
 }
-_MOVED = {"_NonMaxSuppression": "effdet.ops.onnx_nms"}
 __all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MOVED)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)  # and the old module's names that moved (effdet._moved)

@@ -14,9 +14,5 @@ from .._moved import lazy_exports
 _EXPORTS = {
     "PostprocessSettings": ".settings", "Predictor": ".predictor", "load_predictor": ".predictor",
 }
-_MOVED = {
-    "anchors_for": "effdet.modeling.anchors", "detect_batch": "effdet.modeling.decode",
-    "valid_image_sizes": "effdet.modeling.decode", "_decode": "effdet.modeling.decode",
-}
 __all__ = sorted(_EXPORTS)
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, _MOVED)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)  # and the old module's names that moved (effdet._moved)

@@ -175,5 +175,4 @@ def anchors_for(config: ModelConfig, image_size: Sequence[int], device: torch.de
         [tuple(r) for r in config.aspect_ratios], config.anchor_scale, device=device)
 
 
-# names this module had before the box coder moved to effdet.ops (issue 22): they warn
-__getattr__, _ = lazy_exports(__name__, {}, {name: "effdet.ops.box_coder" for name in ("BoxCoder", "ENCODE_EPS")})
+__getattr__, _ = lazy_exports(__name__)  # the box coder's names, which this module had (effdet._moved): they warn
