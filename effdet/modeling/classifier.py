@@ -9,7 +9,7 @@ as (x − 127) / 128, TF 'SAME' padding.
 Class names: torchvision's ImageNet-1k category list (part of the installed torchvision, no download). Its
 index order is the standard ILSVRC-2012 synset order that the TF EfficientNet-Lite 1000-way head uses (no
 background class): scikit-image's cat photo scores highest at 281–285 (tabby, tiger cat, Egyptian cat) and
-the coffee photo at 967 (espresso), see tests/test_classifier.py.
+the coffee photo at 967 (espresso), see tests/unit/test_classifier.py.
 """
 from __future__ import annotations
 
