@@ -178,8 +178,10 @@ def test_hand_written_focal_gradient_passes_gradcheck(smoothing):
     keep = (torch.rand(2, 2, 1, 2, 2, generator=generator) > 0.3).double()
     positives = torch.tensor([[0, 1, 1], [0, 1, 1], [1, 2, 0], [0, 1, 1], [1, 0, 1]])  # (b, a, c, y, x) per column
     keep[positives[0], positives[1], 0, positives[3], positives[4]] = 1.0  # positives are never ignored
+    target_class = torch.full((2, 2, 1, 2, 2), -1, dtype=torch.long)  # the class of each positive anchor
+    target_class[positives[0], positives[1], 0, positives[3], positives[4]] = positives[2]
     assert torch.autograd.gradcheck(
-        lambda x: _LevelFocalSum.apply(x, keep, positives, 0.25, 1.5, smoothing), (logits,)
+        lambda x: _LevelFocalSum.apply(x, keep, target_class, 0.25, 1.5, smoothing), (logits,)
     )
 
 
