@@ -161,7 +161,7 @@ class DetectionLoss(nn.Module):
             num_positives: ``[B]`` positives per image.
             anchors: ``[N, 4]`` xyxy, required for ``box_loss_type='giou'``.
             normalizer: scalar ``P`` to divide by instead of ``sum(num_positives) + 1`` (training with several
-                processes passes the global batch's count; see ``DetectionModule._loss_normalizer``).
+                processes passes the global batch's count; see ``DetectionModule.training_step``).
 
         Returns:
             dict with scalar tensors ``loss``, ``class_loss``, ``box_loss``.
