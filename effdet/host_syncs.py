@@ -51,11 +51,16 @@ def _device_to_host(name: str, args: tuple, kwargs: dict) -> bool:
         target is not None and torch.device(target).type == "cpu"
 
 
+_PROJECT_FOLDERS = ("effdet", "backbones", "heads", "tests", "tools", "benchmarks")
+
+
 def _caller() -> str:
-    """The innermost frame of this project (effdet/, backbones/, heads/) that led to the operation."""
+    """The innermost frame of this project (its folders in _PROJECT_FOLDERS) that led to the operation."""
     for frame in reversed(traceback.extract_stack()[:-3]):
         path = Path(frame.filename).resolve()
-        if _PACKAGE_ROOT in path.parents and path.name != "host_syncs.py":
+        # (a virtual environment inside the checkout, as `make` creates it in .venv/, is not the project)
+        if _PACKAGE_ROOT in path.parents and path.name != "host_syncs.py" and \
+                path.relative_to(_PACKAGE_ROOT).parts[0] in _PROJECT_FOLDERS:
             return f"{path.relative_to(_PACKAGE_ROOT)}:{frame.lineno} ({frame.name})"
     return "outside the project"
 
