@@ -5,6 +5,7 @@ this module only says what one training step and one validation pass are.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from typing import Any, Optional
@@ -14,7 +15,6 @@ import torch
 import torch.nn as nn
 from omegaconf import DictConfig, OmegaConf
 from lightning.pytorch.trainer.states import TrainerFn
-from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from ..modeling.assign import AnchorMatcher
@@ -138,30 +138,65 @@ class DetectionDataModule(L.LightningDataModule):
 # ------------------------------------------------------------------------------------------------ EMA
 
 
-class TFWarmupEMA:
-    """``multi_avg_fn`` for ``AveragedModel``: EMA with TF's warm-up, ``d_t = min(decay, (1+t)/(10+t))``.
+class ExponentialMovingAverage(nn.Module):
+    """EMA of a model's parameters and buffers with TF's warm-up: ``avg = d·avg + (1-d)·model`` with
+    ``d_t = min(decay, (1+t)/(10+t))`` after ``t`` updates; the first update copies the model.
 
-    Integer buffers (BN ``num_batches_tracked``) are copied, not averaged. An update whose floating-point tensors
-    hold any NaN or inf leaves the average as it is (decided on the device, without a host sync: the EMA is what
-    validation, ``best.ckpt`` and exports use, and one non-finite value would stay in it for good). A plain
-    class, not a closure, so the module pickles (``trainer.strategy=ddp_spawn`` sends it to the spawned processes).
+    Written for training on accelerators: the update is a few ``torch._foreach_*`` calls per (device, dtype) group
+    and never waits for the device. The warm-up counter ``t`` lives on the host (``updates``); the buffer
+    ``n_averaged`` mirrors it for checkpoints. Integer buffers (BN ``num_batches_tracked``) are copied, floating
+    ones averaged. An update whose floating-point values hold any NaN or inf leaves the average as it is (decided on
+    the device). The state dict is that of ``torch.optim.swa_utils.AveragedModel`` (``module.*``, ``n_averaged``),
+    which earlier runs saved, so their ``last.ckpt`` resumes and their ``best.ckpt`` loads unchanged.
     """
 
-    def __init__(self, decay: float) -> None:
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        super().__init__()
+        self.module = copy.deepcopy(model)
+        self.module.requires_grad_(False)
         self.decay = float(decay)
+        self.register_buffer("n_averaged", torch.tensor(0, dtype=torch.long, device=_module_device(model)))
+        self.updates = 0
+
+    def decay_at(self, updates: int) -> float:
+        """The weight of the average after ``updates`` updates (TF's warm-up)."""
+        return min(self.decay, (1.0 + updates) / (10.0 + updates))
+
+    def _groups(self, model: nn.Module) -> dict[tuple, tuple[list[torch.Tensor], list[torch.Tensor]]]:
+        averaged = [*self.module.parameters(), *self.module.buffers()]
+        current = [*model.parameters(), *model.buffers()]
+        if len(averaged) != len(current):
+            raise ValueError(f"the EMA holds {len(averaged)} tensors, the model {len(current)}")
+        groups: dict[tuple, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        for a, c in zip(averaged, current):
+            group = groups.setdefault((a.device, a.dtype), ([], []))
+            group[0].append(a.detach())
+            group[1].append(c.detach())
+        return groups
 
     @torch.no_grad()
-    def __call__(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        t = float(num_averaged)
-        d = min(self.decay, (1.0 + t) / (10.0 + t))
-        if averaged[0].is_floating_point():
+    def update(self, model: nn.Module) -> None:
+        """Average ``model`` (the same architecture) into the EMA."""
+        for (_, dtype), (averaged, current) in self._groups(model).items():
+            if self.updates == 0 or not dtype.is_floating_point:
+                torch._foreach_copy_(averaged, current)
+                continue
             # the norm of a tensor is non-finite when any of its values is: one flag for the whole group
             finite = torch.stack(torch._foreach_norm(current)).isfinite().all()
             current = [torch.where(finite, c, a) for a, c in zip(averaged, current)]
-            torch._foreach_lerp_(averaged, current, 1.0 - d)
-        else:
-            for a, c in zip(averaged, current):
-                a.copy_(c)
+            torch._foreach_lerp_(averaged, current, 1.0 - self.decay_at(self.updates))
+        self.updates += 1
+        self.n_averaged.fill_(self.updates)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "n_averaged" in state_dict:
+            self.updates = int(state_dict[prefix + "n_averaged"])  # read once, when a checkpoint is loaded
+
+
+def _module_device(model: nn.Module) -> torch.device:
+    tensor = next(iter([*model.parameters(), *model.buffers()]), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 class BatchNormSnapshot:
@@ -301,12 +336,9 @@ class DetectionModule(L.LightningModule):
             for m in self._batch_norms():
                 m.requires_grad_(False)
         decay = self.cfg.optim.ema_decay
-        self.ema = (AveragedModel(self.model, multi_avg_fn=TFWarmupEMA(decay), use_buffers=True)
-                    if decay else None)
-        if self.ema is not None:
-            # Averaged, never trained: no gradients, so DDP (which wraps this whole module) does not wait
-            # for them. Its weights are saved with the module's as `ema.module.*`.
-            self.ema.requires_grad_(False)
+        # Averaged, never trained: no gradients, so DDP (which wraps this whole module) does not wait for them.
+        # Its weights are saved with the module's as `ema.module.*`.
+        self.ema = ExponentialMovingAverage(self.model, decay) if decay else None
         loss = self.cfg.loss
         self.criterion = DetectionLoss(self.model_config.num_classes, loss.alpha, loss.gamma, loss.delta,
                                        loss.box_loss_weight, loss.box_loss, loss.label_smoothing)
@@ -317,7 +349,11 @@ class DetectionModule(L.LightningModule):
         self.last_metrics: dict[str, Any] = {}
         self.nonfinite_steps = 0
         self._consecutive_nonfinite = 0
-        self._skip_step = False  # a non-finite loss in this optimiser step (on any rank)
+        # This optimiser step (one or more micro-batches): a device flag, non-zero when the loss was non-finite on
+        # any rank, and the image ids of this rank's batches, both read only when the step is decided.
+        self._step_nonfinite: Optional[torch.Tensor] = None
+        self._step_image_ids: list[torch.Tensor] = []
+        self._skipped = False  # the decision for the optimiser step being made
         self._batch_norm_snapshot = BatchNormSnapshot(self.model)
 
     def _build_model(self) -> EfficientDet:
@@ -377,80 +413,87 @@ class DetectionModule(L.LightningModule):
     # ------------------------------------------------------------------ training
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int):
+        """Loss of one (micro-)batch. Nothing here waits for the device: the matcher runs before the forward (it
+        needs only anchors and boxes), the loss is summed first and normalised after one ``all_reduce`` of
+        ``[positives, non-finite]`` over the ranks, and whether the optimiser step is skipped is decided in
+        :meth:`on_before_optimizer_step`, the step's one host sync."""
         images = normalize(batch["images"], self.model_config.mean, self.model_config.std)
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        self._batch_norm_snapshot.take()
-        class_outputs, box_outputs = self.model(images)
         anchors = self._anchors(images.shape[-2:])
         cls_targets, box_targets, num_positives = self.matcher(
             anchors, batch["boxes"], batch["labels"], batch["crowd_boxes"], batch["crowd_mask"])
-        losses = self.criterion(class_outputs, box_outputs, cls_targets, box_targets, num_positives, anchors,
-                                normalizer=self._loss_normalizer(num_positives))
-        loss = losses["loss"]
-        if self._any_rank_nonfinite(loss):
-            return self._skip_nonfinite(loss, batch)
-        self._consecutive_nonfinite = 0
+        if self._step_nonfinite is None:  # the first micro-batch of an optimiser step
+            self._batch_norm_snapshot.take()
+            self._step_image_ids = []
+        class_outputs, box_outputs = self.model(images)
+        sums = self.criterion(class_outputs, box_outputs, cls_targets, box_targets, num_positives, anchors,
+                              normalizer=torch.ones((), device=anchors.device))
+        positives, nonfinite = self._reduce_over_ranks(num_positives.detach().float().sum(),
+                                                        torch.logical_not(torch.isfinite(sums["loss"].detach())))
+        # (positives in the global batch + 1) / world_size. DDP averages the ranks' gradients, so with this
+        # normaliser the averaged gradient is that of the sum of every rank's loss terms / (global positives + 1):
+        # the loss of one process seeing the whole global batch (counting positives per process would weight
+        # images by how crowded their rank's batch happens to be). With one process: the usual positives + 1.
+        normalizer = (positives + 1.0) / self.trainer.world_size
+        class_loss, box_loss = sums["class_loss"] / normalizer, sums["box_loss"] / normalizer
+        losses = {"loss": class_loss + self.criterion.box_loss_weight * box_loss, "class_loss": class_loss,
+                  "box_loss": box_loss}  # the criterion's own arithmetic, with the global normaliser
+        self._step_nonfinite = nonfinite if self._step_nonfinite is None else self._step_nonfinite + nonfinite
+        self._step_image_ids.append(batch["image_ids"])
         batch_size = images.shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size)
         self.log("train/class_loss", losses["class_loss"], batch_size=batch_size)
         self.log("train/box_loss", losses["box_loss"], batch_size=batch_size)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], prog_bar=True, batch_size=batch_size)
-        return loss
+        return losses["loss"]
 
-    def _sum_over_ranks(self, value: torch.Tensor) -> torch.Tensor:
-        if self.trainer.world_size == 1:
-            return value
-        return self.trainer.strategy.reduce(value.detach().clone(), reduce_op="sum")
+    def _reduce_over_ranks(self, positives: torch.Tensor, nonfinite: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sum of positives, number of ranks with a non-finite loss)`` over all ranks: one raw ``all_reduce`` (no
+        barrier, no host sync); with one process the values themselves."""
+        import torch.distributed as dist
 
-    def _loss_normalizer(self, num_positives: torch.Tensor) -> torch.Tensor:
-        """``(positives in the global batch + 1) / world_size``.
+        values = torch.stack([positives.float(), nonfinite.float()])
+        if self.trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            dist.all_reduce(values)
+        return values[0], values[1]
 
-        DDP averages the ranks' gradients, so with this normaliser the averaged gradient is the gradient of
-        ``sum of every rank's loss terms / (global positives + 1)``: the loss of one process seeing the whole
-        global batch. (Counting positives per process would weight images by how crowded their rank's
-        batch happens to be.) With one process it is the usual ``positives + 1``.
-        """
-        positives = self._sum_over_ranks(num_positives.detach().float().sum())
-        return (positives + 1.0) / self.trainer.world_size
-
-    def _any_rank_nonfinite(self, loss: torch.Tensor) -> bool:
-        """True on every rank when the loss is non-finite on any rank, so all of them skip the step together
-        (a rank skipping alone would leave the others waiting for its gradients)."""
-        bad = torch.logical_not(torch.isfinite(loss.detach())).float()
-        return bool(self._sum_over_ranks(bad) > 0)
-
-    def _skip_nonfinite(self, loss: torch.Tensor, batch: dict[str, torch.Tensor]):
-        """Skip this optimiser step (on every rank: see ``_any_rank_nonfinite``); stop after too many in a row."""
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Decide the optimiser step, with the step's one host sync: a non-finite loss on any rank (every rank holds
+        the same reduced flag) drops the gradients everywhere, so the optimiser (momentum, weight decay) and the EMA
+        leave this step out, and puts back the batch-norm statistics its forward changed; stop after too many in a
+        row. (After backward and before gradient clipping, under every precision, GradScaler included.)"""
+        flag, self._step_nonfinite = self._step_nonfinite, None
+        self._skipped = flag is not None and bool(flag > 0)
+        if not self._skipped:
+            self._consecutive_nonfinite = 0
+            return
+        optimizer.zero_grad(set_to_none=True)  # parameters without a gradient are not updated
+        self._batch_norm_snapshot.restore()  # the bad forward's running statistics must not stay
         self.nonfinite_steps += 1
         self._consecutive_nonfinite += 1
-        self._batch_norm_snapshot.restore()  # the bad forward's running statistics must not stay
-        ids = batch["image_ids"].tolist()
-        logger.warning("non-finite loss (%s on this rank) at step %d, image ids here %s: step skipped on every "
-                       "rank (%d skipped so far)", float(loss), self.global_step, ids, self.nonfinite_steps)
+        ids = torch.cat(self._step_image_ids).tolist() if self._step_image_ids else []
+        logger.warning("non-finite loss at step %d (image ids on this rank %s): step skipped on every rank (%d "
+                       "skipped so far)", self.global_step, ids, self.nonfinite_steps)
         if self._consecutive_nonfinite >= MAX_CONSECUTIVE_NONFINITE:
             raise FloatingPointError(
                 f"the loss was non-finite for {self._consecutive_nonfinite} consecutive steps (last image ids "
                 f"{ids}); training stopped. Lower optim.lr, check the data, or use trainer.precision=32-true. "
                 f"The last good checkpoint is intact in {self.cfg.output_dir}/checkpoints.")
-        # Every rank returns a zero loss that reaches every parameter (Lightning forbids returning None under
-        # DDP, and DDP's all-reduce needs a gradient from every rank); on_before_optimizer_step then drops
-        # the gradients, so the optimiser (momentum, weight decay) and the EMA leave this step out.
-        self._skip_step = True
-        return sum((p * 0.0).sum() for p in self.model.parameters() if p.requires_grad)
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        if self._skip_step:
-            optimizer.zero_grad(set_to_none=True)  # parameters without a gradient are not updated
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         """The optimiser step, then one EMA update: once per optimiser step, also under gradient accumulation
-        (``trainer.accumulate_grad_batches``), where several micro-batches make one step. A step holding a
-        non-finite loss on any rank is skipped everywhere (see ``_skip_nonfinite``)."""
+        (``trainer.accumulate_grad_batches``), where several micro-batches make one step. Neither the EMA nor its
+        warm-up counter moves for a step skipped for a non-finite loss, or skipped by a GradScaler (16-mixed) for
+        non-finite gradients (seen as its scale going down: one more host sync per step, in 16-mixed only)."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
+        scale = getattr(scaler, "_scale", None)  # a device tensor (None before the scaler's first step)
+        scale = scale.clone() if isinstance(scale, torch.Tensor) else None
+        self._skipped = False
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        skipped, self._skip_step = self._skip_step, False
+        skipped = self._skipped or (scale is not None and bool(scaler._scale < scale))
         if self.ema is not None and not skipped:
-            self.ema.update_parameters(self.model)
+            self.ema.update(self.model)
 
     def configure_optimizers(self):
         optim = self.cfg.optim
@@ -463,7 +506,11 @@ class DetectionModule(L.LightningModule):
         if optim.name == "sgd":
             optimizer = torch.optim.SGD(groups, lr=lr, momentum=optim.momentum)
         else:
-            optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(optim.betas))
+            # On accelerators the step counts stay on the device (capturable): the default AdamW reads every
+            # parameter's count on the host, one sync per parameter and step. (Not fused: Lightning refuses gradient
+            # clipping with optimizers that unscale internally.) On the CPU a host read costs nothing.
+            on_accelerator = any(p.device.type in ("cuda", "xpu", "hpu") for p in decay + no_decay)
+            optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(optim.betas), capturable=on_accelerator)
         trainer = self.trainer
         total = trainer.estimated_stepping_batches  # loads the train loader unless max_epochs=-1
         if not math.isfinite(total):

@@ -89,8 +89,7 @@ class AnchorMatcher:
         ignore = torch.zeros((batch, num_anchors), dtype=torch.bool, device=device)
         if max_boxes > 0:
             iou = pairwise_iou(boxes.reshape(-1, 4), anchors).view(batch, max_boxes, num_anchors)
-            if not bool(valid.all()):
-                iou.masked_fill_(~valid[..., None], -1.0)  # padding never wins
+            iou = iou.masked_fill(~valid[..., None], -1.0)  # padding never wins
             best_iou, best_box = iou.max(dim=1)  # [B, N]; first box index on ties
             positive = best_iou >= self.match_threshold
             ignore = (best_iou >= self.unmatched_threshold) & ~positive
@@ -112,16 +111,16 @@ class AnchorMatcher:
         if crowd_boxes is not None and crowd_boxes.shape[1] > 0:
             ignore = ignore | (self._inside_crowd(anchors, crowd_boxes, crowd_mask) & ~positive)
 
+        # Targets of every anchor at once, kept where positive: no data-dependent shapes, so no host sync.
         cls_targets = torch.full((batch, num_anchors), BACKGROUND, dtype=torch.long, device=device)
         cls_targets = cls_targets.masked_fill(ignore, IGNORE)
         box_targets = torch.zeros((batch, num_anchors, 4), dtype=anchors.dtype, device=device)
-        batch_idx, anchor_idx = positive.nonzero(as_tuple=True)
-        if batch_idx.numel() > 0:
-            box_idx = matches[batch_idx, anchor_idx]
-            cls_targets[batch_idx, anchor_idx] = labels[batch_idx, box_idx]
-            box_targets[batch_idx, anchor_idx] = self.box_coder.encode(
-                boxes[batch_idx, box_idx], anchors[anchor_idx]
-            )
+        if max_boxes > 0:
+            matched = matches.clamp(min=0)  # [B, N]; anchors without a match read box 0, then are discarded
+            cls_targets = torch.where(positive, labels.gather(1, matched), cls_targets)
+            matched_boxes = boxes.gather(1, matched[..., None].expand(batch, num_anchors, 4))  # [B, N, 4]
+            codes = self.box_coder.encode(matched_boxes, anchors[None]).to(anchors.dtype)
+            box_targets = torch.where(positive[..., None], codes, box_targets)
         num_positives = positive.sum(dim=1).to(anchors.dtype)
         return cls_targets, box_targets, num_positives
 

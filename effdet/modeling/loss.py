@@ -59,35 +59,38 @@ class _LevelFocalSum(torch.autograd.Function):
     tensor of training): the forward pass computes the loss of every logit as if its target were 0,
     its derivative, and then replaces both at the one logit of each positive anchor by the full focal
     loss (whose small gradient comes from autograd). The backward pass is a single multiplication.
+    The positive logits are gathered and written back per anchor (``[B, A, 1, H, W]``), masked where the
+    anchor is not positive, so no shape depends on the data and nothing waits for the device.
 
     For target 0 and label smoothing ``s`` (``p = sigmoid(x)``, ``u = BCE(x, s/2) = x(1 - s/2) - log p``):
     ``f = (1-alpha) p**gamma u`` and ``f' = (1-alpha) p**gamma ((1-p)(gamma u - 1) + 1 - s/2)``.
     """
 
     @staticmethod
-    def forward(ctx, logits, keep, positives, alpha: float, gamma: float, label_smoothing: float):
-        # logits [B, A, C, H, W]; keep [B, A, 1, H, W] (0 for ignored anchors); positives [5, K] = (b, a, c, y, x)
+    def forward(ctx, logits, keep, target_class, alpha: float, gamma: float, label_smoothing: float):
+        # logits [B, A, C, H, W]; keep [B, A, 1, H, W] (0 for ignored anchors); target_class [B, A, 1, H, W] int64:
+        # the class of a positive anchor, negative otherwise
         log_prob = F.logsigmoid(logits)
         bce = torch.mul(logits, 1.0 - 0.5 * label_smoothing).sub_(log_prob)
         one_minus_prob = log_prob.exp().neg_().add_(1.0)
         prob_gamma = log_prob.mul_(gamma).exp_()
         weight = keep * (1.0 - alpha)
         total = (torch.mul(prob_gamma, bce).sum(dim=2, keepdim=True) * weight).sum()
-        index = tuple(positives)
-        as_negative = (1.0 - alpha) * prob_gamma[index] * bce[index]
+        positive = target_class >= 0  # [B, A, 1, H, W]
+        index = target_class.clamp(min=0)
+        as_negative = (1.0 - alpha) * prob_gamma.gather(2, index) * bce.gather(2, index)
         needs_grad = ctx.needs_input_grad[0]
         if needs_grad:
             grad = bce.mul_(gamma).sub_(1.0).mul_(one_minus_prob).add_(1.0 - 0.5 * label_smoothing)
             grad.mul_(prob_gamma).mul_(weight)
-        if positives.shape[1] > 0:
-            with torch.enable_grad():
-                positive_logits = logits[index].detach().requires_grad_()
-                positive_loss = focal_loss(positive_logits, torch.ones_like(positive_logits), alpha, gamma,
-                                           label_smoothing)
-                if needs_grad:
-                    (positive_grad,) = torch.autograd.grad(positive_loss.sum(), positive_logits)
-                    grad[index] = positive_grad
-            total = total + (positive_loss.detach() - as_negative).sum()
+        with torch.enable_grad():
+            positive_logits = logits.gather(2, index).detach().requires_grad_()
+            positive_loss = focal_loss(positive_logits, torch.ones_like(positive_logits), alpha, gamma,
+                                       label_smoothing)
+            if needs_grad:
+                (positive_grad,) = torch.autograd.grad(positive_loss.sum(), positive_logits)
+                grad.scatter_(2, index, torch.where(positive, positive_grad, grad.gather(2, index)))
+        total = total + torch.where(positive, positive_loss.detach() - as_negative, 0.0).sum()
         if needs_grad:
             ctx.save_for_backward(grad)
         return total
@@ -158,7 +161,7 @@ class DetectionLoss(nn.Module):
             num_positives: ``[B]`` positives per image.
             anchors: ``[N, 4]`` xyxy, required for ``box_loss_type='giou'``.
             normalizer: scalar ``P`` to divide by instead of ``sum(num_positives) + 1`` (training with several
-                processes passes the global batch's count; see ``DetectionModule._loss_normalizer``).
+                processes passes the global batch's count; see ``DetectionModule.training_step``).
 
         Returns:
             dict with scalar tensors ``loss``, ``class_loss``, ``box_loss``.
@@ -196,8 +199,6 @@ class DetectionLoss(nn.Module):
                 "were the targets built for another image size?"
             )
         keep = (cls_targets != -2).float()  # [B, N]
-        batch_idx, anchor_idx = (cls_targets >= 0).nonzero(as_tuple=True)
-        classes = cls_targets[batch_idx, anchor_idx]
         total = cls_targets.new_zeros((), dtype=torch.float32)
         offset = 0
         for level in class_outputs:
@@ -205,20 +206,13 @@ class DetectionLoss(nn.Module):
             num_anchors = channels // self.num_classes
             count = height * width * num_anchors
             logits = level.float().view(batch, num_anchors, self.num_classes, height, width)
-            level_keep = keep[:, offset:offset + count].reshape(batch, height, width, num_anchors)
-            level_keep = level_keep.permute(0, 3, 1, 2).unsqueeze(2)  # [B, A, 1, H, W]
-            in_level = (anchor_idx >= offset) & (anchor_idx < offset + count)
-            local = anchor_idx[in_level] - offset
-            position = torch.div(local, num_anchors, rounding_mode="floor")
-            positives = torch.stack([
-                batch_idx[in_level],
-                local % num_anchors,
-                classes[in_level],
-                torch.div(position, width, rounding_mode="floor"),
-                position % width,
-            ])
+
+            def per_anchor(values: torch.Tensor) -> torch.Tensor:  # [B, N] slice of this level -> [B, A, 1, H, W]
+                level_values = values[:, offset:offset + count].reshape(batch, height, width, num_anchors)
+                return level_values.permute(0, 3, 1, 2).unsqueeze(2)
+
             total = total + _LevelFocalSum.apply(
-                logits, level_keep, positives, self.alpha, self.gamma, self.label_smoothing
+                logits, per_anchor(keep), per_anchor(cls_targets), self.alpha, self.gamma, self.label_smoothing
             )
             offset += count
         return total
@@ -232,10 +226,8 @@ class DetectionLoss(nn.Module):
     ) -> torch.Tensor:
         if anchors is None:
             raise ValueError("box_loss_type='giou' needs the anchors passed to DetectionLoss.forward")
-        batch_idx, anchor_idx = (cls_targets >= 0).nonzero(as_tuple=True)
-        if batch_idx.numel() == 0:
-            return box_codes.sum() * 0.0
-        chosen_anchors = anchors[anchor_idx].float()
-        pred = self.box_coder.decode(box_codes[batch_idx, anchor_idx], chosen_anchors)
-        target = self.box_coder.decode(box_targets[batch_idx, anchor_idx], chosen_anchors)
-        return giou_loss(pred, target).sum()
+        # every anchor decoded, the positive ones summed: no data-dependent shapes (no host sync)
+        anchors = anchors.float()[None].expand_as(box_codes)
+        pred = self.box_coder.decode(box_codes, anchors)
+        target = self.box_coder.decode(box_targets, anchors)
+        return torch.where(cls_targets >= 0, giou_loss(pred, target), 0.0).sum()

@@ -10,7 +10,7 @@ from typing import Tuple, TypeVar, Union
 
 import numpy as np
 import torch
-from torchvision.ops import box_convert, clip_boxes_to_image, generalized_box_iou_loss
+from torchvision.ops import box_convert, clip_boxes_to_image
 
 Boxes = TypeVar("Boxes", torch.Tensor, np.ndarray)
 
@@ -54,11 +54,22 @@ def paired_iou(boxes: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union, torch.zeros_like(inter))
 
 
-def giou_loss(pred_xyxy: torch.Tensor, target_xyxy: torch.Tensor) -> torch.Tensor:
-    """Element-wise ``1 - GIoU`` of matching xyxy boxes ``[..., 4]`` -> ``[...]`` (``torchvision.ops``)."""
-    shape = pred_xyxy.shape[:-1]
-    loss = generalized_box_iou_loss(pred_xyxy.reshape(-1, 4), target_xyxy.reshape(-1, 4), reduction="none")
-    return loss.view(shape)
+def giou_loss(pred_xyxy: torch.Tensor, target_xyxy: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Element-wise ``1 - GIoU`` of matching xyxy boxes ``[..., 4]`` -> ``[...]``.
+
+    The arithmetic of ``torchvision.ops.generalized_box_iou_loss`` (same ``eps``), with the intersection kept by
+    ``torch.where`` instead of boolean-mask indexing, so that no shape depends on the data (no host sync).
+    """
+    x1, y1, x2, y2 = pred_xyxy.unbind(dim=-1)
+    x1g, y1g, x2g, y2g = target_xyxy.unbind(dim=-1)
+    inter_x1, inter_y1 = torch.max(x1, x1g), torch.max(y1, y1g)
+    inter_x2, inter_y2 = torch.min(x2, x2g), torch.min(y2, y2g)
+    overlaps = (inter_y2 > inter_y1) & (inter_x2 > inter_x1)
+    inter = torch.where(overlaps, (inter_x2 - inter_x1) * (inter_y2 - inter_y1), torch.zeros_like(x1))
+    union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - inter
+    iou = inter / (union + eps)
+    enclosing = (torch.max(x2, x2g) - torch.min(x1, x1g)) * (torch.max(y2, y2g) - torch.min(y1, y1g))
+    return 1 - (iou - (enclosing - union) / (enclosing + eps))
 
 
 def clip_boxes(boxes: torch.Tensor, height: float, width: float) -> torch.Tensor:

@@ -8,6 +8,7 @@ import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from torchvision.ops import batched_nms
 
 from .box_coder import BoxCoder
@@ -114,6 +115,58 @@ def _gather_box_codes(box_outputs: Sequence[torch.Tensor], image: int, anchor_id
     return codes[anchor_idx]
 
 
+def soft_nms_batched(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    classes: torch.Tensor,
+    sigma: float = 0.5,
+    score_threshold: float = 0.001,
+    max_detections: int = 100,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian soft-NMS (Bodla et al. 2017), independently per class, for a batch of images at once.
+
+    Per class, greedily: take the highest remaining score; every other remaining box of that class is
+    rescored by ``exp(-IoU**2 / sigma)`` (the paper's Gaussian penalty; sigma 0.5 in the paper and the
+    reference); boxes whose score falls to ``<= score_threshold`` are dropped. The result is the best
+    ``max_detections`` selections over all classes by rescored score, as running the reference's loop to the
+    end and cutting its list. (TensorFlow's ``soft_nms_sigma`` means ``exp(-IoU**2 / (2*sigma))``; pass
+    ``sigma=2*s`` to mimic it.)
+
+    Classes never interact and scores only decrease, so taking in every round the best remaining box of *any*
+    class selects, in each class, the boxes that class's own greedy loop selects, in decreasing order of their
+    final score: the first ``max_detections`` rounds are exactly the best ``max_detections`` selections. The loop
+    runs that many rounds (at most the number of candidates) on every image at once and never asks the device
+    whether to go on: no host sync at all.
+
+    Args:
+        boxes: ``[B, K, 4]`` xyxy. scores: ``[B, K]`` (padding: ``-inf`` or anything ``<= score_threshold``).
+        classes: ``[B, K]`` int.
+
+    Returns:
+        ``(indices [B, D] int64, rescored scores [B, D])`` by decreasing rescored score, ``D = min(max_detections,
+        K)``; a selection that does not exist (the image ran out of boxes) has score ``-inf`` and index 0.
+    """
+    batch, num_boxes = scores.shape
+    rounds = max(0, min(int(max_detections), num_boxes))
+    current = scores.float().masked_fill(scores <= score_threshold, -math.inf)
+    picked_ids = torch.zeros((batch, rounds), dtype=torch.long, device=boxes.device)
+    picked_scores = current.new_full((batch, rounds), -math.inf)
+    rows = torch.arange(batch, device=boxes.device)
+    for step in range(rounds):
+        best_score, best = current.max(dim=1)  # [B]; the first box holding the best score
+        found = torch.isfinite(best_score)
+        picked_ids[:, step] = torch.where(found, best, 0)
+        picked_scores[:, step] = best_score
+        current[rows, best] = -math.inf
+        # rescore the remaining boxes of the chosen box's class by their IoU with it
+        chosen = boxes[rows, best]  # [B, 4]
+        iou = paired_iou(boxes.reshape(-1, 4), chosen[:, None, :].expand_as(boxes).reshape(-1, 4)).view(batch, -1)
+        same = (classes == classes[rows, best][:, None]) & found[:, None]
+        current = current * torch.where(same, torch.exp(-(iou * iou) / sigma), torch.ones_like(iou))
+        current = current.masked_fill(current <= score_threshold, -math.inf)
+    return picked_ids, picked_scores.to(scores.dtype)
+
+
 def soft_nms(
     boxes: torch.Tensor,
     scores: torch.Tensor,
@@ -122,64 +175,15 @@ def soft_nms(
     score_threshold: float = 0.001,
     max_detections: int = 100,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Gaussian soft-NMS (Bodla et al. 2017), independently per class.
-
-    Per class, greedily: take the highest remaining score; every other remaining box of that class is
-    rescored by ``exp(-IoU**2 / sigma)`` (the paper's Gaussian penalty; sigma 0.5 in the paper and the
-    reference); boxes whose score falls to ``<= score_threshold`` are dropped. The result is the best
-    ``max_detections`` selections over all classes by rescored score, as running the reference's
-    loop to the end and cutting its list.
-    (TensorFlow's ``soft_nms_sigma`` means ``exp(-IoU**2 / (2*sigma))``; pass ``sigma=2*s`` to mimic it.)
-
-    Vectorised over classes: each round makes one greedy step in every class at once. Scores only
-    decrease, so once ``max_detections`` selections score at least the best remaining score no later
-    selection can enter the result and the loop stops.
-
-    Args:
-        boxes: ``[K, 4]`` xyxy. scores: ``[K]``. classes: ``[K]`` int.
-
-    Returns:
-        ``(indices [D] int64, rescored scores [D])`` by decreasing rescored score, ``D <= max_detections``.
-    """
-    device = boxes.device
-    num_boxes = scores.numel()
-    if num_boxes == 0 or max_detections <= 0:
-        return torch.empty(0, dtype=torch.long, device=device), scores.new_empty(0)
-    _, group = torch.unique(classes, return_inverse=True)  # dense class ids 0..G-1
-    num_groups = int(group.max()) + 1
-    current = scores.float().clone()
-    current[current <= score_threshold] = -math.inf
-    box_ids = torch.arange(num_boxes, device=device)
-    picked_ids: List[torch.Tensor] = []
-    picked_scores: List[torch.Tensor] = []
-    while True:
-        group_best = current.new_full((num_groups,), -math.inf).scatter_reduce(0, group, current, "amax")
-        bound = group_best.max()
-        if not bool(torch.isfinite(bound)):
-            break
-        if picked_scores and int((torch.cat(picked_scores) >= bound).sum()) >= max_detections:
-            break  # every later selection scores <= bound
-        # the first box holding its class's best score
-        at_best = (current == group_best[group]) & torch.isfinite(current)
-        first = torch.full((num_groups,), num_boxes, dtype=torch.long, device=device).scatter_reduce(
-            0, group, torch.where(at_best, box_ids, num_boxes), "amin")
-        chosen = first[first < num_boxes]  # [G'] one box per class that still has boxes
-        picked_ids.append(chosen)
-        picked_scores.append(current[chosen].clone())
-        current[chosen] = -math.inf
-        # rescore every remaining box by its IoU with the box just chosen in its class
-        chosen_box_of_group = boxes.new_zeros((num_groups, 4))
-        chosen_box_of_group[group[chosen]] = boxes[chosen]
-        has_choice = torch.zeros(num_groups, dtype=torch.bool, device=device)
-        has_choice[group[chosen]] = True
-        iou = paired_iou(boxes, chosen_box_of_group[group])
-        decay = torch.where(has_choice[group], torch.exp(-(iou * iou) / sigma), torch.ones_like(iou))
-        current = current * decay
-        current[current <= score_threshold] = -math.inf
-    ids = torch.cat(picked_ids) if picked_ids else torch.empty(0, dtype=torch.long, device=device)
-    rescored = torch.cat(picked_scores) if picked_scores else scores.new_empty(0).float()
-    order = torch.sort(rescored, descending=True, stable=True).indices[:max_detections]
-    return ids[order], rescored[order].to(scores.dtype)
+    """:func:`soft_nms_batched` for one image: ``boxes [K, 4]`` xyxy, ``scores [K]``, ``classes [K]`` ->
+    ``(indices [D] int64, rescored scores [D])`` by decreasing rescored score, ``D <= max_detections``
+    (one host sync, to cut the list to the selections that exist)."""
+    if scores.numel() == 0 or max_detections <= 0:
+        return torch.empty(0, dtype=torch.long, device=boxes.device), scores.new_empty(0)
+    ids, rescored = soft_nms_batched(boxes[None], scores[None], classes[None], sigma, score_threshold,
+                                     max_detections)
+    count = int(torch.isfinite(rescored[0]).sum())
+    return ids[0, :count], rescored[0, :count]
 
 
 def _hard_nms_top(
@@ -260,7 +264,7 @@ def postprocess(
     if score_threshold > 0:
         min_logit = math.log(score_threshold / (1.0 - score_threshold)) if score_threshold < 1 else math.inf
     coder = BoxCoder()
-    detections = []
+    candidates = []
     for image, (logits, flat_index) in enumerate(topk_logits(class_outputs, num_classes, pre_nms_top_k, min_logit)):
         anchor_idx = torch.div(flat_index, num_classes, rounding_mode="floor")
         classes = flat_index % num_classes
@@ -268,12 +272,28 @@ def postprocess(
         boxes = coder.decode(codes, anchors[anchor_idx])
         if image_sizes is not None:
             boxes = clip_boxes(boxes, float(image_sizes[image][0]), float(image_sizes[image][1]))
-        scores = logits.float().sigmoid()
-        detections.append(
-            _suppress(boxes, scores, classes, nms_method, iou_threshold, soft_nms_sigma, score_threshold,
-                      max_detections)
-        )
-    return detections
+        candidates.append((boxes, logits.float().sigmoid(), classes))
+    if nms_method == "soft":  # every image at once
+        return _soft_nms_images(candidates, soft_nms_sigma, score_threshold, max_detections)
+    return [_suppress(boxes, scores, classes, nms_method, iou_threshold, soft_nms_sigma, score_threshold,
+                      max_detections) for boxes, scores, classes in candidates]
+
+
+def _soft_nms_images(candidates: Sequence[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]], sigma: float,
+                     score_threshold: float, max_detections: int) -> List[Detections]:
+    """:func:`soft_nms_batched` over images with different numbers of candidates ``(boxes [K_i, 4], scores [K_i],
+    classes [K_i])``, padded to the largest; one host sync for the whole batch (the number kept per image)."""
+    width = max((scores.numel() for _, scores, _ in candidates), default=0)
+    if width == 0 or max_detections <= 0:
+        return [{"boxes": boxes[:0], "scores": scores[:0], "labels": classes[:0].long()}
+                for boxes, scores, classes in candidates]
+    boxes = torch.stack([F.pad(b, (0, 0, 0, width - b.shape[0])) for b, _, _ in candidates])
+    scores = torch.stack([F.pad(s, (0, width - s.numel()), value=-math.inf) for _, s, _ in candidates])
+    classes = torch.stack([F.pad(c, (0, width - c.numel())) for _, _, c in candidates])
+    ids, rescored = soft_nms_batched(boxes, scores, classes, sigma, score_threshold, max_detections)
+    counts = torch.isfinite(rescored).sum(dim=1).tolist()
+    return [{"boxes": boxes[i][ids[i, :n]], "scores": rescored[i, :n], "labels": classes[i][ids[i, :n]].long()}
+            for i, n in enumerate(counts)]
 
 
 def scale_boxes_to_original(boxes: torch.Tensor, scale: float, orig_size: Tuple[int, int]) -> torch.Tensor:

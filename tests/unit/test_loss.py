@@ -178,8 +178,10 @@ def test_hand_written_focal_gradient_passes_gradcheck(smoothing):
     keep = (torch.rand(2, 2, 1, 2, 2, generator=generator) > 0.3).double()
     positives = torch.tensor([[0, 1, 1], [0, 1, 1], [1, 2, 0], [0, 1, 1], [1, 0, 1]])  # (b, a, c, y, x) per column
     keep[positives[0], positives[1], 0, positives[3], positives[4]] = 1.0  # positives are never ignored
+    target_class = torch.full((2, 2, 1, 2, 2), -1, dtype=torch.long)  # the class of each positive anchor
+    target_class[positives[0], positives[1], 0, positives[3], positives[4]] = positives[2]
     assert torch.autograd.gradcheck(
-        lambda x: _LevelFocalSum.apply(x, keep, positives, 0.25, 1.5, smoothing), (logits,)
+        lambda x: _LevelFocalSum.apply(x, keep, target_class, 0.25, 1.5, smoothing), (logits,)
     )
 
 
@@ -277,3 +279,19 @@ def test_loss_equals_reference():
             assert torch.allclose(mine.grad, theirs, rtol=1e-4, atol=1e-9)
         for mine, theirs in zip(box_req, box_grads):
             assert torch.allclose(mine.grad, theirs, rtol=1e-4, atol=1e-9)
+
+
+def test_giou_loss_equals_torchvision():
+    """Our sync-free GIoU loss against torchvision's generalized_box_iou_loss, overlapping and disjoint pairs."""
+    from torchvision.ops import generalized_box_iou_loss
+
+    from effdet.boxes import giou_loss
+
+    generator = torch.Generator().manual_seed(3)
+    corners = torch.rand(200, 2, 2, generator=generator) * 50
+    sizes = torch.rand(200, 2, 2, generator=generator) * 30 + 0.5
+    pred, target = torch.cat([corners[:, 0], corners[:, 0] + sizes[:, 0]], 1), torch.cat(
+        [corners[:, 1], corners[:, 1] + sizes[:, 1]], 1)
+    expected = generalized_box_iou_loss(pred, target, reduction="none")
+    assert bool((expected > 1).any()) and bool((expected < 1).any())  # disjoint and overlapping pairs
+    assert torch.allclose(giou_loss(pred, target), expected, atol=1e-6)

@@ -12,7 +12,7 @@ import torch
 
 from effdet.schema import ConfigError, load_train_config
 from effdet.runner import AtomicCheckpointIO
-from effdet.training import MAX_CONSECUTIVE_NONFINITE, DetectionModule, TFWarmupEMA, WarmupCosine
+from effdet.training import MAX_CONSECUTIVE_NONFINITE, DetectionModule, ExponentialMovingAverage, WarmupCosine
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA_KEYS = ["data.train.images=t", "data.train.annotations=t.json", "data.val.images=v",
@@ -100,30 +100,97 @@ def test_warmup_cosine_schedule():
     assert constant(0) == constant(99) == 1.0
 
 
+def _ema_of(*tensors: torch.Tensor, decay: float) -> tuple[ExponentialMovingAverage, torch.nn.Module]:
+    """An EMA over a module holding ``tensors`` as parameters (floats) or buffers (integers), and that module."""
+    model = torch.nn.Module()
+    for index, tensor in enumerate(tensors):
+        if tensor.is_floating_point():
+            model.register_parameter(f"p{index}", torch.nn.Parameter(tensor.clone(), requires_grad=False))
+        else:
+            model.register_buffer(f"b{index}", tensor.clone())
+    return ExponentialMovingAverage(model, decay), model
+
+
+def _set(model: torch.nn.Module, *tensors: torch.Tensor) -> None:
+    with torch.no_grad():
+        for target, value in zip([*model.parameters(), *model.buffers()], tensors):
+            target.copy_(value)
+
+
 def test_ema_update_has_tf_warmup():
-    update = TFWarmupEMA(0.9998)
-    averaged, current = [torch.zeros(3)], [torch.ones(3)]
-    update(averaged, current, torch.tensor(0))  # d = min(0.9998, 1/10) = 0.1
-    assert torch.allclose(averaged[0], torch.full((3,), 0.9))
-    averaged = [torch.zeros(3)]
-    update(averaged, current, torch.tensor(10**7))  # d = 0.9998
-    assert torch.allclose(averaged[0], torch.full((3,), 2e-4), atol=1e-7)
-    counts = [torch.tensor(3)]
-    update(counts, [torch.tensor(7)], torch.tensor(5))  # integer buffers are copied
-    assert int(counts[0]) == 7
+    """The first update copies the model; update t (t >= 1) averages with d = min(decay, (1+t)/(10+t));
+    integer buffers are copied. Expected values from the formula, by hand."""
+    ema, model = _ema_of(torch.zeros(3), torch.tensor(3), decay=0.9998)
+    _set(model, torch.full((3,), 5.0), torch.tensor(4))
+    ema.update(model)  # copy
+    assert torch.equal(ema.module.p0, torch.full((3,), 5.0)) and ema.updates == 1 and int(ema.n_averaged) == 1
+    _set(model, torch.ones(3), torch.tensor(7))
+    ema.update(model)  # t = 1: d = 2/11
+    assert torch.allclose(ema.module.p0, torch.full((3,), 5.0 * 2 / 11 + 1.0 * 9 / 11))
+    assert int(ema.module.b1) == 7 and int(ema.n_averaged) == 2
+    ema.updates = 10**7  # late in training: d = decay
+    _set(model, torch.zeros(3), torch.tensor(7))
+    before = ema.module.p0.clone()
+    ema.update(model)
+    assert torch.allclose(ema.module.p0, before * 0.9998, atol=1e-7)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_ema_never_averages_non_finite_values(bad):
     """One non-finite value anywhere in an update leaves every averaged tensor as it was; the next finite update
     averages normally."""
-    update = TFWarmupEMA(0.5)
-    averaged = [torch.full((3,), 2.0), torch.full((2, 2), -1.0)]
-    poisoned = [torch.tensor([1.0, bad, 1.0]), torch.ones(2, 2)]
-    update(averaged, poisoned, torch.tensor(10**7))
-    assert torch.equal(averaged[0], torch.full((3,), 2.0)) and torch.equal(averaged[1], torch.full((2, 2), -1.0))
-    update(averaged, [torch.zeros(3), torch.ones(2, 2)], torch.tensor(10**7))  # d = 0.5
-    assert torch.equal(averaged[0], torch.full((3,), 1.0)) and torch.equal(averaged[1], torch.zeros(2, 2))
+    ema, model = _ema_of(torch.full((3,), 2.0), torch.full((2, 2), -1.0), decay=0.5)
+    ema.update(model)  # the first update copies
+    ema.updates = 10**7  # d = 0.5
+    _set(model, torch.tensor([1.0, bad, 1.0]), torch.ones(2, 2))
+    ema.update(model)
+    assert torch.equal(ema.module.p0, torch.full((3,), 2.0)) and torch.equal(ema.module.p1, torch.full((2, 2), -1.0))
+    _set(model, torch.zeros(3), torch.ones(2, 2))
+    ema.update(model)
+    assert torch.equal(ema.module.p0, torch.full((3,), 1.0)) and torch.equal(ema.module.p1, torch.zeros(2, 2))
+
+
+def test_ema_matches_averaged_model_and_loads_its_state():
+    """Numerically the update of torch's AveragedModel with TF's warm-up (what runs saved before), and its state
+    dict has the same keys, so an AveragedModel checkpoint loads and continues with the right warm-up count."""
+    from torch.optim.swa_utils import AveragedModel
+
+    def warmup(averaged, current, num_averaged):  # the multi_avg_fn training used (integer buffers copied)
+        t = float(num_averaged)
+        if not averaged[0].is_floating_point():
+            return torch._foreach_copy_(averaged, current)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(0.999, (1.0 + t) / (10.0 + t)))
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    reference = AveragedModel(model, multi_avg_fn=warmup, use_buffers=True)
+    ours = ExponentialMovingAverage(model, 0.999)
+    for _ in range(5):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+            model[1].running_mean.add_(1.0)
+        reference.update_parameters(model)
+        ours.update(model)
+    assert ours.state_dict().keys() == reference.state_dict().keys()
+    for key, value in reference.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key
+    restored = ExponentialMovingAverage(model, 0.999)
+    restored.load_state_dict(reference.state_dict())
+    assert restored.updates == 5
+
+
+def test_ema_update_waits_for_nothing():
+    """No host sync in an EMA update (issue: AveragedModel synchronised once per parameter)."""
+    from effdet.host_syncs import HostSyncCounter
+    import effdet
+
+    model = effdet.create_model("efficientdet_lite0", num_classes=3, image_size=128)
+    ema = ExponentialMovingAverage(model, 0.9998)
+    ema.update(model)
+    with HostSyncCounter() as syncs:
+        ema.update(model)
+    assert syncs.total == 0, syncs.report()
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
@@ -148,22 +215,35 @@ class _FakeTrainer:
     world_size = 1
 
 
+class _FakeOptimizer:
+    def __init__(self):
+        self.cleared = 0
+
+    def zero_grad(self, set_to_none=True):
+        self.cleared += 1
+
+
 def test_nonfinite_loss_is_skipped_then_stops(monkeypatch):
     cfg = load_train_config(None, DATA_KEYS + ["model.name=efficientdet_lite0", "model.image_size=128",
                                                "optim.ema_decay=null"])
     module = DetectionModule(cfg, ["a", "b"], [1, 5], val_coco=None)
     monkeypatch.setattr(type(module), "trainer", property(lambda self: _FakeTrainer()))
+    monkeypatch.setattr(module, "log", lambda *a, **k: None)
+    monkeypatch.setattr(module, "optimizers", lambda: torch.optim.SGD(module.model.parameters(), lr=0.1))
     monkeypatch.setattr(module.criterion, "forward", lambda *a, **k: {
         "loss": torch.tensor(float("nan")), "class_loss": torch.tensor(0.0), "box_loss": torch.tensor(0.0)})
     batch = {"images": torch.zeros(2, 3, 128, 128, dtype=torch.uint8), "boxes": torch.zeros(2, 1, 4),
              "labels": torch.full((2, 1), -1), "crowd_boxes": torch.zeros(2, 1, 4),
              "crowd_mask": torch.zeros(2, 1, dtype=torch.bool), "image_ids": torch.tensor([42, 43])}
-    for _ in range(MAX_CONSECUTIVE_NONFINITE - 1):
-        zero = module.training_step(batch, 0)  # reaches every parameter (DDP needs them all), adds nothing
-        assert float(zero) == 0.0 and zero.requires_grad and module._skip_step
-    assert module.nonfinite_steps == MAX_CONSECUTIVE_NONFINITE - 1
-    with pytest.raises(FloatingPointError, match=r"non-finite for 10 consecutive steps \(last image ids \[42, 43\]\)"):
+    optimizer = _FakeOptimizer()
+    for count in range(1, MAX_CONSECUTIVE_NONFINITE):
         module.training_step(batch, 0)
+        module.on_before_optimizer_step(optimizer)  # where the step is decided
+        assert module._skipped and optimizer.cleared == count
+    assert module.nonfinite_steps == MAX_CONSECUTIVE_NONFINITE - 1
+    module.training_step(batch, 0)
+    with pytest.raises(FloatingPointError, match=r"non-finite for 10 consecutive steps \(last image ids \[42, 43\]\)"):
+        module.on_before_optimizer_step(optimizer)
 
 
 def test_num_classes_mismatch_is_reported():
