@@ -43,9 +43,10 @@ MOVED_MODULES: dict[str, str] = {
     "effdet.postprocess": "effdet.ops.nms",
     # engine: config schema, training, the run directory, the anchor check
     "effdet.schema": "effdet.engine.schema",
-    "effdet.training": "effdet.engine.training",
+    "effdet.training": "effdet.engine",  # split into engine/module.py, datamodule.py, ema.py, schedules.py, rng.py
     "effdet.runner": "effdet.engine.runner",
     "effdet.anchor_fit": "effdet.engine.anchor_fit",
+    "effdet.host_syncs": "effdet.engine.host_syncs",
     # evaluation (effdet.evaluation itself is now the package)
     "effdet.cocoeval": "effdet.evaluation.cocoeval",
     "effdet.metrics": "effdet.evaluation.metrics",
@@ -67,7 +68,7 @@ MOVED_MODULES: dict[str, str] = {
 MOVED_NAMES: dict[str, dict[str, str]] = {
     "effdet.inference": {"anchors_for": "effdet.modeling.anchors", "detect_batch": "effdet.modeling.decode",
                          "valid_image_sizes": "effdet.modeling.decode", "_decode": "effdet.modeling.decode"},
-    "effdet.export": {"_NonMaxSuppression": "effdet.ops.onnx_nms"},
+    "effdet.export": {"_NonMaxSuppression": "effdet.ops.nms"},
     "effdet.modeling.anchors": {"BoxCoder": "effdet.ops.box_coder", "ENCODE_EPS": "effdet.ops.box_coder"},
     "effdet.checkpoint.load": {name: "effdet.checkpoint.backbone" for name in (
         "PACKAGED_BACKBONES", "PACKAGED_BACKBONE_MEAN", "PACKAGED_BACKBONE_STD", "load_pretrained_backbone",

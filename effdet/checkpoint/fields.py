@@ -1,6 +1,6 @@
 """Our own checkpoint entries: the ONE definition that training writes and the Predictor, eval and export read.
 
-Lightning ``.ckpt`` (written by ``effdet.engine.training.DetectionModule.on_save_checkpoint``)::
+Lightning ``.ckpt`` (written by ``effdet.engine.module.DetectionModule.on_save_checkpoint``)::
 
     state_dict["model.*"]           the detector; with EMA also state_dict["ema.module.*"] (preferred on load)
     effdet_model_config             plain dict of ModelConfig fields

@@ -32,7 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 from ..choices import AUTO, SYNC_BATCHNORM_BELOW
 from ..evaluation.report import STAT_KEYS, format_coco_summary, format_per_class_table, save_metrics
 from ..fileio import atomic_path
-from .training import DetectionDataModule, DetectionModule
+from .datamodule import DetectionDataModule
+from .module import DetectionModule
 
 logger = logging.getLogger("effdet.runner")
 

@@ -41,7 +41,7 @@ from ..inference.settings import PostprocessSettings
 from ..modeling.anchors import anchors_for
 from ..modeling.variants import ModelConfig
 from ..ops.box_coder import BoxCoder
-from ..ops.onnx_nms import non_max_suppression
+from ..ops.nms import non_max_suppression
 from ..types import PathLike
 from .metadata import METADATA_KEY, build_metadata
 from .padding import prepare_for_export

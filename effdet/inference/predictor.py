@@ -5,7 +5,7 @@
     results[0]["boxes"], results[0]["scores"], results[0]["labels"], results[0]["names"]
 
 Everything a prediction needs comes from the checkpoint (written by
-``effdet.engine.training.DetectionModule.on_save_checkpoint``; other detector formats via ``effdet.checkpoint``): the model
+``effdet.engine.module.DetectionModule.on_save_checkpoint``; other detector formats via ``effdet.checkpoint``): the model
 config (architecture, input size, normalisation), the EMA weights, the class names and dataset category
 ids, and the post-processing settings of the training config's ``eval`` section (overridable).
 

@@ -238,7 +238,7 @@ class _Trainer:
 
 def test_learning_rate_scales_with_world_size_and_accumulation(monkeypatch):
     from effdet.engine.schema import load_train_config
-    from effdet.engine.training import DetectionModule
+    from effdet.engine.module import DetectionModule
 
     keys = ["data.train.images=t", "data.train.annotations=t.json", "data.val.images=v", "data.val.annotations=v.json",
             "model.name=efficientdet_lite0", "model.image_size=128", "optim.ema_decay=null", "data.batch_size=2",

@@ -182,7 +182,7 @@ def test_data_module_position_survives_a_checkpoint(tmp_path):
     position, and its training loader starts there."""
     from effdet.data import make_demo_dataset
     from effdet.engine.schema import load_train_config
-    from effdet.engine.training import DetectionDataModule
+    from effdet.engine.datamodule import DetectionDataModule
 
     make_demo_dataset(tmp_path, num_train=8, num_val=2, seed=1)
     cfg = load_train_config(str(ROOT / "configs" / "demo.yaml"), [f"data.root={tmp_path}", "data.num_workers=0",

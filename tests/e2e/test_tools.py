@@ -211,7 +211,8 @@ def test_training_validation_scores_against_the_official_ground_truth(small_set,
     from pycocotools.cocoeval import COCOeval
 
     from effdet.engine.schema import load_train_config, resolve_model_config
-    from effdet.engine.training import DetectionDataModule, DetectionModule
+    from effdet.engine.datamodule import DetectionDataModule
+    from effdet.engine.module import DetectionModule
 
     def validate(annotations: Path) -> DetectionModule:
         cfg = load_train_config(str(REPO / "configs" / "demo.yaml"), [

@@ -26,7 +26,8 @@ import torch  # noqa: E402
 
 from effdet.engine.schema import load_train_config, resolve_model_config  # noqa: E402
 from effdet.engine.runner import build_trainer, prepare_output_dir  # noqa: E402
-from effdet.engine.training import DetectionDataModule, DetectionModule  # noqa: E402
+from effdet.engine.datamodule import DetectionDataModule  # noqa: E402
+from effdet.engine.module import DetectionModule  # noqa: E402
 
 
 def _weights(module: DetectionModule) -> dict:

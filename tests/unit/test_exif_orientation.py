@@ -90,7 +90,7 @@ def test_training_loader_uses_the_displayed_image_and_ignore_keeps_the_stored_pi
     displayed image lands on the red square; `data.exif_orientation=ignore` serves the stored pixels, for data
     annotated on them."""
     from effdet.engine.schema import ConfigError, load_train_config
-    from effdet.engine.training import DetectionDataModule
+    from effdet.engine.datamodule import DetectionDataModule
 
     images = tmp_path / "images"
     arrays = phone_jpeg(images / "phone.jpg")

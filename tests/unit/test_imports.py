@@ -203,8 +203,8 @@ def test_the_package_imports_its_own_modules_relatively():
 
 def test_the_data_module_is_named_for_every_format_and_its_old_name_warns():
     """DetectionDataModule serves COCO, VOC and YOLO data; CocoDataModule, its old name, still imports and warns."""
-    import effdet.engine.training as training
+    import effdet.engine.datamodule as datamodule
 
     with pytest.warns(DeprecationWarning, match=r"CocoDataModule is deprecated.*DetectionDataModule"):
-        from effdet.engine.training import CocoDataModule
-    assert CocoDataModule is training.DetectionDataModule
+        from effdet.engine.datamodule import CocoDataModule
+    assert CocoDataModule is datamodule.DetectionDataModule

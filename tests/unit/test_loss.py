@@ -4,9 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from effdet.anchors import BoxCoder, feature_sizes, flatten_outputs, generate_anchors
-from effdet.assign import AnchorMatcher
-from effdet.loss import DetectionLoss, _LevelFocalSum, focal_loss, giou_loss, huber_loss
+from effdet.ops.box_coder import BoxCoder
+from effdet.modeling.anchors import feature_sizes, flatten_outputs, generate_anchors
+from effdet.modeling.assign import AnchorMatcher
+from effdet.modeling.loss import DetectionLoss, _LevelFocalSum, focal_loss, giou_loss, huber_loss
 
 from tests.helpers.parity import needs_reference, run_reference  # tests/helpers/parity.py
 
@@ -285,7 +286,7 @@ def test_giou_loss_equals_torchvision():
     """Our sync-free GIoU loss against torchvision's generalized_box_iou_loss, overlapping and disjoint pairs."""
     from torchvision.ops import generalized_box_iou_loss
 
-    from effdet.boxes import giou_loss
+    from effdet.ops.boxes import giou_loss
 
     generator = torch.Generator().manual_seed(3)
     corners = torch.rand(200, 2, 2, generator=generator) * 50

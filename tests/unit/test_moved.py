@@ -133,8 +133,6 @@ SCANNED = ("effdet", "tests", "tools", "benchmarks")
 # these run in the reference's process (only the reference `effdet` 0.4.1 on their path): `effdet.anchors` is its module
 REFERENCE_SIDE = {"tests/helpers/reference_runner.py", "benchmarks/reference_train.py"}
 ALLOWED = {"tests/unit/test_moved.py"}  # the deprecation test itself
-# TEMPORARY: these two change on the host-sync branch (issue 26); their imports move to the new paths when it is merged
-ALLOWED |= {"tests/unit/test_training.py", "tests/unit/test_loss.py"}
 
 
 def _old_imports(source: str, rel: str) -> list[str]:

@@ -328,7 +328,7 @@ def test_fine_tuning_a_fractional_lite_checkpoint_keeps_its_family(tmp_path):
     φ number would have meant the D family and failed to fit the checkpoint)."""
     from tests.helpers.checkpoints import write_training_checkpoint
 
-    from effdet.engine.training import DetectionModule
+    from effdet.engine.module import DetectionModule
 
     source = effdet.create_model("efficientdet_lite0.5", num_classes=2)
     path = write_training_checkpoint(tmp_path / "lite05.ckpt", source, ["a", "b"], [1, 2])

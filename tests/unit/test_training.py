@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from effdet.schema import ConfigError, load_train_config
-from effdet.runner import AtomicCheckpointIO
-from effdet.training import MAX_CONSECUTIVE_NONFINITE, DetectionModule, ExponentialMovingAverage, WarmupCosine
+from effdet.engine.schema import ConfigError, load_train_config
+from effdet.engine.runner import AtomicCheckpointIO
+from effdet.engine.ema import ExponentialMovingAverage
+from effdet.engine.module import MAX_CONSECUTIVE_NONFINITE, DetectionModule
+from effdet.engine.schedules import WarmupCosine
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA_KEYS = ["data.train.images=t", "data.train.annotations=t.json", "data.val.images=v",
@@ -182,7 +184,7 @@ def test_ema_matches_averaged_model_and_loads_its_state():
 
 def test_ema_update_waits_for_nothing():
     """No host sync in an EMA update (issue: AveragedModel synchronised once per parameter)."""
-    from effdet.host_syncs import HostSyncCounter
+    from effdet.engine.host_syncs import HostSyncCounter
     import effdet
 
     model = effdet.create_model("efficientdet_lite0", num_classes=3, image_size=128)
@@ -391,7 +393,7 @@ def test_fine_tuning_from_a_checkpoint_keeps_its_backbone(tmp_path, tiny_data):
     new run's weights (raw and EMA) must equal the source checkpoint's EMA weights (what model.weights loads from
     a training checkpoint), backbone included; the log says where the tensors came from."""
     from effdet.checkpoint import load_pretrained_backbone
-    from effdet.factory import create_model
+    from effdet.modeling.factory import create_model
 
     finetune = str(ROOT / "configs" / "finetune.yaml")
     prev = tmp_path / "prev"
@@ -428,9 +430,9 @@ def test_one_non_finite_step_poisons_neither_the_model_nor_the_ema(tmp_path, tin
     outputs on a real validation image."""
     import cv2
 
-    from effdet import runner, training
-    from effdet.factory import create_model
-    from effdet.preprocess import normalize
+    from effdet.engine import module as training_module, runner
+    from effdet.modeling.factory import create_model
+    from effdet.modeling.decode.preprocess import normalize
 
     calls = []
 
@@ -439,7 +441,7 @@ def test_one_non_finite_step_poisons_neither_the_model_nor_the_ema(tmp_path, tin
         out = normalize(images, mean, std)
         return out + float("inf") if len(calls) == 2 else out
 
-    monkeypatch.setattr(training, "normalize", normalize_with_one_inf)
+    monkeypatch.setattr(training_module, "normalize", normalize_with_one_inf)
     out = tmp_path / "run"
     cfg = load_train_config(str(ROOT / "configs" / "demo.yaml"), tiny_overrides(tiny_data, out, **{
         "model.pretrained_backbone": "null", "trainer.max_epochs": 3, "optim.ema_decay": 0.9, "eval.plots": "false"}))

@@ -287,7 +287,7 @@ def test_lightning_checkpoint_prefers_ema_and_falls_back_to_model_weights(tmp_pa
     assert info.class_names == ["x", "y", "z"] and info.category_ids == [3, 4, 9]
     loaded = effdet.create_model(weights=path)
     assert torch.equal(loaded.state_dict()["fpn.layers.1.nodes.3.fusion_weights"], ema["fpn.layers.1.nodes.3.fusion_weights"])
-    # EMA as an AveragedModel attribute `ema` of the LightningModule (what effdet/engine/training.py writes).
+    # EMA as an AveragedModel attribute `ema` of the LightningModule (what effdet/engine/module.py writes).
     del checkpoint["ema_state_dict"]
     checkpoint["state_dict"].update({f"ema.module.{k}": v for k, v in ema.items()}, **{"ema.n_averaged": torch.tensor(4)})
     torch.save(checkpoint, path)

@@ -33,7 +33,7 @@ SYNCING_OPS = frozenset({"_local_scalar_dense", "is_nonzero", "nonzero", "nonzer
                          "_unique", "_unique2", "unique_dim", "unique_consecutive"})
 _INDEXING_OPS = frozenset({"index", "index_put", "index_put_", "_index_put_impl_"})
 _COPY_OPS = frozenset({"_to_copy", "copy_"})
-_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _has_bool_index(args: tuple) -> bool:

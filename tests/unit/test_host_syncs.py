@@ -1,5 +1,5 @@
 """Host↔device synchronisations in the training step and in soft-NMS, counted by operation on the CPU
-(effdet.host_syncs.HostSyncCounter). Budgets: 0 in the matcher, the loss and the EMA; at most 1 per optimiser step
+(effdet.engine.host_syncs.HostSyncCounter). Budgets: 0 in the matcher, the loss and the EMA; at most 1 per optimiser step
 in the whole training step; at most 2 per image in soft-NMS."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import effdet
-from effdet.host_syncs import HostSyncCounter
+from effdet.engine.host_syncs import HostSyncCounter
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_counter_sees_every_kind_of_synchronising_operation():
@@ -31,7 +31,7 @@ def test_the_counter_sees_every_kind_of_synchronising_operation():
     assert syncs.total == 7, syncs.report()
     assert syncs.by_op["index (bool index)"] == 1 and syncs.by_op["index_put_ (bool index)"] == 1
     assert syncs.by_op["nonzero"] == 1 and syncs.by_op["masked_select"] == 1
-    assert all(place.startswith("tests/test_host_syncs.py:") for place in syncs.where)  # the lines that ran them
+    assert all(place.startswith("tests/unit/test_host_syncs.py:") for place in syncs.where)  # the lines that ran them
 
 
 def _batch(images: int = 2, boxes: int = 5, size: int = 128, seed: int = 0) -> dict:
@@ -47,9 +47,9 @@ def _batch(images: int = 2, boxes: int = 5, size: int = 128, seed: int = 0) -> d
 
 @pytest.mark.parametrize("box_loss", ["huber", "giou"])
 def test_matcher_and_loss_never_wait_for_the_device(box_loss):
-    from effdet.assign import AnchorMatcher
-    from effdet.inference import anchors_for
-    from effdet.loss import DetectionLoss
+    from effdet.modeling.assign import AnchorMatcher
+    from effdet.modeling.anchors import anchors_for
+    from effdet.modeling.loss import DetectionLoss
 
     model = effdet.create_model("efficientdet_lite0", num_classes=3, image_size=128)
     anchors = anchors_for(model.config, (128, 128), torch.device("cpu"))
@@ -74,10 +74,11 @@ def test_a_training_step_waits_for_the_device_at_most_once(tmp_path):
     optimizer = "sgd"
     import lightning as L
 
-    from effdet import runner
+    from effdet.engine import runner
     from effdet.data import make_demo_dataset
-    from effdet.schema import load_train_config, resolve_model_config
-    from effdet.training import CocoDataModule, DetectionModule
+    from effdet.engine.schema import load_train_config, resolve_model_config
+    from effdet.engine.datamodule import DetectionDataModule
+    from effdet.engine.module import DetectionModule
 
     make_demo_dataset(tmp_path / "data", num_train=8, num_val=2, seed=1)
     cfg = load_train_config(str(ROOT / "configs" / "demo.yaml"), [
@@ -86,7 +87,7 @@ def test_a_training_step_waits_for_the_device_at_most_once(tmp_path):
         f"optim.name={optimizer}", "trainer.max_steps=3", "trainer.max_epochs=-1", "eval.every_n_epochs=1000",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false"])
     provisional = resolve_model_config(cfg.model, num_classes=1)
-    datamodule = CocoDataModule(cfg.data, provisional.image_size, provisional.mean, seed=cfg.seed)
+    datamodule = DetectionDataModule(cfg.data, provisional.image_size, provisional.mean, seed=cfg.seed)
     module = DetectionModule(cfg, datamodule.class_names, datamodule.category_ids)
     counts: list[int] = []
     reports: list[str] = []
@@ -110,16 +111,16 @@ def test_a_training_step_waits_for_the_device_at_most_once(tmp_path):
 
 def test_soft_nms_waits_for_the_device_at_most_twice_per_image():
     """Batched over images: the rounds run on the device; one read of how many selections each image kept."""
-    from effdet.postprocess import postprocess
+    from effdet.ops.nms import postprocess
 
     torch.manual_seed(0)
     model = effdet.create_model("efficientdet_lite0", num_classes=3, image_size=128).eval()
     with torch.no_grad():
         class_outputs, box_outputs = model(torch.randn(4, 3, 128, 128))
-    from effdet.inference import anchors_for
+    from effdet.modeling.anchors import anchors_for
 
     anchors = anchors_for(model.config, (128, 128), torch.device("cpu"))
-    from effdet.postprocess import _soft_nms_images, soft_nms_batched
+    from effdet.ops.nms import _soft_nms_images, soft_nms_batched
 
     candidates = [(torch.rand(n, 2).repeat(1, 2) * 100 + torch.tensor([0.0, 0.0, 20.0, 20.0]), torch.rand(n),
                    torch.randint(0, 3, (n,))) for n in (300, 120, 0, 57)]

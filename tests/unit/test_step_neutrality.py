@@ -1,6 +1,6 @@
 """The sync-free training step (matcher before the forward, dense targets, one all_reduce, foreach EMA) computes
 what the previous step computed: 20 float32 CPU steps give the same losses and weights, to 1e-6, as the step before
-that rewrite (recorded from commit f788e70 into tests/data/training_neutrality.json).
+that rewrite (recorded from commit f788e70 into tests/unit/data/training_neutrality.json).
 
 The run is chosen so that 20 steps can be compared at all. The rewrite is not bitwise equal (the focal loss of the
 positive anchors is computed in another memory layout, so a vectorised loop's tail may round one logit's gradient
@@ -9,7 +9,7 @@ drop-path, or with a large learning rate from random heads (measured: 3e-6 after
 ten). So: the ImageNet backbone, frozen batch norms, no drop-path, SGD at lr 0.001, EMA 0.9998.
 
 Regenerate the record only for an intended numerical change, on a checkout of the code whose numbers it should hold:
-    PYTHONPATH=. python tests/test_step_neutrality.py tests/data/training_neutrality.json
+    PYTHONPATH=. python tests/unit/test_step_neutrality.py tests/unit/data/training_neutrality.json
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RECORD = Path(__file__).resolve().parent / "data" / "training_neutrality.json"
 STEPS = 20
 SAMPLES = 8  # values read at fixed positions of every tensor
@@ -39,10 +39,11 @@ def record_run(work: Path) -> dict:
     through the run's own Trainer set-up; returns the per-step losses and fingerprints of the final weights."""
     import lightning as L
 
-    from effdet import runner
+    from effdet.engine import runner
     from effdet.data import make_demo_dataset
-    from effdet.schema import load_train_config, resolve_model_config
-    from effdet.training import CocoDataModule, DetectionModule
+    from effdet.engine.schema import load_train_config, resolve_model_config
+    from effdet.engine.datamodule import DetectionDataModule
+    from effdet.engine.module import DetectionModule
 
     torch.set_num_threads(1)
     make_demo_dataset(work / "data", num_train=8, num_val=2, seed=2)
@@ -55,7 +56,7 @@ def record_run(work: Path) -> dict:
         "seed=5"])
     L.seed_everything(cfg.seed)
     provisional = resolve_model_config(cfg.model, num_classes=1)
-    datamodule = CocoDataModule(cfg.data, provisional.image_size, provisional.mean, seed=cfg.seed)
+    datamodule = DetectionDataModule(cfg.data, provisional.image_size, provisional.mean, seed=cfg.seed)
     module = DetectionModule(cfg, datamodule.class_names, datamodule.category_ids)
     losses: list[float] = []
 

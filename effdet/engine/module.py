@@ -1,11 +1,13 @@
-"""Lightning glue: the data module, the detection module (loss, EMA, optimiser, schedule, COCO validation).
+"""The Lightning module of training: loss, EMA, optimiser, schedule, COCO validation, checkpoint entries.
+
+The data module is :mod:`.datamodule`, the EMA :mod:`.ema`, the LR schedule :mod:`.schedules`, the random state
+:mod:`.rng`.
 
 Lightning owns the loop, DDP, mixed precision, gradient clipping, checkpoints, progress bar and loggers;
 this module only says what one training step and one validation pass are.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from typing import Any, Optional
@@ -13,23 +15,25 @@ from typing import Any, Optional
 import lightning as L
 import torch
 import torch.nn as nn
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from lightning.pytorch.trainer.states import TrainerFn
-from torch.utils.data import DataLoader
 
-from ..modeling.assign import AnchorMatcher
 from ..checkpoint.fields import lightning_checkpoint_fields
-from .schema import ConfigError, model_overrides, resolve_data_path, resolve_model_config
-from ..data import CocoDetection, collate_detection, eval_transforms, train_transforms, worker_init_fn
-from ..data.resumable import EpochSampler, SeededSamples
 from ..evaluation.report import STAT_KEYS, CocoEvaluator
+from ..inference.preprocess import normalize
 from ..inference.settings import PostprocessSettings
 from ..modeling.anchors import anchors_for
+from ..modeling.assign import AnchorMatcher
 from ..modeling.decode import detect_batch
-from ..modeling.loss import DetectionLoss
 from ..modeling.factory import create_model
+from ..modeling.loss import DetectionLoss
 from ..modeling.model import EfficientDet
-from ..inference.preprocess import fill_from_mean, normalize
+from .ema import BatchNormSnapshot, ExponentialMovingAverage
+from .rng import gather_rng_states, seed_generators, set_rng_state
+from .schedules import WarmupCosine
+from .schema import ConfigError, model_overrides, resolve_model_config
+
+__all__ = ["MAX_CONSECUTIVE_NONFINITE", "DetectionModule"]
 
 logger = logging.getLogger("effdet.training")
 
@@ -37,277 +41,7 @@ logger = logging.getLogger("effdet.training")
 MAX_CONSECUTIVE_NONFINITE = 10
 
 
-# ----------------------------------------------------------------------------------------------- data
-
-
-class DetectionDataModule(L.LightningDataModule):
-    """Train/val datasets from a config's ``data`` section (COCO JSON, or VOC / YOLO imported by ``data.format``),
-    validated when constructed.
-
-    Building the datasets reads and checks both annotation files up front (see ``CocoDetection``),
-    so bad data stops the run before a Trainer starts. The training order and augmentation are pure
-    functions of ``(seed, epoch, sample)`` (see ``effdet.data.resumable``), so a resumed run sees the same
-    batches as an uninterrupted one, with any number of processes or loader workers.
-    """
-
-    def __init__(self, data_cfg: DictConfig, image_size: list[int], mean: list[float], seed: int = 0):
-        super().__init__()
-        self.cfg = data_cfg
-        self.seed = int(seed)
-        self._train_sampler: Optional[EpochSampler] = None
-        self._resume_position: Optional[tuple[int, int]] = None  # from a resumed checkpoint
-        fill = fill_from_mean(mean)
-        from ..data.formats import dataset_sources  # COCO as is, VOC/YOLO converted; the fast data checks run here
-
-        sources = dataset_sources(data_cfg)
-        self.train_set = CocoDetection(
-            **sources["train"], transform=train_transforms(image_size, tuple(data_cfg.scale_range), fill, data_cfg.hflip,
-                                                           min_visible=data_cfg.crop_min_visible),
-            check_files=data_cfg.check_files)
-        self.val_set = CocoDetection(
-            **sources["val"], transform=eval_transforms(image_size, fill), check_files=data_cfg.check_files)
-        if self.train_set.category_ids != self.val_set.category_ids:
-            raise ConfigError(
-                f"train and val annotation files have different categories: train ids "
-                f"{self.train_set.category_ids}, val ids {self.val_set.category_ids} "
-                f"('{data_cfg.train.annotations}' vs '{data_cfg.val.annotations}')")
-        if self.train_set.class_names != self.val_set.class_names:
-            logger.warning("train and val category names differ; using the train names %s", self.train_set.class_names)
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.train_set.class_names)
-
-    @property
-    def category_ids(self) -> list[int]:
-        return list(self.train_set.category_ids)
-
-    def _loader(self, dataset: CocoDetection, batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader:
-        workers = int(self.cfg.num_workers)
-        return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=workers,
-            collate_fn=collate_detection, worker_init_fn=worker_init_fn, persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available())
-
-    def train_dataloader(self) -> DataLoader:
-        """This rank's share of each epoch (``EpochSampler``), starting where a resumed run stopped."""
-        trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        batch_size = self.cfg.batch_size
-        sampler = EpochSampler(self.train_set, batch_size, num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
-        if self._resume_position is not None:
-            sampler.resume_at(*self._resume_position)
-        self._train_sampler = sampler
-        workers = int(self.cfg.num_workers)
-        return DataLoader(
-            SeededSamples(self.train_set, self.seed), batch_size=batch_size, sampler=sampler,
-            drop_last=len(sampler) > batch_size, num_workers=workers, collate_fn=collate_detection,
-            worker_init_fn=worker_init_fn, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(self.seed))  # worker seeds never draw from the global generator
-
-    def train_position(self) -> tuple[int, int]:
-        """(epoch, batches of it done) as the fit loop counts them (the loader cannot: the loop fetches one batch
-        ahead); a finished epoch is (epoch + 1, 0)."""
-        trainer, sampler = self.trainer, self._train_sampler
-        epoch = sampler.epoch if sampler is not None else 0
-        if trainer is None or sampler is None:
-            return epoch, 0
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        if done >= trainer.num_training_batches:
-            return epoch + 1, 0
-        return epoch, done
-
-    def state_dict(self) -> dict[str, int]:
-        """Saved in every checkpoint by Lightning: where the training data stands."""
-        if self._train_sampler is None:
-            return {}
-        epoch, done = self.train_position()
-        return {"train_epoch": int(epoch), "train_batches_done": int(done)}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Called by Lightning when a fit resumes, before the training loader is built."""
-        if "train_epoch" in state:
-            self._resume_position = (int(state["train_epoch"]), int(state["train_batches_done"]))
-            if self._train_sampler is not None:
-                self._train_sampler.resume_at(*self._resume_position)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.cfg.val_batch_size or self.cfg.batch_size, False, False)
-
-
-# ------------------------------------------------------------------------------------------------ EMA
-
-
-class ExponentialMovingAverage(nn.Module):
-    """EMA of a model's parameters and buffers with TF's warm-up: ``avg = d·avg + (1-d)·model`` with
-    ``d_t = min(decay, (1+t)/(10+t))`` after ``t`` updates; the first update copies the model.
-
-    Written for training on accelerators: the update is a few ``torch._foreach_*`` calls per (device, dtype) group
-    and never waits for the device. The warm-up counter ``t`` lives on the host (``updates``); the buffer
-    ``n_averaged`` mirrors it for checkpoints. Integer buffers (BN ``num_batches_tracked``) are copied, floating
-    ones averaged. An update whose floating-point values hold any NaN or inf leaves the average as it is (decided on
-    the device). The state dict is that of ``torch.optim.swa_utils.AveragedModel`` (``module.*``, ``n_averaged``),
-    which earlier runs saved, so their ``last.ckpt`` resumes and their ``best.ckpt`` loads unchanged.
-    """
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        super().__init__()
-        self.module = copy.deepcopy(model)
-        self.module.requires_grad_(False)
-        self.decay = float(decay)
-        self.register_buffer("n_averaged", torch.tensor(0, dtype=torch.long, device=_module_device(model)))
-        self.updates = 0
-
-    def decay_at(self, updates: int) -> float:
-        """The weight of the average after ``updates`` updates (TF's warm-up)."""
-        return min(self.decay, (1.0 + updates) / (10.0 + updates))
-
-    def _groups(self, model: nn.Module) -> dict[tuple, tuple[list[torch.Tensor], list[torch.Tensor]]]:
-        averaged = [*self.module.parameters(), *self.module.buffers()]
-        current = [*model.parameters(), *model.buffers()]
-        if len(averaged) != len(current):
-            raise ValueError(f"the EMA holds {len(averaged)} tensors, the model {len(current)}")
-        groups: dict[tuple, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
-        for a, c in zip(averaged, current):
-            group = groups.setdefault((a.device, a.dtype), ([], []))
-            group[0].append(a.detach())
-            group[1].append(c.detach())
-        return groups
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Average ``model`` (the same architecture) into the EMA."""
-        for (_, dtype), (averaged, current) in self._groups(model).items():
-            if self.updates == 0 or not dtype.is_floating_point:
-                torch._foreach_copy_(averaged, current)
-                continue
-            # the norm of a tensor is non-finite when any of its values is: one flag for the whole group
-            finite = torch.stack(torch._foreach_norm(current)).isfinite().all()
-            current = [torch.where(finite, c, a) for a, c in zip(averaged, current)]
-            torch._foreach_lerp_(averaged, current, 1.0 - self.decay_at(self.updates))
-        self.updates += 1
-        self.n_averaged.fill_(self.updates)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if prefix + "n_averaged" in state_dict:
-            self.updates = int(state_dict[prefix + "n_averaged"])  # read once, when a checkpoint is loaded
-
-
-def _module_device(model: nn.Module) -> torch.device:
-    tensor = next(iter([*model.parameters(), *model.buffers()]), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
-
-
-class BatchNormSnapshot:
-    """A copy of a model's batch-norm buffers (running mean/var, batch counts), taken before each training forward
-    and put back when that step is skipped: a forward that produced a non-finite loss has already moved the
-    running statistics (possibly to NaN/inf), and dropping its gradients alone would keep them. Device copies
-    only, no host sync. The buffers are looked up at each call (moving a module to a device replaces them)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        self.saved: list[torch.Tensor] = []
-
-    def _buffers(self) -> list[torch.Tensor]:
-        return [b for m in self.norms for b in m.buffers()]
-
-    @torch.no_grad()
-    def take(self) -> None:
-        buffers = self._buffers()
-        if len(buffers) != len(self.saved) or any(s.device != b.device for s, b in zip(self.saved[:1], buffers)):
-            self.saved = [b.detach().clone() for b in buffers]
-        elif buffers:
-            torch._foreach_copy_(self.saved, buffers)
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        if self.saved:
-            torch._foreach_copy_(self._buffers(), self.saved)
-
-
-# ------------------------------------------------------------------------------------------ random state
-
-
-def seed_generators(seed: int) -> None:
-    """Seed Python's, numpy's and torch's (CPU and every CUDA device's) global generators."""
-    import random
-
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state(device: torch.device) -> dict[str, Any]:
-    """This process's generator states as ``weights_only``-loadable values (tensors, ints, tuples)."""
-    import random
-
-    import numpy as np
-
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(gauss))}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    """Restore what :func:`rng_state` saved (parts a checkpoint does not hold are left as they are)."""
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(state["torch"])
-    if "python" in state:
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-    if "numpy" in state:
-        kind, keys, position, has_gauss, gauss = state["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
-    if device.type == "cuda" and "cuda" in state:
-        cuda = state["cuda"]
-        if isinstance(cuda, (list, tuple)):  # earlier checkpoints: every visible device's state
-            cuda = cuda[device.index or 0] if len(cuda) > (device.index or 0) else None
-        if cuda is not None:
-            torch.cuda.set_rng_state(cuda, device)
-
-
-def gather_rng_states(device: torch.device) -> list[dict[str, Any]]:
-    """Every rank's :func:`rng_state`, in rank order (a collective call under ``torch.distributed``)."""
-    import torch.distributed as dist
-
-    state = rng_state(device)
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [state]
-    states: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(states, state)
-    return states
-
-
 # --------------------------------------------------------------------------------------------- module
-
-
-class WarmupCosine:
-    """LR factor per optimiser step: linear warm-up from ``start_factor`` to 1, then cosine to ``min_factor``
-    (or constant). A plain object so LambdaLR's state dict (saved in checkpoints) holds only numbers."""
-
-    def __init__(self, total_steps: int, warmup_steps: int, start_factor: float, min_factor: float, schedule: str):
-        self.total_steps = max(1, int(total_steps))
-        self.warmup_steps = max(0, min(int(warmup_steps), self.total_steps - 1))
-        self.start_factor = float(start_factor)
-        self.min_factor = float(min_factor)
-        self.schedule = schedule
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return self.start_factor + (1.0 - self.start_factor) * step / self.warmup_steps
-        if self.schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
-        return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class DetectionModule(L.LightningModule):
@@ -597,11 +331,3 @@ class DetectionModule(L.LightningModule):
                            "seed %d + rank", len(ranks), rank, self.cfg.seed)
         self.nonfinite_steps = int(checkpoint.get("effdet_nonfinite_steps", 0))
 
-
-def __getattr__(name: str):
-    if name == "CocoDataModule":  # its old name: it also serves VOC and YOLO data
-        from ..deprecation import deprecated_name
-
-        deprecated_name("effdet.training.CocoDataModule", "effdet.training.DetectionDataModule")
-        return DetectionDataModule
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

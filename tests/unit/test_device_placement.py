@@ -10,10 +10,12 @@ import pytest
 import torch
 
 import effdet
-from effdet.assign import AnchorMatcher
-from effdet.inference import PostprocessSettings, anchors_for, detect_batch
-from effdet.loss import DetectionLoss
-from effdet.predictor import Predictor
+from effdet.modeling.assign import AnchorMatcher
+from effdet.inference.settings import PostprocessSettings
+from effdet.modeling.anchors import anchors_for
+from effdet.modeling.decode import detect_batch
+from effdet.modeling.loss import DetectionLoss
+from effdet.inference.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +50,14 @@ def tensors(value) -> list[torch.Tensor]:
 def meta_default(monkeypatch):
     import torchvision.ops
 
-    import effdet.postprocess
+    import effdet.ops.nms
 
     def nms_on_the_cpu(*args, **kwargs):  # torchvision's own (allowed), as it runs under a CPU default
         with torch.device("cpu"):
             return original(*args, **kwargs)
 
     original = torchvision.ops.batched_nms
-    for module in (effdet.postprocess, torchvision.ops):
+    for module in (effdet.ops.nms, torchvision.ops):
         if hasattr(module, "batched_nms"):
             monkeypatch.setattr(module, "batched_nms", nms_on_the_cpu)
     torch.set_default_device("meta")
@@ -75,7 +77,7 @@ def run(name: str, parts: dict):
         criterion = DetectionLoss(3, box_loss_type="huber" if name.endswith("huber") else "giou")
         return criterion(p["class_outputs"], p["box_outputs"], *targets, p["anchors"])
     if name in ("postprocess hard", "postprocess soft"):
-        from effdet.postprocess import postprocess
+        from effdet.ops.nms import postprocess
 
         return postprocess(p["class_outputs"], p["box_outputs"], p["anchors"], nms_method=name.split()[1])
     with torch.no_grad():
