@@ -42,7 +42,7 @@ def test_every_shipped_config_is_valid(path):
 
     from effdet.pretrained_settings import HUB_BACKBONES
 
-    # A recipe naming an ImageNet backbone this version cannot fetch yet stops at validation (tests/test_recipes.py)
+    # A recipe naming an ImageNet backbone this version cannot fetch yet stops at validation (tests/unit/test_recipes.py)
     unfetched = OmegaConf.load(path).model.get("pretrained_backbone") in HUB_BACKBONES
     cfg = load_train_config(path, ["model.pretrained_backbone=null"] if unfetched else [])
     assert cfg.model.name.startswith("efficientdet_")
