@@ -165,5 +165,6 @@ def test_training_recipes_use_the_official_matcher_without_ignore_band():
 
     root = Path(__file__).resolve().parents[2]
     for config in ["demo.yaml", "finetune.yaml", "coco/efficientdet_d0.yaml"]:
-        cfg = load_train_config(str(root / "configs" / config), ["data.root=x"])
+        # (model.pretrained_backbone=null: the COCO recipes name ImageNet backbones that validation asks to download)
+        cfg = load_train_config(str(root / "configs" / config), ["data.root=x", "model.pretrained_backbone=null"])
         assert (cfg.loss.match_threshold, cfg.loss.unmatched_threshold) == (0.5, 0.5), config
