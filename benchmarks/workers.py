@@ -27,46 +27,80 @@ def _random_targets(batch: int, size: int, num_boxes: int, generator):
     return boxes, labels
 
 
-def worker_train(impl: str, runs: int, name: str = "efficientdet_d0", batch: int = 2, size: int = 512) -> dict:
+def worker_train(impl: str, runs: int, name: str = "efficientdet_d0", batch: int = 2, size: int = 512,
+                 precision: str = "32-true", device: str = "cpu") -> dict:
+    """Median step time of one training step (forward, matcher / labeler, loss, backward, SGD step) on random
+    images and boxes. ``precision``: 32-true, bf16-mixed (autocast to bfloat16) or 16-mixed (autocast to float16
+    with a GradScaler), weights in float32. On CUDA also the peak allocated memory and (ours) the host
+    synchronisations of one step."""
+    import contextlib
+
     import torch
 
     generator = torch.Generator().manual_seed(0)
-    images = torch.randn(batch, 3, size, size, generator=generator)
+    images = torch.randn(batch, 3, size, size, generator=generator).to(device)
     boxes, labels = _random_targets(batch, size, 8, generator)
+    boxes, labels = boxes.to(device), labels.to(device)
+    autocast_dtype = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}[precision]
+    device_type = torch.device(device).type
+
+    def autocast():
+        if autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type, dtype=autocast_dtype)
+
+    scaler = torch.amp.GradScaler(device_type) if precision == "16-mixed" else None
     if impl == "ours":
         import effdet
         from effdet.modeling.assign import AnchorMatcher
         from effdet.modeling.anchors import anchors_for
         from effdet.modeling.loss import DetectionLoss
 
-        model = effdet.create_model(name, image_size=size).train().to(memory_format=torch.channels_last)
+        model = effdet.create_model(name, image_size=size).train().to(device, memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)  # as DetectionModule (channels_last: true)
         matcher, criterion = AnchorMatcher(0.5, 0.4), DetectionLoss(90)
         anchors = anchors_for(model.config, (size, size), images.device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
-        def step():
-            class_out, box_out = model(images)
-            cls_t, box_t, num_pos = matcher(anchors, boxes, labels)
-            loss = criterion(class_out, box_out, cls_t, box_t, num_pos)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        def loss_of_step():
+            cls_t, box_t, num_pos = matcher(anchors, boxes, labels)  # before the forward, as DetectionModule does
+            with autocast():
+                class_out, box_out = model(images)
+                return criterion(class_out, box_out, cls_t, box_t, num_pos)["loss"]
     else:
         from effdet import create_model  # the reference package (PYTHONPATH)
 
-        bench = create_model(name, bench_task="train", bench_labeler=True, pretrained_backbone=False, num_classes=90,
-                             image_size=(size, size)).train()
-        optimizer = torch.optim.SGD(bench.parameters(), lr=1e-3, momentum=0.9)
+        model = create_model(name, bench_task="train", bench_labeler=True, pretrained_backbone=False, num_classes=90,
+                             image_size=(size, size)).train().to(device)
         target = {"bbox": boxes[..., [1, 0, 3, 2]], "cls": labels.float() + 1}  # reference: yxyx, 1-based
 
-        def step():
-            loss = bench(images, target)["loss"]
-            optimizer.zero_grad(set_to_none=True)
+        def loss_of_step():
+            with autocast():
+                return model(images, target)["loss"]
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step():
+        loss = loss_of_step()
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
             loss.backward()
             optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        if device_type == "cuda":
+            torch.cuda.synchronize()
     timing = timed(step, runs)
-    return {"step_s": timing, "images_per_s": batch / timing["median"], "peak_rss_mib": peak_rss_mib()}
+    result = {"step_s": timing, "images_per_s": batch / timing["median"], "peak_rss_mib": peak_rss_mib()}
+    if device_type == "cuda":
+        result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        if impl == "ours":
+            from effdet.host_syncs import HostSyncCounter
+
+            with HostSyncCounter() as syncs:
+                step()
+            result["syncs_per_step"] = syncs.total
+    return result
 
 
 def worker_reference_predict(runs: int, name: str = "tf_efficientdet_d0", size: int = 512) -> dict:

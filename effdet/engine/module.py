@@ -221,8 +221,10 @@ class DetectionModule(L.LightningModule):
         warm-up counter moves for a step skipped for a non-finite loss, or skipped by a GradScaler (16-mixed) for
         non-finite gradients (seen as its scale going down: one more host sync per step, in 16-mixed only)."""
         scaler = getattr(self.trainer.precision_plugin, "scaler", None) if self._trainer is not None else None
-        scale = getattr(scaler, "_scale", None)  # a device tensor (None before the scaler's first step)
-        scale = scale.clone() if isinstance(scale, torch.Tensor) else None
+        scale = getattr(scaler, "_scale", None)  # a device tensor; None before the scaler's first step, which then
+        # starts from its initial scale (so a first step it skips is seen too)
+        scale = scale.clone() if isinstance(scale, torch.Tensor) else (
+            float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else None)
         self._skipped = False
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         skipped = self._skipped or (scale is not None and bool(scaler._scale < scale))

@@ -270,6 +270,9 @@ def _validate(cfg: Any) -> None:
 
     for key, choices in CHOICES.items():
         value = OmegaConf.select(cfg, key)
+        if value == "False" and "off" in choices:  # YAML 1.1 reads a bare `off` (file or command line) as false
+            OmegaConf.update(cfg, key, "off")
+            value = "off"
         if value not in choices:
             raise ConfigError(f"config key '{key}' is {value!r}; valid choices: {list(choices)}")
     unknown = sorted(set(cfg.trainer.keys()) - set(trainer_arguments()))

@@ -127,19 +127,25 @@ def test_zero_positives_is_finite_and_has_no_box_loss():
     assert out["class_loss"].item() > 0
 
 
-def test_gradients_and_float32_under_autocast():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("box_loss", ["huber", "giou"])
+def test_gradients_and_float32_under_autocast(dtype, box_loss):
+    """Under bf16 and fp16 autocast (the network's outputs in half precision), the matcher's targets and every loss
+    term are float32, and the gradients reaching the half-precision outputs are finite."""
     cls_out, box_out = _tiny_outputs()
-    cls_out = [c.to(torch.bfloat16).requires_grad_() for c in cls_out]
-    box_out = [b.to(torch.bfloat16).requires_grad_() for b in box_out]
+    cls_out = [c.to(dtype).requires_grad_() for c in cls_out]
+    box_out = [b.to(dtype).requires_grad_() for b in box_out]
     anchors = generate_anchors((16, 16), max_level=4)
     boxes = torch.tensor([[[1.0, 1.0, 9.0, 12.0]], [[4.0, 4.0, 16.0, 16.0]]])
-    targets = AnchorMatcher()(anchors, boxes, torch.tensor([[1], [3]]))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = DetectionLoss(NUM_CLASSES)(cls_out, box_out, *targets)
-    assert out["loss"].dtype == torch.float32
+    with torch.autocast("cpu", dtype=dtype):
+        targets = AnchorMatcher()(anchors, boxes, torch.tensor([[1], [3]]))
+        out = DetectionLoss(NUM_CLASSES, box_loss_type=box_loss)(cls_out, box_out, *targets, anchors)
+    assert targets[1].dtype == torch.float32  # box targets (class targets are integer labels)
+    assert not targets[0].is_floating_point() or targets[0].dtype == torch.float32
+    assert {name: value.dtype for name, value in out.items()} == {name: torch.float32 for name in out}
     out["loss"].backward()
     assert cls_out[0].grad is not None and torch.isfinite(cls_out[0].grad.float()).all()
-    assert box_out[0].grad.abs().sum() > 0
+    assert box_out[0].grad.abs().sum() > 0 and torch.isfinite(box_out[0].grad.float()).all()
 
 
 def test_giou_box_loss():

@@ -112,3 +112,17 @@ def test_the_training_sets_coco_index_is_dropped_after_the_anchor_check(tmp_path
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["images"].shape == (4, 3, 128, 128)
+
+
+@pytest.mark.parametrize("where", ["file", "command line"])
+def test_a_bare_off_is_the_choice_off_not_yaml_false(where, tmp_path):
+    """YAML 1.1 reads `off` as false: `data.anchor_fit: off` in a file or `data.anchor_fit=off` on the command line
+    still means the documented choice "off"."""
+    keys = ["data.train.images=t", "data.train.annotations=t.json", "data.val.images=v", "data.val.annotations=v.json"]
+    if where == "file":
+        path = tmp_path / "cfg.yaml"
+        path.write_text("data:\n  anchor_fit: off\n")
+        cfg = load_train_config(str(path), keys)
+    else:
+        cfg = load_train_config(None, keys + ["data.anchor_fit=off"])
+    assert cfg.data.anchor_fit == "off"

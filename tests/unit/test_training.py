@@ -486,3 +486,47 @@ def test_train_tool_refuses_a_half_precision_weights_run(tmp_path):
                         f"output_dir={tmp_path / 'run'}"])
     assert result.returncode == 2 and "trainer.precision" in result.stderr and "bf16-mixed" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_step_the_grad_scaler_skips_moves_neither_the_ema_nor_its_counter(tmp_path, tiny_data):
+    """16-mixed with a GradScaler (on the CPU here, as on CUDA): an inf gradient at the first and the third step makes
+    the scaler skip those optimiser steps and halve its scale; the EMA and its warm-up counter leave them out too (the
+    first included, before which the scaler has no scale tensor yet)."""
+    import lightning as L
+    from lightning.pytorch.plugins import MixedPrecision
+
+    from effdet.runner import prepare_data
+
+    cfg = load_train_config(str(ROOT / "configs" / "demo.yaml"), tiny_overrides(tiny_data, tmp_path / "run", **{
+        "model.pretrained_backbone": "null", "data.anchor_fit": "off", "data.batch_size": 2, "optim.ema_decay": 0.9}))
+    datamodule = prepare_data(cfg)
+    module = DetectionModule(cfg, datamodule.class_names, datamodule.category_ids)
+    seen = []
+
+    class Probe(L.Callback):
+        def on_after_backward(self, trainer, pl_module):  # before the scaler unscales and checks the gradients
+            if trainer.global_step in (0, 2):
+                next(p for p in pl_module.model.parameters() if p.grad is not None).grad[0] = float("inf")
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(self.state(trainer, pl_module))
+
+        def on_train_end(self, trainer, pl_module):
+            seen.append(self.state(trainer, pl_module))
+
+        @staticmethod
+        def state(trainer, pl_module):
+            scaler = trainer.precision_plugin.scaler
+            return {"updates": pl_module.ema.updates, "n_averaged": int(pl_module.ema.n_averaged),
+                    "scale": float(scaler._scale) if scaler._scale is not None else None,
+                    "ema": [t.detach().clone() for t in pl_module.ema.module.parameters()]}
+
+    trainer = L.Trainer(max_steps=4, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        plugins=[MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=256.0))],
+                        callbacks=[Probe()])
+    trainer.fit(module, datamodule=datamodule)
+    assert [s["scale"] for s in seen[1:]] == [128.0, 128.0, 64.0, 64.0]  # steps 0 and 2 skipped by the scaler
+    assert [s["updates"] for s in seen] == [0, 0, 1, 1, 2] and [s["n_averaged"] for s in seen] == [0, 0, 1, 1, 2]
+    for before, after, counted in zip(seen, seen[1:], [False, True, False, True]):
+        assert all(torch.equal(a, b) for a, b in zip(before["ema"], after["ema"])) is not counted
