@@ -95,7 +95,7 @@ def worker_train(impl: str, runs: int, name: str = "efficientdet_d0", batch: int
     if device_type == "cuda":
         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
         if impl == "ours":
-            from effdet.host_syncs import HostSyncCounter
+            from effdet.engine.host_syncs import HostSyncCounter
 
             with HostSyncCounter() as syncs:
                 step()

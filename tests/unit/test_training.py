@@ -495,7 +495,7 @@ def test_a_step_the_grad_scaler_skips_moves_neither_the_ema_nor_its_counter(tmp_
     import lightning as L
     from lightning.pytorch.plugins import MixedPrecision
 
-    from effdet.runner import prepare_data
+    from effdet.engine.runner import prepare_data
 
     cfg = load_train_config(str(ROOT / "configs" / "demo.yaml"), tiny_overrides(tiny_data, tmp_path / "run", **{
         "model.pretrained_backbone": "null", "data.anchor_fit": "off", "data.batch_size": 2, "optim.ema_decay": 0.9}))
