@@ -1,5 +1,5 @@
 # Set-up commands of the README. Both create .venv on a fresh machine and install what they need.
-# tidecv (MIT, the TIDE oracle of tests/test_analysis.py) goes in with --no-deps: it declares opencv-python, which would
+# tidecv (MIT, the TIDE oracle of tests/unit/test_analysis.py) goes in with --no-deps: it declares opencv-python, which would
 # replace our opencv-python-headless; pandas, seaborn and appdirs, the rest of what it imports, come with the test extra.
 #   make demo   generate the demo dataset, train configs/demo.yaml on it, print val mAP, run inference
 #   make test   run the whole test suite (slow end-to-end checks included)

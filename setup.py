@@ -8,7 +8,7 @@ setup(
     license_files=["LICENSE"],
     classifiers=["License :: OSI Approved :: Apache Software License"],
     # The library only: the checkout's benchmarks/ (tools/benchmark.py), tests/ and tools/ are not installed
-    # (tests/test_wheel.py installs the wheel and runs every console script from outside the checkout).
+    # (tests/e2e/test_wheel.py installs the wheel and runs every console script from outside the checkout).
     packages=find_packages(include=["effdet", "effdet.*", "backbones", "backbones.*", "heads", "heads.*"]),
     python_requires=">=3.9",
     entry_points={
@@ -30,7 +30,7 @@ setup(
     install_requires=[
         # torch 2.6: torch.load defaults to weights_only=True, which Lightning's own resume relies on (before, it
         # unpickles checkpoints fully); torchvision 0.21 is its release. Lightning 2.5.2: the oldest release the
-        # resume and distributed tests were run with (tests/test_resume.py, tests/test_distributed.py).
+        # resume and distributed tests were run with (tests/e2e/test_resume.py, tests/e2e/test_distributed.py).
         "torch>=2.6",
         "torchvision>=0.21",
         "numpy>=1.23",

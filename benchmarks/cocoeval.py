@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from effdet.evaluation import evaluate_coco, load_coco_gt
+from effdet.evaluation.report import evaluate_coco, load_coco_gt
 
 from .common import run_ours
 

@@ -3,7 +3,7 @@ comparisons: ours (this checkout) and the reference.
 
 The reference is also called ``effdet``, so it is never imported in our process: it runs in a subprocess whose
 PYTHONPATH holds only the reference folder: ``$EFFDET_PARITY_PATH``, else ``<repo>/.parity`` (made by
-``make parity-env``). The parity tests find it here too (tests/reference.py).
+``make parity-env``). The parity tests find it here too (tests/helpers/parity.py).
 """
 from __future__ import annotations
 

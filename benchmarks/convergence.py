@@ -85,7 +85,7 @@ def reference_backbone_weights(folder: Path, work: Path, backbone: str = "effici
     """
     from effdet import create_model
     from effdet.checkpoint.formats import timm_backbone_key_map
-    from effdet.checkpoint.load import load_pretrained_backbone
+    from effdet.checkpoint.backbone import load_pretrained_backbone
 
     work.mkdir(parents=True, exist_ok=True)
     target = work / f"{backbone}_timm.pt"
@@ -279,7 +279,7 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
     """Our config's overrides (arguments, and the deprecated ``--override``), checked against --config as
     tools/train.py would check them: a bad key fails here, before any dataset or training starts."""
     from effdet.deprecation import deprecated_form
-    from effdet.schema import load_train_config
+    from effdet.engine.schema import load_train_config
 
     if args.override:
         deprecated_form("--override key=value", "section.key=value arguments (e.g. model.padding=symmetric)")

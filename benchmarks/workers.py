@@ -52,9 +52,9 @@ def worker_train(impl: str, runs: int, name: str = "efficientdet_d0", batch: int
     scaler = torch.amp.GradScaler(device_type) if precision == "16-mixed" else None
     if impl == "ours":
         import effdet
-        from effdet.assign import AnchorMatcher
-        from effdet.inference import anchors_for
-        from effdet.loss import DetectionLoss
+        from effdet.modeling.assign import AnchorMatcher
+        from effdet.modeling.anchors import anchors_for
+        from effdet.modeling.loss import DetectionLoss
 
         model = effdet.create_model(name, image_size=size).train().to(device, memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)  # as DetectionModule (channels_last: true)
@@ -95,7 +95,7 @@ def worker_train(impl: str, runs: int, name: str = "efficientdet_d0", batch: int
     if device_type == "cuda":
         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
         if impl == "ours":
-            from effdet.host_syncs import HostSyncCounter
+            from effdet.engine.host_syncs import HostSyncCounter
 
             with HostSyncCounter() as syncs:
                 step()

@@ -3,23 +3,33 @@
 The package namespace is lazy (PEP 562): ``effdet.create_model``, ``effdet.Predictor`` … and every submodule are
 imported on first use. So ``import effdet`` loads neither OpenCV nor Lightning, and ``effdet.runtime`` (the
 torch-free ONNX runtime) can be imported on a machine without PyTorch.
+
+Rooms, one job each: ``modeling`` (the network, anchors, matcher, loss, decode), ``ops`` (box maths, NMS),
+``engine`` (config schema, training), ``evaluation`` (COCO evaluation, analysis), ``inference`` (pre-processing,
+settings, the Predictor), ``export`` (ONNX, int8), ``runtime`` (torch-free), ``checkpoint``, ``data``, ``cli``.
+The module paths from before (``effdet.loss``, ``effdet.training`` …) still import, with a DeprecationWarning
+(:mod:`effdet._moved`).
 """
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
+from . import _moved
+
+_moved.install()  # old module paths (effdet.loss, effdet.training …) answer with the new modules, and warn
+
 # public name -> the module of effdet that defines it
 _EXPORTS = {
-    "EfficientDet": "model",
-    "ModelConfig": "variants",
-    "model_config": "variants",
-    "create_model": "factory",
-    "list_models": "factory",
+    "EfficientDet": "modeling.model",
+    "ModelConfig": "modeling.variants",
+    "model_config": "modeling.variants",
+    "create_model": "modeling.factory",
+    "list_models": "modeling.factory",
     "load_weights": "checkpoint",
-    "Predictor": "predictor",
-    "Classifier": "classifier",
-    "classify": "classifier",
+    "Predictor": "inference.predictor",
+    "Classifier": "modeling.classifier",
+    "classify": "modeling.classifier",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -9,10 +9,10 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
 LR_SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 BOX_LOSSES: tuple[str, ...] = ("huber", "giou")
 FUSION_METHODS: tuple[str, ...] = ("fast", "attn", "sum")  # BiFPN feature fusion
-# what runs the network (effdet/backends.py); openvino-bf16: OpenVINO, float layers in bfloat16 (CPUs with bf16)
+# what runs the network (effdet/inference/runtime_network.py); openvino-bf16: OpenVINO, float layers in bfloat16 (CPUs with bf16)
 RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "openvino-bf16")
 DATA_FORMATS: tuple[str, ...] = ("coco", "voc", "yolo")  # annotation formats train.py reads (effdet/data/formats.py)
-ANCHOR_FIT_MODES: tuple[str, ...] = ("report", "apply", "off")  # start-up anchor check (effdet/anchor_fit.py)
+ANCHOR_FIT_MODES: tuple[str, ...] = ("report", "apply", "off")  # start-up anchor check (effdet/engine/anchor_fit.py)
 # EXIF orientation of images (effdet/imageinfo.py): apply (use them as displayed, as annotation tools and OpenCV's
 # default reading show them) | ignore (the stored pixels, for data annotated on them)
 EXIF_ORIENTATION_MODES: tuple[str, ...] = ("apply", "ignore")
@@ -20,7 +20,7 @@ EXIF_ORIENTATION_MODES: tuple[str, ...] = ("apply", "ignore")
 # forms. "*-true" half precision casts the weights, where a 0.9998 EMA update is lost.
 TRAINING_PRECISIONS: tuple[str, ...] = ("32-true", "bf16-mixed", "16-mixed")
 PRECISION_ALIASES: dict[str, str] = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
-# Values of ours that the runner resolves at start-up (effdet.runner.resolve_trainer_settings) and logs:
+# Values of ours that the runner resolves at start-up (effdet.engine.runner.resolve_trainer_settings) and logs:
 # trainer.precision=auto -> bf16-mixed where the accelerator supports it, else 16-mixed on CUDA, else 32-true;
 # trainer.sync_batchnorm=auto -> on when the per-device batch (data.batch_size) is below SYNC_BATCHNORM_BELOW.
 AUTO: str = "auto"

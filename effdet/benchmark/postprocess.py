@@ -6,8 +6,8 @@ import time
 
 import torch
 
-from ..anchors import feature_sizes, generate_anchors
-from ..postprocess import postprocess
+from ..modeling.anchors import feature_sizes, generate_anchors
+from ..ops.nms import postprocess
 
 from .common import run_worker
 

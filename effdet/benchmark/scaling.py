@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from ..variants import model_config
-from ..scaling import MAX_PHI, variant_name
-from ..scaling.budget import Timing, count_macs, measure_latency
+from ..modeling.variants import model_config
+from ..modeling.scaling import MAX_PHI, variant_name
+from ..modeling.scaling.budget import Timing, count_macs, measure_latency
 
 # COCO val AP of the official rows (EfficientDet paper; EfficientDet-Lite: the official automl README).
 PAPER_COCO_AP = {

@@ -69,8 +69,8 @@ def worker_predict(runs: int, name: str = "efficientdet_d0", size: int = 512) ->
     import numpy as np
 
     import effdet
-    from effdet.inference import PostprocessSettings
-    from effdet.predictor import Predictor
+    from effdet.inference.settings import PostprocessSettings
+    from effdet.inference.predictor import Predictor
 
     model = effdet.create_model(name, image_size=size).eval()
     predictor = Predictor(model, [str(i) for i in range(90)], list(range(1, 91)), PostprocessSettings(nms="hard"))

@@ -9,10 +9,8 @@ from .formats import (
     infer_detector_config,
 )
 from .io import MissingPackageError, UntrustedCheckpointError, load_checkpoint, write_checkpoint
-from .load import (
-    PACKAGED_BACKBONES, CheckpointInfo, LoadReport, WeightsMismatchError, config_for_checkpoint,
-    load_pretrained_backbone, load_weights, packaged_weights_path, read_weights,
-)
+from .backbone import PACKAGED_BACKBONES, load_pretrained_backbone, packaged_weights_path
+from .load import CheckpointInfo, LoadReport, WeightsMismatchError, config_for_checkpoint, load_weights, read_weights
 
 __all__ = [
     "CheckpointInfo", "EXPORT_FORMAT_TAG", "FORMAT_EXPORT", "FORMAT_LIGHTNING", "FORMAT_VERSION", "LoadReport", "MissingPackageError",

@@ -5,8 +5,8 @@ from typing import Optional
 
 from backbones import create_backbone
 
-from ..factory import create_model
-from ..model import count_parameters
+from ..modeling.factory import create_model
+from ..modeling.model import count_parameters
 from ..types import PathLike
 from .fields import save_weights
 from .load import load_weights, read_weights

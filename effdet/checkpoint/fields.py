@@ -1,6 +1,6 @@
 """Our own checkpoint entries: the ONE definition that training writes and the Predictor, eval and export read.
 
-Lightning ``.ckpt`` (written by ``effdet.training.DetectionModule.on_save_checkpoint``)::
+Lightning ``.ckpt`` (written by ``effdet.engine.module.DetectionModule.on_save_checkpoint``)::
 
     state_dict["model.*"]           the detector; with EMA also state_dict["ema.module.*"] (preferred on load)
     effdet_model_config             plain dict of ModelConfig fields
@@ -27,8 +27,8 @@ import torch.nn as nn
 
 from backbones.efficientnet import EfficientNet
 
-from ..variants import ModelConfig
-from ..model import EfficientDet
+from ..modeling.variants import ModelConfig
+from ..modeling.model import EfficientDet
 from ..types import PathLike
 from .formats import StateDict, UnknownCheckpointFormatError, infer_backbone
 from .io import write_checkpoint

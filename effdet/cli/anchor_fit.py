@@ -5,7 +5,7 @@
 
 Reads the training boxes of the config (the same YAML and section.key=value overrides as tools/train.py), letterboxes
 them to the training size and prints the best possible recall of the model's anchors, the boxes no anchor can match,
-and a better-fitting `model.anchor_scale` / `model.aspect_ratios` (effdet/anchor_fit.py; tools/train.py runs the same
+and a better-fitting `model.anchor_scale` / `model.aspect_ratios` (effdet/engine/anchor_fit.py; tools/train.py runs the same
 check at start-up, `data.anchor_fit`). `python -m effdet.anchor_fit`, the old form, still works for one release.
 """
 from __future__ import annotations
@@ -32,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     setup_console_logging(logging.WARNING)
-    from ..anchor_fit import config_report
-    from ..schema import load_train_config
+    from ..engine.anchor_fit import config_report
+    from ..engine.schema import load_train_config
 
     try:
         print(config_report(load_train_config(args.config, args.overrides)))

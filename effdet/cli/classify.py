@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ..classifier import CLASSIFIER_MODELS
+    from ..modeling.classifier import CLASSIFIER_MODELS
 
     parser = argparse.ArgumentParser(prog="effdet-classify", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -18,8 +18,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--model", choices=list(CLASSIFIER_MODELS), default="efficientnet_lite0")
     parser.add_argument("--top-k", type=int, default=5)
     args = parser.parse_args(argv)
-    from ..classifier import Classifier
-    from ..preprocess import ImageReadError
+    from ..modeling.classifier import Classifier
+    from ..inference.preprocess import ImageReadError
 
     try:
         classifier = Classifier(args.model)

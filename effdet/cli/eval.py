@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _write_plots(args: argparse.Namespace, coco_gt: Any, results: Any, names: Any = None,
                  exif_orientation: str = "apply") -> None:
-    from ..analysis import analyze, format_error_table
+    from ..evaluation.analysis import analyze, format_error_table
 
     summary = analyze(coco_gt, results, Path(args.out), images_dir=args.images, class_names=names,
                       exif_orientation=exif_orientation, allow_outside_images=args.allow_outside_images,
@@ -110,7 +110,7 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 def _report(args: argparse.Namespace, metrics: dict[str, Any], extra: dict[str, Any]) -> Path:
     """Print the COCO and per-class tables; write OUT/metrics.json."""
-    from ..evaluation import STAT_KEYS, format_coco_summary, format_per_class_table, save_metrics
+    from ..evaluation.report import STAT_KEYS, format_coco_summary, format_per_class_table, save_metrics
 
     print(format_coco_summary(metrics) + "\n\n" + format_per_class_table(metrics["per_class"], sort_by=args.sort_classes))
     path = Path(args.out) / "metrics.json"
@@ -121,10 +121,10 @@ def _report(args: argparse.Namespace, metrics: dict[str, Any], extra: dict[str, 
 def run(args: argparse.Namespace) -> int:
     from ..data import CocoDetection, eval_transforms
     from ..data.sources import ImageFileDataset, image_items
-    from ..evaluation import category_warnings, detect, evaluate, evaluate_coco
+    from ..evaluation.report import category_warnings, detect, evaluate, evaluate_coco
     from ..fileio import write_json_atomic
-    from ..predictor import load_predictor
-    from ..schema import postprocess_options
+    from ..inference.predictor import load_predictor
+    from ..engine.schema import postprocess_options
 
     out = Path(args.out)
     if args.results:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..logs import setup_console_logging
-from ..quantization import QUANTIZERS
+from ..export.quantize import QUANTIZERS
 
 EXIT_USAGE = 2
 
@@ -66,9 +66,9 @@ def parse_image_size(text: str | None) -> list[int] | None:
 
 def load_source(args: argparse.Namespace, overrides: dict):
     """(model, class names, category ids, post-processing settings) from --weights or --model."""
-    from ..factory import create_model
-    from ..postprocess_settings import make_postprocess_settings
-    from ..predictor import Predictor
+    from ..modeling.factory import create_model
+    from ..inference.settings import make_postprocess_settings
+    from ..inference.predictor import Predictor
 
     if args.model:
         model = create_model(args.model, num_classes=args.num_classes or 90).eval()
@@ -87,8 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.int8 and args.half:
         parser.error("--int8 and --half exclude each other")
     setup_console_logging(logging.WARNING)
-    from ..export import ExportMismatchError, export_onnx
-    from ..schema import postprocess_options
+    from ..export.verify import ExportMismatchError
+    from ..export.onnx import export_onnx
+    from ..engine.schema import postprocess_options
 
     try:
         overrides, _ = postprocess_options(args.overrides, "effdet-export")
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if meta["max_abs_diff"] is not None:
             print(f"checked: onnx.checker passed; onnxruntime matches PyTorch (max |diff| {meta['max_abs_diff']:.2e})")
         if args.int8:
-            from ..quantization import quantize_file
+            from ..export.quantize import quantize_file
 
             report = quantize_file(out, out, args.calibration, max_images=args.calibration_images,
                                    quantizer=args.quantizer)

@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
     setup_console_logging(logging.WARNING)
-    from ..schema import ConfigError, flag_wins, postprocess_options
+    from ..engine.schema import ConfigError, flag_wins, postprocess_options
 
     try:
         options, sources = postprocess_options(args.sources, "effdet-infer", sources=True)
@@ -105,8 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if weights is None:
         print(NO_WEIGHTS_MESSAGE, file=sys.stderr)
         return EXIT_USAGE
-    from ..annotate import annotate_sources
-    from ..predictor import load_predictor
+    from ..inference.annotate import annotate_sources
+    from ..inference.predictor import load_predictor
 
     try:
         predictor = load_predictor(weights, args.runtime, device=args.device, **options)

@@ -22,7 +22,7 @@ from ..logs import setup_console_logging
 
 
 def _budget_parser() -> argparse.ArgumentParser:
-    from ..scaling.budget import LATENCY_RUNTIMES
+    from ..modeling.scaling.budget import LATENCY_RUNTIMES
 
     parser = argparse.ArgumentParser(prog="effdet-scale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,7 +63,7 @@ def budget_main(argv: Sequence[str]) -> int:
         parser.error("--out writes a training config based on a recipe: give --recipe too (e.g. configs/demo.yaml)")
     recipe = None
     if args.recipe:
-        from ..schema import ConfigError, load_train_config
+        from ..engine.schema import ConfigError, load_train_config
 
         try:
             recipe = load_train_config(args.recipe)
@@ -72,7 +72,7 @@ def budget_main(argv: Sequence[str]) -> int:
             return 2
     import torch
 
-    from ..scaling.budget import fit_budget, recipe_for
+    from ..modeling.scaling.budget import fit_budget, recipe_for
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -119,8 +119,8 @@ def search_main(argv: Sequence[str]) -> int:
     parser.add_argument("--out", default="runs/scale_search", help="folder for the runs, table and plot")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the recipe (e.g. data.root=demo_data)")
     args = parser.parse_args(argv)
-    from ..schema import ConfigError, load_train_config
-    from ..scaling.search import DEFAULT_ALPHAS, DEFAULT_BETAS, coefficient_grid, run_search, search_table
+    from ..engine.schema import ConfigError, load_train_config
+    from ..modeling.scaling.search import DEFAULT_ALPHAS, DEFAULT_BETAS, coefficient_grid, run_search, search_table
 
     try:
         recipe = load_train_config(args.config, args.overrides)

@@ -3,7 +3,7 @@
     python tools/train.py CONFIG.yaml [section.key=value ...]
 
 The YAML is merged with the command-line overrides (section.key=value: trainer.max_epochs=10, eval.nms=hard, seed=1;
-the grammar every command shares, effdet.schema.split_overrides) into one validated config (unknown keys fail here,
+the grammar every command shares, effdet.engine.schema.split_overrides) into one validated config (unknown keys fail here,
 naming the key and the valid choices). Training again with the same output_dir resumes from
 checkpoints/last.ckpt; pass resume=false to start fresh (the old run is moved aside, not deleted).
 """
@@ -17,7 +17,7 @@ from typing import Sequence
 
 from ..checkpoint.io import MissingPackageError
 from ..logs import setup_console_logging
-from ..schema import ConfigError, load_train_config
+from ..engine.schema import ConfigError, load_train_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_console_logging(logging.INFO, lightning=True)
     try:
         cfg = load_train_config(args.config, args.overrides)
-        from ..runner import train
+        from ..engine.runner import train
 
         train(cfg)
     except (ConfigError, ValueError, FileNotFoundError) as error:

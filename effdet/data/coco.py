@@ -29,7 +29,7 @@ from .checks.findings import DataReport
 from .checks.paths import FolderListings, PathOutsideImagesError, resolve_image_path
 from .collate import limit_opencv_threads
 from .transforms import DetectionSample
-from ..preprocess import ImageReadError, load_image
+from ..inference.preprocess import ImageReadError, load_image
 from ..types import PathLike
 
 __all__ = ["CocoDetection", "MIN_BOX_SIZE"]
@@ -116,7 +116,7 @@ class CocoDetection(Dataset):
         coco: ``pycocotools.coco.COCO`` over the cleaned annotations (kept images; valid, clipped
             boxes; ``area`` and ``iscrowd`` filled in when absent): what training learns from.
         ground_truth: ``pycocotools.coco.COCO`` of the annotations as the official COCO tools load the file
-            (every image, boxes as written, not clipped; :func:`effdet.cocoeval.official_ground_truth`): what
+            (every image, boxes as written, not clipped; :func:`effdet.evaluation.cocoeval.official_ground_truth`): what
             validation and ``tools/eval.py`` score against. Unchanged annotation dicts are shared with ``coco``.
         report: counts and examples of everything repaired or skipped (see *Validation* below).
         failed_files: files that failed to decode at load time, in this process (workers keep their own).
@@ -216,7 +216,7 @@ class CocoDetection(Dataset):
 
         self._pack(images, objects, crowds)
         self.coco = self._make_coco(data, images, kept_annotations)
-        from ..cocoeval import official_ground_truth
+        from ..evaluation.cocoeval import official_ground_truth
 
         self.ground_truth = self._make_coco(data, data["images"], official_ground_truth(data)["annotations"])
         self.report = self._make_report(data, images, objects, crowds, problems)

@@ -28,7 +28,7 @@ __all__ = ["DATA_FORMATS", "dataset_sources"]
 
 
 def _resolve(root: Optional[str], path: Optional[str]) -> Optional[str]:
-    from ..schema import resolve_data_path
+    from ..engine.schema import resolve_data_path
 
     return resolve_data_path(root, str(path)) if path not in (None, "", "???") else None
 

@@ -8,7 +8,7 @@ and continue with exactly the batches and augmentations an uninterrupted run wou
   (``effdet.data.transforms``): item ``(epoch, index)`` is made with that generator seeded from
   ``(seed, epoch, index)``, so it is the same in any process, worker or resumed run.
 * The training position (epoch, batches done) goes into every checkpoint through the data module's
-  ``state_dict`` (``effdet.training.DetectionDataModule``), which Lightning restores before it builds the loader;
+  ``state_dict`` (``effdet.engine.datamodule.DetectionDataModule``), which Lightning restores before it builds the loader;
   :meth:`EpochSampler.resume_at` then starts the loader there. (A stateful DataLoader is not enough: Lightning
   2.x builds the training loader to count the schedule's steps before it restores the loop state, and never
   hands that loader its saved state.)

@@ -4,7 +4,7 @@ A runtime is a subclass of :class:`InferenceSession` named by its ``runtime`` at
 :data:`effdet.choices.RUNTIMES` besides ``"torch"``, which runs the PyTorch module itself): it opens the file, reads
 the effdet metadata (:data:`METADATA_KEY`) and runs the graph, ``run(feed) -> list of numpy outputs`` in
 ``output_names`` order. :func:`open_session` picks the class by name. The torch-free runtime
-(:class:`~effdet.runtime.OnnxDetector`), the Predictor (through :class:`effdet.runtime_network.RuntimeNetwork`) and
+(:class:`~effdet.runtime.OnnxDetector`), the Predictor (through :class:`effdet.inference.runtime_network.RuntimeNetwork`) and
 ``effdet.export`` all use these.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The reference is also called `effdet`, so it is never imported in our process: it runs in a subprocess whose
 PYTHONPATH holds only the reference folder, which :func:`benchmarks.common.reference_path` finds
 (``$EFFDET_PARITY_PATH``, else ``<repo>/.parity``, made by ``make parity-env``). ``reference_runner.py`` beside this
-file is the script the parity tests (tests/test_parity.py) run there.
+file is the script the parity tests (tests/parity/test_parity.py) run there.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Run the reference `effdet` package (and its `timm`) on random weights and save what it computes.
 
-Executed by tests/test_parity.py in a subprocess whose PYTHONPATH holds ONLY the reference (never this project):
+Executed by tests/parity/test_parity.py in a subprocess whose PYTHONPATH holds ONLY the reference (never this project):
 
     python tests/helpers/reference_runner.py OUT_DIR CASES_JSON
 

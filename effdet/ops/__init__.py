@@ -1,0 +1,3 @@
+"""Tensor operations on boxes that several rooms share: box maths (:mod:`.boxes`), the box coder
+(:mod:`.box_coder`), top-k / decode / hard and soft NMS / undoing the letterbox, and the exportable NMS of the ONNX
+detection graph (:mod:`.nms`)."""
