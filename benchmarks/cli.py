@@ -4,7 +4,7 @@ the reference effdet and other tools (this package).
     python tools/benchmark.py model [--variants efficientdet_d0 ...] [--runs 10] [--threads 2]
     python tools/benchmark.py train  [--runs 10]     # ours vs the reference effdet, D0 @512 batch 2 and 8, + bf16
     python tools/benchmark.py predict [--runs 20]    # end-to-end predict, ours vs DetBenchPredict
-    python tools/benchmark.py predict --backend all --compare-reference   # every deployment path vs the reference
+    python tools/benchmark.py predict --runtime all --compare-reference   # every deployment path vs the reference
     python tools/benchmark.py postprocess | loader | cocoeval
     python tools/benchmark.py all [--out FILE]
     python tools/benchmark.py scaling --plot scaling.png [--step 0.5] [--time-up-to 3]   # not part of `all`

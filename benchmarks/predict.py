@@ -1,9 +1,9 @@
 """End-to-end predict latency: ours (the library's ``predict``) against the reference DetBenchPredict; with
-``--backend`` or ``--compare-reference``, every deployment path of :mod:`effdet.benchmark.deploy` with the
+``--runtime`` or ``--compare-reference``, every deployment path of :mod:`effdet.benchmark.deploy` with the
 reference's DetBenchPredict as the baseline timed in the same rounds.
 
     python tools/benchmark.py predict [--runs 20]
-    python tools/benchmark.py predict --backend all --compare-reference [--models efficientdet_d0 ...]
+    python tools/benchmark.py predict --runtime all --compare-reference [--models efficientdet_d0 ...]
 """
 from __future__ import annotations
 
@@ -50,10 +50,11 @@ def add_arguments(parser) -> None:
 
 def run(args) -> list[str]:
     reference = reference_path()
-    if args.backend or args.compare_reference:
+    paths = library.requested_paths(args)
+    if paths or args.compare_reference:
         if args.compare_reference and reference is None:
             raise RuntimeError(NOT_FOUND)
-        return deploy.run(args.models, library.backend_paths(args.backend), threads=args.threads, rounds=args.runs,
+        return deploy.run(args.models, library.runtime_paths(paths), threads=args.threads, rounds=args.runs,
                           calibration=args.calibration,
                           baseline=reference_baseline(reference) if args.compare_reference else None)
     row, ours = library.predictor_row(args)

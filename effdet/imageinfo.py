@@ -17,7 +17,7 @@ import io
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Tuple, Union
+from typing import Any, Mapping, Optional, Union
 
 from .choices import EXIF_ORIENTATION_MODES
 
@@ -66,13 +66,13 @@ class ImageHeader:
         return self.exif_orientation not in (None, 1)
 
     @property
-    def displayed_size(self) -> Tuple[int, int]:
+    def displayed_size(self) -> tuple[int, int]:
         """``(width, height)`` as a viewer that honours EXIF shows it (swapped for orientations 5-8)."""
         if self.exif_orientation in QUARTER_TURN_ORIENTATIONS:
             return self.height, self.width
         return self.width, self.height
 
-    def size(self, exif_orientation: str = "apply") -> Tuple[int, int]:
+    def size(self, exif_orientation: str = "apply") -> tuple[int, int]:
         """``(width, height)`` of the image as :func:`effdet.inference.preprocess.load_image` gives it with that
         ``exif_orientation``: ``"apply"`` the displayed size, ``"ignore"`` the stored one."""
         if check_exif_orientation_mode(exif_orientation) == "apply":

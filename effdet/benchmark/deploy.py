@@ -1,8 +1,8 @@
 """Deployment latency: our Predictor on each backend and the torch-free runtime (fp32 and int8), measured
 alternately in one run, with each path's distance from the machine's float32 FLOP limit.
 
-    effdet-benchmark predict --backend all [--models efficientdet_d0 ...] [--runs 15] [--threads 2]
-    python tools/benchmark.py predict --backend all --compare-reference    # from a checkout: + the reference
+    effdet-benchmark predict --runtime all [--models efficientdet_d0 ...] [--runs 15] [--threads 2]
+    python tools/benchmark.py predict --runtime all --compare-reference    # from a checkout: + the reference
 
 A :class:`Baseline` (another implementation in its own process: ``tools/benchmark.py`` adds the reference
 package's DetBenchPredict) is timed in the same rounds, and every path gets its same-round ratio to it.
@@ -36,7 +36,7 @@ from .common import PACKAGE_PARENT, own_pythonpath
 from .workers import peak_rss_mib
 
 PATHS = ("torch", "onnxruntime", "openvino", "runtime-onnxruntime", "runtime-openvino", "int8-onnxruntime",
-         "int8-openvino")  # --backend all
+         "int8-openvino")  # --runtime all
 OPTIONAL_PATHS = ("runtime-openvino-bf16",)  # only on CPUs with bfloat16 units; asked for by name
 DEFAULT_MODELS = ("efficientdet_d0", "efficientdet_lite0", "efficientdet_d1")
 SETTLE_SECONDS = 0.2  # idle time before each timed call (see the module doc)

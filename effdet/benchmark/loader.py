@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Dict, Tuple, Union
+from typing import Union
 
 import cv2
 
@@ -24,9 +24,9 @@ def benchmark_loader(
     image_size: SizeLike,
     num_images: int = 200,
     batch_size: int = 8,
-    scale_range: Tuple[float, float] = (0.1, 2.0),
+    scale_range: tuple[float, float] = (0.1, 2.0),
     opencv_threads: int = 1,
-) -> Dict[str, float]:
+) -> dict[str, float]:
     """Time what one DataLoader worker does: a Python loop over the dataset plus collate.
 
     Uses ``opencv_threads`` OpenCV threads (1 = what a worker gets from ``worker_init_fn``) and restores

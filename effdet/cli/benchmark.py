@@ -2,7 +2,7 @@
 
     effdet-benchmark model [--variants efficientdet_d0 ...] [--runs 10] [--threads 2]
     effdet-benchmark predict [--runs 20]     # end-to-end Predictor.predict, D0 @512
-    effdet-benchmark predict --backend all [--models efficientdet_d0 ...]   # torch, onnxruntime, OpenVINO, int8, ...
+    effdet-benchmark predict --runtime all [--models efficientdet_d0 ...]   # torch, onnxruntime, OpenVINO, int8, ...
     effdet-benchmark postprocess | loader
     effdet-benchmark all [--out FILE]
     effdet-benchmark scaling --plot scaling.png [--step 0.5] [--time-up-to 3]   # not part of `all`

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ..choices import EXIF_ORIENTATION_MODES
 
@@ -90,9 +90,9 @@ def _write_fixed(args: argparse.Namespace, report: Any) -> tuple:
     return cleaned, recheck
 
 
-def draw_samples(images_dir: str, annotations: str, data: Optional[Dict[str, Any]], out: Path, count: int,
+def draw_samples(images_dir: str, annotations: str, data: Optional[dict[str, Any]], out: Path, count: int,
                  image_size: int, scale_range: Sequence[float], seed: int,
-                 allow_outside_images: bool = False, exif_orientation: str = "apply") -> List[Path]:
+                 allow_outside_images: bool = False, exif_orientation: str = "apply") -> list[Path]:
     """Render ``count`` images: boxes and names as loaded | as augmented by the training transforms."""
     import cv2
     import numpy as np

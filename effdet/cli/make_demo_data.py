@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import List, Optional
+from typing import Optional
 
 from ..data.synthetic import KINDS, make_synthetic_dataset
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="effdet-make-demo-data", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder (created if needed)")
     parser.add_argument("--num-train", type=int, default=400, help="training images (default 400)")

@@ -16,7 +16,7 @@ import io
 import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Optional
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -42,15 +42,15 @@ _EXAMPLES = 10
 _DROPPED_BOX_KINDS = {"box_invalid": "invalid_boxes", "box_nonpositive": "invalid_boxes",
                       "box_outside": "degenerate_boxes", "box_degenerate": "degenerate_boxes"}
 
-SampleDict = Dict[str, Any]
+SampleDict = dict[str, Any]
 
 
 class _Problems:
     """Counts and a few example ids per kind of problem found in the annotations."""
 
     def __init__(self) -> None:
-        self.counts: Dict[str, int] = defaultdict(int)
-        self.examples: Dict[str, List[Any]] = defaultdict(list)
+        self.counts: dict[str, int] = defaultdict(int)
+        self.examples: dict[str, list[Any]] = defaultdict(list)
 
     def add(self, kind: str, example: Any) -> None:
         self.counts[kind] += 1
@@ -65,7 +65,7 @@ def _refuse_fatal(report: DataReport, path: Path) -> None:
         raise ValueError(f"annotation file '{path}': {fatal[0].message}")
 
 
-def _checked_json(path: Path, data: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+def _checked_json(path: Path, data: Optional[dict[str, Any]]) -> dict[str, Any]:
     """The COCO dict (read from ``path`` unless given), refused with ``ValueError`` on the checker's first fatal
     finding about the file, its sections, entries and ids (:mod:`effdet.data.checks.entries`)."""
     report = DataReport(str(path), "", "fast")
@@ -83,7 +83,7 @@ def _checked_json(path: Path, data: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     return data  # type: ignore[return-value]
 
 
-def _cleaning_keeps(ann: Dict[str, Any], box: Tuple[float, float, float, float]) -> bool:
+def _cleaning_keeps(ann: dict[str, Any], box: tuple[float, float, float, float]) -> bool:
     """Whether the cleaned copy of a valid annotation would equal it: its bbox numbers, unclipped (``box`` is the
     clipped xyxy), and ``area`` and a 0/1 ``iscrowd`` present."""
     bbox = ann["bbox"]
@@ -144,7 +144,7 @@ class CocoDetection(Dataset):
         transform: Optional[Callable[[DetectionSample], DetectionSample]] = None,
         check_files: bool = True,
         max_load_attempts: int = 32,
-        annotations_data: Optional[Dict[str, Any]] = None,
+        annotations_data: Optional[dict[str, Any]] = None,
         allow_outside_images: bool = False,
         exif_orientation: str = "apply",
     ) -> None:
@@ -158,8 +158,8 @@ class CocoDetection(Dataset):
         self.allow_outside_images = bool(allow_outside_images)
         self.transform = transform
         self.max_load_attempts = int(max_load_attempts)
-        self.failed_files: Set[str] = set()
-        self._size_warned: Set[str] = set()
+        self.failed_files: set[str] = set()
+        self._size_warned: set[str] = set()
         limit_opencv_threads()  # here, in the parent, before DataLoader workers fork
         self._build(check_files)
 
@@ -178,17 +178,17 @@ class CocoDetection(Dataset):
             if unknown:
                 raise ValueError(f"annotation file '{path}': {unknown}")
         names_by_id = {int(cid): name for cid, name in names_by_id.items()}
-        self.category_ids: List[int] = sorted(names_by_id)
-        self.class_names: List[str] = [names_by_id[i] for i in self.category_ids]
-        self.label_of_category: Dict[int, int] = {cid: label for label, cid in enumerate(self.category_ids)}
+        self.category_ids: list[int] = sorted(names_by_id)
+        self.class_names: list[str] = [names_by_id[i] for i in self.category_ids]
+        self.label_of_category: dict[int, int] = {cid: label for label, cid in enumerate(self.category_ids)}
 
         problems = _Problems()
         images = self._valid_images(data["images"], check_files, problems)
         image_index = {image["id"]: index for index, image in enumerate(images)}
         all_image_ids = {image["id"] for image in data["images"]}
 
-        objects: List[List[Tuple[List[float], int]]] = [[] for _ in images]
-        crowds: List[List[List[float]]] = [[] for _ in images]
+        objects: list[list[tuple[list[float], int]]] = [[] for _ in images]
+        crowds: list[list[list[float]]] = [[] for _ in images]
         kept_annotations = []
         for ann in data["annotations"]:
             if ann["image_id"] not in all_image_ids:
@@ -222,7 +222,7 @@ class CocoDetection(Dataset):
         self.report = self._make_report(data, images, objects, crowds, problems)
         self._log_summary(problems)
 
-    def _valid_images(self, entries: List[Dict[str, Any]], check_files: bool, problems: _Problems) -> List[Dict[str, Any]]:
+    def _valid_images(self, entries: list[dict[str, Any]], check_files: bool, problems: _Problems) -> list[dict[str, Any]]:
         """The image entries to use: each with a valid size (else ``ValueError``) and a path inside ``images_dir``
         (else ``ValueError``, unless allowed); with ``check_files``, those whose file is missing are skipped."""
         path = self.annotations_json
@@ -250,7 +250,7 @@ class CocoDetection(Dataset):
         return kept
 
     @staticmethod
-    def _valid_box(ann: Dict[str, Any], image: Dict[str, Any], problems: _Problems) -> Optional[Tuple[float, float, float, float]]:
+    def _valid_box(ann: dict[str, Any], image: dict[str, Any], problems: _Problems) -> Optional[tuple[float, float, float, float]]:
         """The annotation's box as training uses it (the checker's :func:`~effdet.data.checks.boxes.training_box`):
         ``[x1, y1, x2, y2]`` pixels clipped to the image, or None (counted) when it is dropped."""
         width, height = image_size(image)  # type: ignore[misc]  (checked in _valid_images)
@@ -268,9 +268,9 @@ class CocoDetection(Dataset):
 
     def _pack(
         self,
-        images: List[Dict[str, Any]],
-        objects: List[List[Tuple[List[float], int]]],
-        crowds: List[List[List[float]]],
+        images: list[dict[str, Any]],
+        objects: list[list[tuple[list[float], int]]],
+        crowds: list[list[list[float]]],
     ) -> None:
         """Flat arrays: per-image slices ``[offsets[i], offsets[i+1])`` of boxes/labels/crowd boxes."""
         if not images:
@@ -290,7 +290,7 @@ class CocoDetection(Dataset):
         self._crowd_boxes = np.array([box for items in crowds for box in items], dtype=np.float32).reshape(-1, 4)
 
     @staticmethod
-    def _make_coco(data: Dict[str, Any], images: List[Dict[str, Any]], annotations: List[Dict[str, Any]]) -> COCO:
+    def _make_coco(data: dict[str, Any], images: list[dict[str, Any]], annotations: list[dict[str, Any]]) -> COCO:
         cleaned = {key: value for key, value in data.items() if key not in ("images", "annotations")}
         cleaned["images"] = list(images)
         cleaned["annotations"] = annotations
@@ -302,13 +302,13 @@ class CocoDetection(Dataset):
 
     def _make_report(
         self,
-        data: Dict[str, Any],
-        images: List[Dict[str, Any]],
-        objects: List[List[Tuple[List[float], int]]],
-        crowds: List[List[List[float]]],
+        data: dict[str, Any],
+        images: list[dict[str, Any]],
+        objects: list[list[tuple[list[float], int]]],
+        crowds: list[list[list[float]]],
         problems: _Problems,
-    ) -> Dict[str, Any]:
-        report: Dict[str, Any] = {
+    ) -> dict[str, Any]:
+        report: dict[str, Any] = {
             "annotations_json": str(self.annotations_json),
             "images_dir": str(self.images_dir),
             "images_in_json": len(data["images"]),
@@ -351,7 +351,7 @@ class CocoDetection(Dataset):
     # ------------------------------------------------------------------ access
 
     @property
-    def image_ids(self) -> List[int]:
+    def image_ids(self) -> list[int]:
         return self._image_ids.tolist()
 
     @property
@@ -364,7 +364,7 @@ class CocoDetection(Dataset):
     def image_path(self, index: int) -> Path:
         return self.images_dir / str(self._file_names[index])
 
-    def targets(self, index: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def targets(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(boxes [N,4] float32 xyxy original px, labels [N] int64, crowd_boxes [K,4] float32)``."""
         start, stop = self._object_offsets[index], self._object_offsets[index + 1]
         crowd_start, crowd_stop = self._crowd_offsets[index], self._crowd_offsets[index + 1]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ def _as_tensor(value: Any, dtype: torch.dtype) -> torch.Tensor:
     return torch.as_tensor(value, dtype=dtype)
 
 
-def _pad_boxes(items: List[torch.Tensor]) -> tuple:
+def _pad_boxes(items: list[torch.Tensor]) -> tuple:
     """Stack ``[N_i, 4]`` boxes into ``[B, M, 4]`` zeros-padded, ``M = max(1, max N_i)``; return mask too."""
     length = max([1] + [len(item) for item in items])
     boxes = torch.zeros((len(items), length, 4), dtype=torch.float32)
@@ -27,7 +27,7 @@ def _pad_boxes(items: List[torch.Tensor]) -> tuple:
     return boxes, mask
 
 
-def collate_detection(samples: Sequence[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+def collate_detection(samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """Batch dataset samples (see ``CocoDetection.__getitem__``) into padded tensors.
 
     Returns:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -25,10 +25,10 @@ from ..fileio import write_json_atomic
 __all__ = ["DEMO_CATEGORIES", "ObjectPainter", "make_demo_dataset", "render_scene", "shape_painter"]
 
 # (id, name): non-contiguous ids, listed out of order on purpose.
-DEMO_CATEGORIES: Tuple[Tuple[int, str], ...] = ((7, "triangle"), (1, "circle"), (3, "square"))
+DEMO_CATEGORIES: tuple[tuple[int, str], ...] = ((7, "triangle"), (1, "circle"), (3, "square"))
 
 _SPLITS = {"train": 0, "val": 1}
-Box = Tuple[int, int, int, int]  # COCO x, y, w, h in pixels
+Box = tuple[int, int, int, int]  # COCO x, y, w, h in pixels
 
 
 def _muted_colour(rng: np.random.Generator) -> np.ndarray:
@@ -37,7 +37,7 @@ def _muted_colour(rng: np.random.Generator) -> np.ndarray:
     return np.clip(grey + rng.uniform(-25, 25, size=3), 0, 255)
 
 
-def _vivid_colour(rng: np.random.Generator) -> Tuple[int, int, int]:
+def _vivid_colour(rng: np.random.Generator) -> tuple[int, int, int]:
     """A saturated, bright RGB colour (objects)."""
     hsv = np.array([[[rng.uniform(0, 180), rng.uniform(190, 255), rng.uniform(170, 255)]]], dtype=np.uint8)
     rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0]
@@ -65,7 +65,7 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return canvas
 
 
-def _shape_polygon(name: str, centre: Tuple[float, float], size: float, rng: np.random.Generator) -> Optional[np.ndarray]:
+def _shape_polygon(name: str, centre: tuple[float, float], size: float, rng: np.random.Generator) -> Optional[np.ndarray]:
     """Vertices (float ``[P, 2]``) of a square or triangle whose extent is about ``size``; None for circles."""
     cx, cy = centre
     if name == "square":
@@ -84,7 +84,7 @@ def _shape_polygon(name: str, centre: Tuple[float, float], size: float, rng: np.
     return corners @ rotation.T + np.array([cx, cy])
 
 
-def _draw(target: np.ndarray, name: str, centre: Tuple[float, float], size: float,
+def _draw(target: np.ndarray, name: str, centre: tuple[float, float], size: float,
           polygon: Optional[np.ndarray], colour: Any, thickness: int, line_type: int) -> None:
     """Draw a filled (thickness -1) or outlined shape; coordinates with 4 fractional bits."""
     shift = 4
@@ -104,7 +104,7 @@ def _draw(target: np.ndarray, name: str, centre: Tuple[float, float], size: floa
 ObjectPainter = Callable[[np.ndarray, Any, int, int], None]
 
 
-def shape_painter(name: str, centre: Tuple[float, float], size: float, rng: np.random.Generator) -> ObjectPainter:
+def shape_painter(name: str, centre: tuple[float, float], size: float, rng: np.random.Generator) -> ObjectPainter:
     """Painter of a circle / square / triangle of extent about ``size`` px at ``centre``."""
     polygon = _shape_polygon(name, centre, size, rng)
 
@@ -127,11 +127,11 @@ def render_scene(
     width: int,
     max_objects: int = 6,
     empty_fraction: float = 0.1,
-    object_size: Tuple[float, float] = (32.0, 160.0),
+    object_size: tuple[float, float] = (32.0, 160.0),
     max_overlap: float = 0.2,
-    categories: Sequence[Tuple[int, str]] = DEMO_CATEGORIES,
+    categories: Sequence[tuple[int, str]] = DEMO_CATEGORIES,
     painter: Optional[Callable[..., "ObjectPainter"]] = None,
-) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """One synthetic scene.
 
     Returns:
@@ -146,7 +146,7 @@ def render_scene(
     image = _background(rng, height, width)
     names = [name for _, name in sorted(categories)]
     count = 0 if rng.random() < empty_fraction else int(rng.integers(1, max_objects + 1))
-    objects: List[Dict[str, Any]] = []
+    objects: list[dict[str, Any]] = []
     mask = np.zeros((height, width), dtype=np.uint8)
     for _ in range(count):
         for _attempt in range(30):
@@ -172,8 +172,8 @@ def render_scene(
     return image, objects
 
 
-def _make_split(root: Path, split: str, count: int, seed: int, width_range: Tuple[int, int],
-                height_range: Tuple[int, int], scene_options: Dict[str, Any],
+def _make_split(root: Path, split: str, count: int, seed: int, width_range: tuple[int, int],
+                height_range: tuple[int, int], scene_options: dict[str, Any],
                 description: str = "effdet synthetic shapes demo", supercategory: str = "shape") -> Path:
     """Write ``root/split/*.jpg`` and ``root/annotations/instances_<split>.json``; ``scene_options`` go to
     :func:`render_scene` (its ``categories`` are the file's categories, in the order given)."""
@@ -222,12 +222,12 @@ def make_demo_dataset(
     num_train: int = 400,
     num_val: int = 80,
     seed: int = 0,
-    width_range: Tuple[int, int] = (320, 640),
-    height_range: Tuple[int, int] = (240, 480),
+    width_range: tuple[int, int] = (320, 640),
+    height_range: tuple[int, int] = (240, 480),
     max_objects: int = 6,
     empty_fraction: float = 0.1,
-    object_size: Tuple[float, float] = (32.0, 160.0),
-) -> Dict[str, str]:
+    object_size: tuple[float, float] = (32.0, 160.0),
+) -> dict[str, str]:
     """Write the demo dataset under ``root`` and return its paths.
 
     Layout: ``root/train/*.jpg``, ``root/val/*.jpg``, ``root/annotations/instances_{train,val}.json``

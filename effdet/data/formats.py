@@ -19,7 +19,7 @@ classes file sits beside the data; for VOC the default is the sorted names found
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 from ..choices import DATA_FORMATS
 from .checks import preflight
@@ -42,7 +42,7 @@ def _classes(data_cfg: Any, root: Optional[str]) -> Any:
     return [str(c) for c in classes]
 
 
-def dataset_sources(data_cfg: Any) -> Dict[str, Dict[str, Any]]:
+def dataset_sources(data_cfg: Any) -> dict[str, dict[str, Any]]:
     """``{"train": kwargs, "val": kwargs}`` for ``CocoDetection`` (``images_dir``, ``annotations_json``,
     ``annotations_data``, ``allow_outside_images`` and ``exif_orientation``), checked with the fast data checks."""
     from ..imageinfo import check_exif_orientation_mode, set_max_image_pixels
@@ -56,7 +56,7 @@ def dataset_sources(data_cfg: Any) -> Dict[str, Dict[str, Any]]:
     allow = bool(data_cfg.get("allow_outside_images") or False)
     exif = check_exif_orientation_mode(data_cfg.get("exif_orientation") or "apply", "data.exif_orientation")
     splits = ("train", "val")
-    sources: Dict[str, Dict[str, Any]] = {}
+    sources: dict[str, dict[str, Any]] = {}
     if fmt == "coco":
         from .checks import load_annotations
 

@@ -16,7 +16,7 @@ and continue with exactly the batches and augmentations an uninterrupted run wou
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Optional, Tuple
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -65,14 +65,14 @@ class EpochSampler(DistributedSampler):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=int(seed),
                          drop_last=False)
         self.batch_size = int(batch_size)
-        self._resume: Optional[Tuple[int, int]] = None
+        self._resume: Optional[tuple[int, int]] = None
 
     def resume_at(self, epoch: int, batches_done: int) -> None:
         """Start at batch ``batches_done`` of ``epoch`` (and make ``epoch`` the current one)."""
         self.set_epoch(int(epoch))
         self._resume = (int(epoch), int(batches_done))
 
-    def __iter__(self) -> Iterator[Tuple[int, int]]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         indices = list(super().__iter__())
         epoch, start = self.epoch, 0
         if self._resume is not None:

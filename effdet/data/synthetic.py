@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Union
 
 import cv2
 import numpy as np
@@ -28,14 +28,14 @@ from .demo import DEMO_CATEGORIES, ObjectPainter, _make_split
 __all__ = ["DIGIT_CATEGORIES", "KINDS", "digit_painter", "make_synthetic_dataset", "object_size_summary"]
 
 # (id, name): the ten digits with non-contiguous ids, listed out of order on purpose.
-DIGIT_CATEGORIES: Tuple[Tuple[int, str], ...] = tuple(
+DIGIT_CATEGORIES: tuple[tuple[int, str], ...] = tuple(
     (11 + 3 * d, str(d)) for d in (3, 0, 7, 1, 9, 4, 2, 8, 5, 6))
 
 _FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
           cv2.FONT_HERSHEY_SCRIPT_SIMPLEX)
 
 
-def digit_painter(name: str, centre: Tuple[float, float], size: float, rng: np.random.Generator) -> ObjectPainter:
+def digit_painter(name: str, centre: tuple[float, float], size: float, rng: np.random.Generator) -> ObjectPainter:
     """Painter of the digit ``name`` whose glyph is about ``size`` px tall, centred at ``centre``.
 
     The font, the stroke width (about 1/8 of the height) and an italic shear are drawn from ``rng`` once, so
@@ -68,7 +68,7 @@ def digit_painter(name: str, centre: Tuple[float, float], size: float, rng: np.r
 
 
 # kind -> (image width range, height range, render_scene options, description, supercategory)
-KINDS: Dict[str, Dict[str, Any]] = {
+KINDS: dict[str, dict[str, Any]] = {
     "shapes": dict(width_range=(320, 640), height_range=(240, 480),
                    scene=dict(max_objects=6, empty_fraction=0.1, object_size=(32.0, 160.0)),
                    description="effdet synthetic shapes demo", supercategory="shape"),
@@ -83,7 +83,7 @@ KINDS: Dict[str, Dict[str, Any]] = {
 
 
 def make_synthetic_dataset(kind: str, root: Union[str, os.PathLike], num_train: int = 400, num_val: int = 80,
-                           seed: int = 0) -> Dict[str, str]:
+                           seed: int = 0) -> dict[str, str]:
     """Write the dataset ``kind`` (``shapes`` | ``small`` | ``similar``) under ``root`` and return its paths.
 
     Layout as :func:`effdet.data.demo.make_demo_dataset`: ``root/{train,val}/*.jpg`` and
@@ -104,7 +104,7 @@ def make_synthetic_dataset(kind: str, root: Union[str, os.PathLike], num_train: 
     return paths
 
 
-def object_size_summary(annotations: Dict[str, Any]) -> Dict[str, float]:
+def object_size_summary(annotations: dict[str, Any]) -> dict[str, float]:
     """Median / min / max of ``sqrt(w·h)`` over a COCO dict's boxes (px), for checks and docs."""
     sizes = [math.sqrt(a["bbox"][2] * a["bbox"][3]) for a in annotations["annotations"]]
     if not sizes:

@@ -22,7 +22,7 @@ epoch (also with persistent workers); and with ``num_workers=0`` it follows ``to
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -74,7 +74,7 @@ def torch_seeded_rng() -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _fill_value(fill: FillLike) -> Tuple[int, int, int]:
+def _fill_value(fill: FillLike) -> tuple[int, int, int]:
     if fill is None:
         return fill_from_mean(IMAGENET_MEAN)
     if isinstance(fill, (int, np.integer)):
@@ -101,7 +101,7 @@ class Compose:
     """Apply transforms in order."""
 
     def __init__(self, transforms: Sequence[Transform]) -> None:
-        self.transforms: List[Transform] = list(transforms)
+        self.transforms: list[Transform] = list(transforms)
 
     def __call__(self, sample: DetectionSample) -> DetectionSample:
         for transform in self.transforms:
@@ -132,7 +132,7 @@ class RandomScaleCrop:
     def __init__(
         self,
         output_size: SizeLike,
-        scale_range: Tuple[float, float] = (0.1, 2.0),
+        scale_range: tuple[float, float] = (0.1, 2.0),
         fill: FillLike = None,
         min_size: float = 2.0,
         min_visible: float = 0.2,
@@ -291,7 +291,7 @@ class ToTensor:
 
 def train_transforms(
     image_size: SizeLike,
-    scale_range: Tuple[float, float] = (0.1, 2.0),
+    scale_range: tuple[float, float] = (0.1, 2.0),
     fill: FillLike = None,
     flip_probability: float = 0.5,
     min_visible: float = 0.2,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence
 
 from ..types import PathLike
 
@@ -43,7 +43,7 @@ def _number(node: ET.Element, tag: str, where: str) -> float:
         raise ValueError(f"{where}: <{tag}> is {value!r}, not a number") from None
 
 
-def read_voc_xml(path: PathLike) -> Dict[str, Any]:
+def read_voc_xml(path: PathLike) -> dict[str, Any]:
     """``{"filename", "width", "height", "objects": [{"name", "bbox" xywh px, "difficult"}]}`` of one XML.
 
     ``width``/``height`` are None when ``<size>`` is missing or 0 (the image header is read instead).
@@ -73,7 +73,7 @@ def read_voc_xml(path: PathLike) -> Dict[str, Any]:
             "height": height or None, "objects": objects}
 
 
-def voc_sources(annotations: PathLike, images_dir: Optional[PathLike] = None) -> Tuple[List[Path], Path]:
+def voc_sources(annotations: PathLike, images_dir: Optional[PathLike] = None) -> tuple[list[Path], Path]:
     """XML files and the images folder of a VOC split given as an ``Annotations`` folder, a VOC root (with
     ``Annotations/`` and ``JPEGImages/``) or an ``ImageSets/Main/<split>.txt`` list."""
     annotations = Path(annotations)
@@ -94,7 +94,7 @@ def voc_sources(annotations: PathLike, images_dir: Optional[PathLike] = None) ->
 
 def voc_to_coco(xml_files: Sequence[PathLike], images_dir: PathLike,
                 class_names: Optional[Sequence[str]] = None, difficult: str = "keep",
-                exif_orientation: str = "apply", allow_outside_images: bool = False) -> Dict[str, Any]:
+                exif_orientation: str = "apply", allow_outside_images: bool = False) -> dict[str, Any]:
     """A COCO dict of VOC XML files; ``file_name`` is relative to ``images_dir``: a ``<filename>`` that is
     absolute or leaves it raises ``ValueError`` naming the XML unless ``allow_outside_images``
     (:func:`effdet.data.checks.resolve_image_path`).

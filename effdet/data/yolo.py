@@ -17,7 +17,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Union
 
 from ..types import PathLike
 
@@ -28,7 +28,7 @@ __all__ = ["coco_to_yolo", "label_path_for", "labels_dir_for", "load_data_yaml",
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def read_class_names(source: Union[PathLike, Sequence[str]]) -> List[str]:
+def read_class_names(source: Union[PathLike, Sequence[str]]) -> list[str]:
     """Class names from a list, a ``classes.txt``/``obj.names`` file, or a ``data.yaml`` (``names:``)."""
     if not isinstance(source, (str, os.PathLike)):
         names = [str(n) for n in source]
@@ -47,7 +47,7 @@ def read_class_names(source: Union[PathLike, Sequence[str]]) -> List[str]:
     return names
 
 
-def _names_from_yaml(path: Path) -> List[str]:
+def _names_from_yaml(path: Path) -> list[str]:
     import yaml
 
     try:
@@ -68,7 +68,7 @@ def _names_from_yaml(path: Path) -> List[str]:
     raise ValueError(f"'{path}' has no 'names:' list or mapping (YOLO data.yaml)")
 
 
-def load_data_yaml(path: PathLike, split: str = "train") -> Tuple[Path, Path, List[str]]:
+def load_data_yaml(path: PathLike, split: str = "train") -> tuple[Path, Path, list[str]]:
     """``(images folder, labels folder, class names)`` of one split of an Ultralytics-style ``data.yaml``."""
     import yaml
 
@@ -110,7 +110,7 @@ def labels_dir_for(images_dir: PathLike) -> Path:
     return candidate if candidate is not None and candidate.is_dir() else images_dir
 
 
-def _parse_line(line: str, where: str, num_classes: int) -> Tuple[int, Tuple[float, float, float, float]]:
+def _parse_line(line: str, where: str, num_classes: int) -> tuple[int, tuple[float, float, float, float]]:
     """(class index, normalised x1 y1 x2 y2) of one label line."""
     fields = line.split()
     try:
@@ -136,7 +136,7 @@ def _parse_line(line: str, where: str, num_classes: int) -> Tuple[int, Tuple[flo
 
 def yolo_to_coco(images_dir: PathLike, labels_dir: Optional[PathLike] = None,
                  class_names: Union[PathLike, Sequence[str], None] = None,
-                 exif_orientation: str = "apply") -> Dict[str, Any]:
+                 exif_orientation: str = "apply") -> dict[str, Any]:
     """A COCO dict of a YOLO folder. ``file_name`` entries are relative to ``images_dir`` (sub-folders kept).
 
     Args:
@@ -164,7 +164,7 @@ def yolo_to_coco(images_dir: PathLike, labels_dir: Optional[PathLike] = None,
         class_names = _find_class_file(images_dir, explicit_labels or labels_dir_for(images_dir))
     names = read_class_names(class_names)
     images, annotations, skipped = [], [], []
-    looked_at: List[Path] = []  # where the first images' labels were looked for (for the error message)
+    looked_at: list[Path] = []  # where the first images' labels were looked for (for the error message)
     label_files = 0
     paths = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     for path in paths:
@@ -222,7 +222,7 @@ def _find_class_file(images_dir: Path, labels_dir: Path) -> Path:
                      f"or put a classes.txt or data.yaml in {[str(p) for p in places[:4]]}")
 
 
-def coco_to_yolo(data: Dict[str, Any], labels_dir: PathLike, decimals: int = 6) -> List[str]:
+def coco_to_yolo(data: dict[str, Any], labels_dir: PathLike, decimals: int = 6) -> list[str]:
     """Write YOLO labels for a COCO dict: ``labels_dir/<file_name stem>.txt`` per image and ``classes.txt``.
 
     Class index = position of the category id in ascending order; crowd regions are left out. Returns the
@@ -241,7 +241,7 @@ def coco_to_yolo(data: Dict[str, Any], labels_dir: PathLike, decimals: int = 6) 
     categories = sorted(data["categories"], key=lambda c: c["id"])
     index_of = {c["id"]: k for k, c in enumerate(categories)}
     names = [str(c["name"]) for c in categories]
-    by_image: Dict[Any, List[Dict[str, Any]]] = {}
+    by_image: dict[Any, list[dict[str, Any]]] = {}
     for ann in data["annotations"]:
         if not ann.get("iscrowd"):
             by_image.setdefault(ann["image_id"], []).append(ann)

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from ..choices import (ANCHOR_FIT_MODES, AUTO, BOX_LOSSES, COCO_EVALUATORS, DATA_FORMATS, EXIF_ORIENTATION_MODES,
                        LR_SCHEDULES, NMS_METHODS, OPTIMIZERS, PRECISION_ALIASES, SYNC_BATCHNORM_BELOW, TRAINING_PRECISIONS)
@@ -39,7 +39,7 @@ def _model_section_class():
             fields.append((f.name, Optional[Any], field(default=None)))
     fields += [
         ("phi", Optional[float], field(default=None)),  # any φ, in the family of `name` (effdet.modeling.scaling)
-        ("scaling", Optional[Dict[str, float]], field(default=None)),  # {alpha, beta, gamma}: searched coefficients
+        ("scaling", Optional[dict[str, float]], field(default=None)),  # {alpha, beta, gamma}: searched coefficients
         ("weights", Optional[str], field(default=None)),  # checkpoint to start from (any supported format)
         ("pretrained_backbone", Optional[str], field(default=None)),  # e.g. efficientnet_lite0 or a path
         ("reset_class_head", bool, field(default=False)),  # re-initialise the class net if classes differ

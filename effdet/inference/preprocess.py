@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Union
 
 from typing import TYPE_CHECKING
 
@@ -45,10 +45,10 @@ __all__ = [
     "to_rgb",
 ]
 
-IMAGENET_MEAN: Tuple[float, float, float] = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD: Tuple[float, float, float] = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-LITE_MEAN: Tuple[float, float, float] = (127.0, 127.0, 127.0)
-LITE_STD: Tuple[float, float, float] = (128.0, 128.0, 128.0)
+IMAGENET_MEAN: tuple[float, float, float] = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD: tuple[float, float, float] = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+LITE_MEAN: tuple[float, float, float] = (127.0, 127.0, 127.0)
+LITE_STD: tuple[float, float, float] = (128.0, 128.0, 128.0)
 
 SizeLike = Union[int, Sequence[int]]
 
@@ -81,7 +81,7 @@ class ImageReadError(OSError):
         return (type(self), (self.path, self.reason))
 
 
-def as_size(size: SizeLike) -> Tuple[int, int]:
+def as_size(size: SizeLike) -> tuple[int, int]:
     """``int`` or ``(h, w)`` -> ``(h, w)`` of positive ints."""
     if isinstance(size, (int, np.integer)):
         height = width = int(size)
@@ -92,7 +92,7 @@ def as_size(size: SizeLike) -> Tuple[int, int]:
     return height, width
 
 
-def fill_from_mean(mean: Sequence[float] = IMAGENET_MEAN) -> Tuple[int, int, int]:
+def fill_from_mean(mean: Sequence[float] = IMAGENET_MEAN) -> tuple[int, int, int]:
     """Padding colour (RGB uint8) that normalises to ~0: the rounded mean."""
     return tuple(int(round(float(v))) for v in mean)  # type: ignore[return-value]
 
@@ -165,7 +165,7 @@ def letterbox(
     image: np.ndarray,
     size: SizeLike,
     fill: Union[int, Sequence[int], None] = None,
-) -> Tuple[np.ndarray, float]:
+) -> tuple[np.ndarray, float]:
     """Fit ``image`` inside ``size`` keeping its aspect ratio; pad right/bottom.
 
     Args:

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Optional, Sequence, Union
 
 import cv2
 import numpy as np
 
 __all__ = ["PALETTE", "Display", "color_for", "draw_boxes", "draw_detections", "side_by_side"]
 
-Color = Tuple[int, int, int]
+Color = tuple[int, int, int]
 
 # Distinct, saturated colours (RGB); class i uses PALETTE[i % len(PALETTE)].
-PALETTE: Tuple[Color, ...] = (
+PALETTE: tuple[Color, ...] = (
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
     (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
     (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180),
@@ -80,7 +80,7 @@ def draw_boxes(
     return canvas
 
 
-def _dashed_rectangle(canvas: np.ndarray, p1: Tuple[int, int], p2: Tuple[int, int], colour: Color, line: int) -> None:
+def _dashed_rectangle(canvas: np.ndarray, p1: tuple[int, int], p2: tuple[int, int], colour: Color, line: int) -> None:
     (x1, y1), (x2, y2) = p1, p2
     dash = max(3, 3 * line)
     for start in range(min(x1, x2), max(x1, x2), 2 * dash):

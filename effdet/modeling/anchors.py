@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Optional, Sequence, Union
 
 import torch
 
@@ -24,12 +24,12 @@ from .._moved import lazy_exports
 if TYPE_CHECKING:
     from .variants import ModelConfig
 
-AspectRatio = Union[float, Tuple[float, float]]
+AspectRatio = Union[float, tuple[float, float]]
 
-DEFAULT_ASPECT_RATIOS: Tuple[Tuple[float, float], ...] = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
+DEFAULT_ASPECT_RATIOS: tuple[tuple[float, float], ...] = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
 
 
-def feature_sizes(image_size: Tuple[int, int], min_level: int, max_level: int) -> List[Tuple[int, int]]:
+def feature_sizes(image_size: tuple[int, int], min_level: int, max_level: int) -> list[tuple[int, int]]:
     """Feature map sizes ``(h, w)`` of levels ``min_level..max_level`` for an input of ``image_size`` (h, w).
 
     Each level halves the previous one with ceiling division, starting from the input (level 0):
@@ -51,7 +51,7 @@ def num_anchors_per_location(num_scales: int = 3, aspect_ratios: Sequence[Aspect
     return num_scales * len(aspect_ratios)
 
 
-def _aspect_multipliers(aspect: AspectRatio) -> Tuple[float, float]:
+def _aspect_multipliers(aspect: AspectRatio) -> tuple[float, float]:
     """(x, y) size multipliers of an aspect ratio given as a pair or as a single w/h ratio."""
     if isinstance(aspect, (tuple, list)):
         if len(aspect) != 2:
@@ -63,12 +63,12 @@ def _aspect_multipliers(aspect: AspectRatio) -> Tuple[float, float]:
 
 @functools.lru_cache(maxsize=32)
 def _cached_anchors(
-    image_size: Tuple[int, int],
+    image_size: tuple[int, int],
     min_level: int,
     max_level: int,
     num_scales: int,
-    aspect_ratios: Tuple[Tuple[float, float], ...],
-    anchor_scales: Tuple[float, ...],
+    aspect_ratios: tuple[tuple[float, float], ...],
+    anchor_scales: tuple[float, ...],
     device: torch.device,
     dtype: torch.dtype,
 ) -> torch.Tensor:
@@ -101,7 +101,7 @@ def _cached_anchors(
 
 
 def generate_anchors(
-    image_size: Union[int, Tuple[int, int]],
+    image_size: Union[int, tuple[int, int]],
     min_level: int = 3,
     max_level: int = 7,
     num_scales: int = 3,
@@ -149,7 +149,7 @@ def generate_anchors(
 
 def flatten_outputs(
     class_outputs: Sequence[torch.Tensor], box_outputs: Sequence[torch.Tensor], num_classes: int
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate per-level head outputs in anchor order.
 
     Args:

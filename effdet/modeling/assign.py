@@ -1,7 +1,7 @@
 """Matching anchors to ground-truth boxes (training targets)."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 
@@ -59,7 +59,7 @@ class AnchorMatcher:
         labels: torch.Tensor,
         crowd_boxes: Optional[torch.Tensor] = None,
         crowd_mask: Optional[torch.Tensor] = None,
-    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Match a batch.
 
         Args:

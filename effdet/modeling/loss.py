@@ -1,7 +1,7 @@
 """Training losses: sigmoid focal loss for classes, huber (or GIoU) loss for boxes."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -150,7 +150,7 @@ class DetectionLoss(nn.Module):
         num_positives: torch.Tensor,
         anchors: Optional[torch.Tensor] = None,
         normalizer: Optional[torch.Tensor] = None,
-    ) -> Dict[str, torch.Tensor]:
+    ) -> dict[str, torch.Tensor]:
         """Compute the loss.
 
         Args:

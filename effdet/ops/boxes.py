@@ -6,7 +6,7 @@ at the JSON edge. ``torchvision.ops`` does the work where it already has the ope
 """
 from __future__ import annotations
 
-from typing import Tuple, TypeVar, Union
+from typing import TypeVar, Union
 
 import numpy as np
 import torch
@@ -88,7 +88,7 @@ def flip_boxes_horizontal(boxes: Boxes, width: float) -> Boxes:
     return torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
 
 
-def scale_boxes(boxes: Boxes, scale: Union[float, Tuple[float, float]]) -> Boxes:
+def scale_boxes(boxes: Boxes, scale: Union[float, tuple[float, float]]) -> Boxes:
     """Multiply xyxy boxes by ``scale`` (one factor, or ``(scale_x, scale_y)``)."""
     if isinstance(scale, (tuple, list)):
         sx, sy = scale

@@ -6,7 +6,7 @@ Detections are dicts ``{"boxes": [K, 4] xyxy float, "scores": [K] float, "labels
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,12 +17,12 @@ from .boxes import clip_boxes, paired_iou
 from ..choices import NMS_METHODS
 from ..types import Detections
 
-ImageSize = Tuple[float, float]
+ImageSize = tuple[float, float]
 
 
 def _anchors_per_location(
     class_outputs: Sequence[torch.Tensor], box_outputs: Sequence[torch.Tensor]
-) -> Tuple[int, int]:
+) -> tuple[int, int]:
     """(A, C) from the channel counts ``A*4`` of the box head and ``A*C`` of the class head."""
     num_anchors = box_outputs[0].shape[1] // 4
     num_classes = class_outputs[0].shape[1] // num_anchors
@@ -71,7 +71,7 @@ def topk_logits(
     num_classes: int,
     k: int,
     min_logit: float = -math.inf,
-) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Exact top-k over all anchor x class logits of each image, without a top-k over all of them.
 
     Equal (ties aside) to ``torch.topk(flatten_outputs(...)[0].reshape(B, -1), k)`` restricted to
@@ -123,7 +123,7 @@ def soft_nms_batched(
     sigma: float = 0.5,
     score_threshold: float = 0.001,
     max_detections: int = 100,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian soft-NMS (Bodla et al. 2017), independently per class, for a batch of images at once.
 
     Per class, greedily: take the highest remaining score; every other remaining box of that class is
@@ -175,7 +175,7 @@ def soft_nms(
     sigma: float = 0.5,
     score_threshold: float = 0.001,
     max_detections: int = 100,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`soft_nms_batched` for one image: ``boxes [K, 4]`` xyxy, ``scores [K]``, ``classes [K]`` ->
     ``(indices [D] int64, rescored scores [D])`` by decreasing rescored score, ``D <= max_detections``
     (one host sync, to cut the list to the selections that exist)."""
@@ -238,7 +238,7 @@ def postprocess(
     soft_nms_sigma: float = 0.5,
     max_detections: int = 100,
     image_sizes: Optional[Sequence[ImageSize]] = None,
-) -> List[Detections]:
+) -> list[Detections]:
     """Raw head outputs -> detections per image, in network-input pixels.
 
     Same steps as the reference ``DetBenchPredict``: top ``pre_nms_top_k`` logits over all
@@ -280,8 +280,8 @@ def postprocess(
                       max_detections) for boxes, scores, classes in candidates]
 
 
-def _soft_nms_images(candidates: Sequence[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]], sigma: float,
-                     score_threshold: float, max_detections: int) -> List[Detections]:
+def _soft_nms_images(candidates: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], sigma: float,
+                     score_threshold: float, max_detections: int) -> list[Detections]:
     """:func:`soft_nms_batched` over images with different numbers of candidates ``(boxes [K_i, 4], scores [K_i],
     classes [K_i])``, padded to the largest; one host sync for the whole batch (the number kept per image)."""
     width = max((scores.numel() for _, scores, _ in candidates), default=0)
@@ -297,7 +297,7 @@ def _soft_nms_images(candidates: Sequence[Tuple[torch.Tensor, torch.Tensor, torc
             for i, n in enumerate(counts)]
 
 
-def scale_boxes_to_original(boxes: torch.Tensor, scale: float, orig_size: Tuple[int, int]) -> torch.Tensor:
+def scale_boxes_to_original(boxes: torch.Tensor, scale: float, orig_size: tuple[int, int]) -> torch.Tensor:
     """Network-input xyxy boxes ``[K, 4]`` -> original-image pixels.
 
     Images are letterboxed at the top-left corner (resized by ``scale``, padded right/bottom), so this

@@ -492,14 +492,14 @@ def test_benchmark_workers_report_their_own_peak_memory():
 
 @pytest.mark.slow
 def test_deploy_benchmark_runs_the_torch_free_path_and_reports_its_own_memory():
-    """`tools/benchmark.py predict --backend runtime-onnxruntime int8-openvino`, as a user runs it (no reference): it
+    """`tools/benchmark.py predict --runtime runtime-onnxruntime int8-openvino`, as a user runs it (no reference): it
     prints the CPU's features, and each row (fp32 file; the int8 file it quantized with NNCF) has a latency, a
     batch-8 throughput and the worker's own peak RSS (a torch-free process: far below this torch-loaded test
     process's peak)."""
     from effdet.benchmark.deploy import DESCRIPTIONS
     from effdet.benchmark.workers import peak_rss_mib
 
-    done = subprocess.run([sys.executable, str(REPO / "tools" / "benchmark.py"), "predict", "--backend",
+    done = subprocess.run([sys.executable, str(REPO / "tools" / "benchmark.py"), "predict", "--runtime",
                            "runtime-onnxruntime", "int8-openvino", "--models", "efficientdet_lite0", "--runs", "2",
                            "--threads", "1"], cwd=REPO, capture_output=True, text=True, timeout=900, env=tool_env())
     assert done.returncode == 0, done.stderr[-3000:]

@@ -208,3 +208,32 @@ def test_the_data_module_is_named_for_every_format_and_its_old_name_warns():
     with pytest.warns(DeprecationWarning, match=r"CocoDataModule is deprecated.*DetectionDataModule"):
         from effdet.engine.datamodule import CocoDataModule
     assert CocoDataModule is datamodule.DetectionDataModule
+
+
+def test_the_package_uses_builtin_generics_not_typing_containers():
+    """One style of type hints: dict/list/tuple/set (python >= 3.9), not typing's Dict/List/Tuple/Set; typing keeps
+    Optional and Union (their `|` form does not evaluate at run time on 3.9, where OmegaConf reads the schema)."""
+    import re
+
+    old = re.compile(r"^from typing import[^\n]*\b(Dict|List|Tuple|Set|FrozenSet)\b", re.M)
+    offenders = [str(p.relative_to(REPO)) for folder in ("effdet", "backbones", "heads")
+                 for p in (REPO / folder).rglob("*.py") if old.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("flag", ["--runtime", "--backend"])
+def test_benchmark_predict_names_deployment_paths_with_runtime(flag, caplog):
+    """effdet-benchmark predict --runtime PATHS (network runtimes are --runtime everywhere); --backend, its old name,
+    still works and says it is deprecated."""
+    import logging
+
+    from effdet.benchmark import predict
+    from effdet.cli.benchmark import build_parser
+
+    parser = build_parser()
+    predict.add_arguments(parser)
+    args = parser.parse_args(["predict", flag, "runtime-onnxruntime", "int8-openvino"])
+    with caplog.at_level(logging.WARNING, logger="effdet.deprecation"):
+        assert predict.requested_paths(args) == ["runtime-onnxruntime", "int8-openvino"]
+    assert ("--backend is deprecated" in caplog.text) == (flag == "--backend")
+    assert predict.runtime_paths(None) == predict.runtime_paths(["all"]) and "torch" in predict.runtime_paths(None)

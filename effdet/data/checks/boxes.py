@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence
 
 
 BORDER_TOLERANCE = 1.0  # px a box may cross its image border without a finding
 MIN_BOX_SIZE = 1.0  # px; a box narrower or shorter than this once clipped to its image is dropped
 
-Box = Tuple[float, float, float, float]
+Box = tuple[float, float, float, float]
 
 
 def finite_number(value: Any) -> Optional[float]:
@@ -97,7 +97,7 @@ def training_box(bbox: Any, width: float, height: float) -> BoxVerdict:
     return clip_box(x, y, w, h, width, height)
 
 
-def looks_normalized(annotations: Sequence[Dict[str, Any]], sizes: Dict[Any, Tuple[float, float]]) -> bool:
+def looks_normalized(annotations: Sequence[dict[str, Any]], sizes: dict[Any, tuple[float, float]]) -> bool:
     """All boxes within 0..1 while their images are larger than 2 px: normalised coordinates."""
     boxes = [(parse_bbox(a.get("bbox")), sizes.get(a.get("image_id"))) for a in annotations]
     boxes = [(b, s) for b, s in boxes if b is not None and s is not None]
@@ -112,7 +112,7 @@ def fits_as_xyxy(x: float, y: float, w: float, h: float, width: float, height: f
     return w > x and h > y and x >= -tol and y >= -tol and w <= width + tol and h <= height + tol
 
 
-def file_written_as_xyxy(boxes: Sequence[Tuple[Any, float, float]]) -> Tuple[bool, int]:
+def file_written_as_xyxy(boxes: Sequence[tuple[Any, float, float]]) -> tuple[bool, int]:
     """The whole-file verdict on ``(bbox, image width, image height)`` of every box of a file:
     ``(written as [x1, y1, x2, y2], how many boxes overflow their image as [x, y, w, h] but fit as xyxy)``.
 
@@ -133,7 +133,7 @@ def file_written_as_xyxy(boxes: Sequence[Tuple[Any, float, float]]) -> Tuple[boo
 
 
 def box_verdict(bbox: Any, width: float, height: float, normalized: bool, xyxy_file: bool = False
-                ) -> Tuple[Optional[str], Optional[List[float]], str]:
+                ) -> tuple[Optional[str], Optional[list[float]], str]:
     """The checker's and ``--fix``'s verdict on one annotation's bbox: ``(code or None, repaired [x, y, w, h] box
     or None when it must go, message)``.
 

@@ -3,7 +3,7 @@ runs first (:func:`preflight`)."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Optional
 
 from .boxes import BOX_SEVERITY, box_verdict, file_written_as_xyxy, looks_normalized
 from .entries import check_sections, first_entry_per_id, load_annotations, unknown_category, well_formed_entries
@@ -22,7 +22,7 @@ def check_dataset(
     annotations: PathLike,
     *,
     level: str = "full",
-    data: Optional[Dict[str, Any]] = None,
+    data: Optional[dict[str, Any]] = None,
     allow_outside_images: bool = False,
     max_image_pixels: Optional[int] = None,
     exif_orientation: str = "apply",
@@ -76,8 +76,8 @@ def check_dataset(
     return report
 
 
-def _check_annotations(report: DataReport, anns: List[Dict[str, Any]], category_names: Dict[Any, str],
-                       image_by_id: Dict[Any, Dict[str, Any]], sizes: Dict[Any, Tuple[float, float]]) -> None:
+def _check_annotations(report: DataReport, anns: list[dict[str, Any]], category_names: dict[Any, str],
+                       image_by_id: dict[Any, dict[str, Any]], sizes: dict[Any, tuple[float, float]]) -> None:
     """Per annotation: a known category, a known image, a box (:func:`box_verdict`), crowd regions; for the
     whole file: normalised coordinates or boxes written as xyxy."""
     normalized = looks_normalized(anns, sizes)
@@ -113,7 +113,7 @@ def _check_annotations(report: DataReport, anns: List[Dict[str, Any]], category_
                    f"[x, y, w, h]")
 
 
-def preflight(images_dir: PathLike, annotations: PathLike, *, data: Optional[Dict[str, Any]] = None,
+def preflight(images_dir: PathLike, annotations: PathLike, *, data: Optional[dict[str, Any]] = None,
               allow_outside_images: bool = False, split: str = "", exif_orientation: str = "apply") -> DataReport:
     """The fast checks (JSON and directory listings only) that training runs before it builds anything.
 

@@ -4,7 +4,7 @@ them all, the dataset (:class:`effdet.data.CocoDetection`) raises on the first."
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Iterable, Mapping, Optional
 
 from .boxes import finite_number
 from .findings import DataReport
@@ -12,7 +12,7 @@ from ...types import PathLike
 
 
 # The keys every entry of a section must have.
-REQUIRED_KEYS: Dict[str, Tuple[str, ...]] = {
+REQUIRED_KEYS: dict[str, tuple[str, ...]] = {
     "images": ("id", "file_name", "width", "height"),
     "annotations": ("id", "image_id", "category_id", "bbox"),
     "categories": ("id", "name"),
@@ -20,7 +20,7 @@ REQUIRED_KEYS: Dict[str, Tuple[str, ...]] = {
 _SECTION_OF_KIND = {"category": "categories", "image": "images", "annotation": "annotations"}
 
 
-def image_size(entry: Mapping[str, Any]) -> Optional[Tuple[float, float]]:
+def image_size(entry: Mapping[str, Any]) -> Optional[tuple[float, float]]:
     """``(width, height)`` of an image entry in pixels, or None when either is not a finite number of at least
     1 px (the ``bad_image_size`` rule: the checker reports it, the dataset refuses the file)."""
     width, height = finite_number(entry.get("width")), finite_number(entry.get("height"))
@@ -29,7 +29,7 @@ def image_size(entry: Mapping[str, Any]) -> Optional[Tuple[float, float]]:
     return width, height
 
 
-def load_annotations(path: PathLike, report: Optional[DataReport] = None) -> Optional[Dict[str, Any]]:
+def load_annotations(path: PathLike, report: Optional[DataReport] = None) -> Optional[dict[str, Any]]:
     """Read a COCO JSON; on failure add a ``fatal`` finding (``not_json`` / ``not_coco``) and return None."""
     report = report if report is not None else DataReport(str(path), "", "fast")
     name = str(path)
@@ -74,7 +74,7 @@ def check_sections(report: DataReport, data: Any, name: str) -> bool:
     return False
 
 
-def well_formed_entries(report: DataReport, data: Mapping[str, Any], section: str) -> List[Dict[str, Any]]:
+def well_formed_entries(report: DataReport, data: Mapping[str, Any], section: str) -> list[dict[str, Any]]:
     """Entries of a section that are objects with the required keys (the rest: ``malformed_entry``)."""
     kept = []
     for index, entry in enumerate(data[section]):
@@ -92,10 +92,10 @@ def well_formed_entries(report: DataReport, data: Mapping[str, Any], section: st
     return kept
 
 
-def first_entry_per_id(report: DataReport, entries: Iterable[Dict[str, Any]], kind: str) -> Dict[Any, Any]:
+def first_entry_per_id(report: DataReport, entries: Iterable[dict[str, Any]], kind: str) -> dict[Any, Any]:
     """``id -> entry`` of the first entry per id (for categories: ``id -> name``); later repeats are
     ``duplicate_<kind>_id`` findings. ``kind``: ``"category"``, ``"image"`` or ``"annotation"``."""
-    first: Dict[Any, Any] = {}
+    first: dict[Any, Any] = {}
     for entry in entries:
         ident = entry["id"]
         if ident in first:
@@ -121,7 +121,7 @@ def unknown_category(annotation: Mapping[str, Any], category_ids: Iterable[Any])
             f"'categories' (valid ids: {shown})")
 
 
-def _where(section: str, entry: Mapping[str, Any]) -> Dict[str, Any]:
+def _where(section: str, entry: Mapping[str, Any]) -> dict[str, Any]:
     """The finding's location fields for an entry of ``section``."""
     if section == "annotations":
         return {"annotation_id": entry.get("id")}

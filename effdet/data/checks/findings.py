@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 from .statistics import format_statistics
 
 SEVERITIES = ("fatal", "error", "warning", "info")
 
 # What each code means and what --fix does about it (shown in the report legend and the docs).
-DESCRIPTIONS: Dict[str, str] = {
+DESCRIPTIONS: dict[str, str] = {
     "not_json": "the annotation file is not readable JSON",
     "not_coco": "the JSON is not a COCO detection file (needs images, annotations, categories lists)",
     "malformed_entry": "an entry is not an object or lacks a required key (fix: dropped)",
@@ -64,7 +64,7 @@ class Finding:
     file: Optional[str] = None
     image_id: Any = None
     annotation_id: Any = None
-    detail: Dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
 
     def where(self) -> str:
         parts = []
@@ -88,21 +88,21 @@ class DataReport:
     annotations: str
     images_dir: str
     level: str
-    findings: List[Finding] = field(default_factory=list)
-    stats: Dict[str, Any] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    stats: dict[str, Any] = field(default_factory=dict)
 
     def add(self, severity: str, code: str, message: str, **where: Any) -> Finding:
         finding = Finding(severity, code, message, **where)
         self.findings.append(finding)
         return finding
 
-    def of(self, *severities: str) -> List[Finding]:
+    def of(self, *severities: str) -> list[Finding]:
         return [f for f in self.findings if f.severity in severities]
 
     def codes(self, *severities: str) -> Counter:
         return Counter(f.code for f in self.findings if not severities or f.severity in severities)
 
-    def set_detail(self, image_id: Any, code: str, detail: Dict[str, Any]) -> None:
+    def set_detail(self, image_id: Any, code: str, detail: dict[str, Any]) -> None:
         """Add ``detail`` to the findings of ``code`` about image ``image_id`` (e.g. the real size, for --fix)."""
         for finding in self.findings:
             if finding.code == code and finding.image_id == image_id:
@@ -118,7 +118,7 @@ class DataReport:
         """0: the data can train as it is; 1: errors or fatal problems (see :attr:`can_train`)."""
         return 0 if self.can_train else 1
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "annotations": self.annotations, "images_dir": self.images_dir, "level": self.level,
             "can_train": self.can_train, "counts": dict(self.codes()),
@@ -144,7 +144,7 @@ class DataReport:
                 continue
             lines.append("")
             lines.append(f"{titles[severity]}: {len(found)}")
-            by_code: Dict[str, List[Finding]] = defaultdict(list)
+            by_code: dict[str, list[Finding]] = defaultdict(list)
             for finding in found:
                 by_code[finding.code].append(finding)
             for code, items in by_code.items():

@@ -5,7 +5,7 @@ Boxes: COCO ``[x, y, w, h]`` in pixels; repaired boxes are clipped to their imag
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 from .boxes import box_verdict, file_written_as_xyxy, looks_normalized
 from .entries import REQUIRED_KEYS, image_size
@@ -15,7 +15,7 @@ from .findings import DataReport
 FILE_CODES = ("missing_file", "unreadable_image", "image_too_large", "path_outside")
 
 
-def fix_dataset(data: Dict[str, Any], report: DataReport) -> Tuple[Dict[str, Any], List[str]]:
+def fix_dataset(data: dict[str, Any], report: DataReport) -> tuple[dict[str, Any], list[str]]:
     """A cleaned deep copy of ``data`` and one line per change; ``data`` itself is not modified.
 
     What happens to each problem is in :data:`~effdet.data.checks.findings.DESCRIPTIONS` ("fix: ..."). Image-file
@@ -23,7 +23,7 @@ def fix_dataset(data: Dict[str, Any], report: DataReport) -> Tuple[Dict[str, Any
     corrupt files); the JSON problems are re-derived here.
     """
     data = copy.deepcopy(data)
-    changes: List[str] = []
+    changes: list[str] = []
     file_problems = {f.image_id: f for f in report.findings if f.code in FILE_CODES}
     real_sizes = {f.image_id: f.detail for f in report.findings
                   if f.code in ("size_mismatch", "bad_image_size") and f.detail}

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Optional
 
 from .entries import image_size
 from .findings import DataReport
 from .paths import FolderListings, PathLike, PathOutsideImagesError, resolve_image_path
 
 
-def check_images(report: DataReport, images_dir: PathLike, image_by_id: Dict[Any, Dict[str, Any]], level: str,
+def check_images(report: DataReport, images_dir: PathLike, image_by_id: dict[Any, dict[str, Any]], level: str,
                  allow_outside: bool, max_pixels: Optional[int], exif_orientation: str
-                 ) -> Dict[Any, Tuple[float, float]]:
+                 ) -> dict[Any, tuple[float, float]]:
     """Per image: size from the JSON, path, existence; with headers/full the real file (its size as loaded with
     ``exif_orientation``). Returns the ``image id -> (width, height)`` used to judge boxes (the JSON's; the real
     size where the JSON's is bad)."""
@@ -20,7 +20,7 @@ def check_images(report: DataReport, images_dir: PathLike, image_by_id: Dict[Any
 
     limit = max_image_pixels() if max_pixels is None else int(max_pixels)
     listings = FolderListings()
-    sizes: Dict[Any, Tuple[float, float]] = {}
+    sizes: dict[Any, tuple[float, float]] = {}
     for image_id, entry in image_by_id.items():
         name = str(entry["file_name"])
         size = image_size(entry)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Set
+from typing import Any, Optional
 
 from ...types import PathLike
 
@@ -50,9 +50,9 @@ class FolderListings:
     a million-image dataset on a network disk)."""
 
     def __init__(self) -> None:
-        self._names: Dict[Path, Optional[Set[str]]] = {}
+        self._names: dict[Path, Optional[set[str]]] = {}
 
-    def names(self, folder: Path) -> Optional[Set[str]]:
+    def names(self, folder: Path) -> Optional[set[str]]:
         """Names of the files (not folders) in ``folder``; None when it cannot be listed (missing, no access)."""
         if folder not in self._names:
             try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 from .boxes import parse_bbox
 
@@ -15,8 +15,8 @@ COCO_AREA_BUCKETS = (("small", 0.0, 32.0**2), ("medium", 32.0**2, 96.0**2), ("la
 SIZE_HISTOGRAM_EDGES = (0, 8, 16, 32, 64, 96, 128, 256, 512, math.inf)  # sqrt(area) px
 
 
-def statistics(data: Dict[str, Any], anns: List[Dict[str, Any]], category_names: Dict[Any, str],
-               image_by_id: Dict[Any, Dict[str, Any]]) -> Tuple[Dict[str, Any], List[Any]]:
+def statistics(data: dict[str, Any], anns: list[dict[str, Any]], category_names: dict[Any, str],
+               image_by_id: dict[Any, dict[str, Any]]) -> tuple[dict[str, Any], list[Any]]:
     """``(stats, ids of the images without boxes)`` from the well-formed annotations ``anns`` (crowd regions and
     annotations of unknown categories left out). ``stats``: counts, ``class_balance`` (rows ``id``, ``name``,
     ``boxes``), ``box_sizes`` (COCO area buckets and the sqrt(area) histogram)."""
@@ -47,9 +47,9 @@ def statistics(data: Dict[str, Any], anns: List[Dict[str, Any]], category_names:
     return stats, empty
 
 
-def format_statistics(stats: Dict[str, Any]) -> List[str]:
+def format_statistics(stats: dict[str, Any]) -> list[str]:
     """The report's class-balance and box-size sections (bars of ``#``), as lines."""
-    lines: List[str] = []
+    lines: list[str] = []
     balance = stats.get("class_balance")
     if balance:
         lines += ["", "class balance (boxes per category, crowd regions excluded):"]

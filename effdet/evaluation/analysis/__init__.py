@@ -15,7 +15,7 @@ Boxes: COCO results ``bbox`` ``[x, y, w, h]`` in original-image pixels; drawings
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..cocoeval import PathLike, evaluate_results, iou_index, mean_defined, precision_all_areas
 
@@ -42,7 +42,7 @@ def run_cocoeval(coco_gt: Any, results: Union[Sequence[dict], PathLike], iou_thr
     return evaluate_results(coco_gt, results, iou_thresholds=iou_thresholds, all_areas_only=all_areas_only).evaluator
 
 
-def per_class_ap(evaluator: Any, names: Dict[int, str]) -> Dict[str, Dict[str, Optional[float]]]:
+def per_class_ap(evaluator: Any, names: dict[int, str]) -> dict[str, dict[str, Optional[float]]]:
     """``{name: {"AP": AP@[.5:.95], "AP50": AP@.5}}`` from ``eval['precision']`` (None: no GT)."""
     precision = precision_all_areas(evaluator)  # [T, R, K]
     t50 = iou_index(evaluator, 0.5)
@@ -53,7 +53,7 @@ def per_class_ap(evaluator: Any, names: Dict[int, str]) -> Dict[str, Dict[str, O
 def analyze(coco_gt: Any, results: Union[Sequence[dict], PathLike], out_dir: PathLike, *,
             images_dir: Optional[PathLike] = None, class_names: Optional[Mapping[int, str]] = None,
             score_threshold: float = 0.5, iou_threshold: float = 0.5, gallery: int = 8,
-            exif_orientation: str = "apply", allow_outside_images: bool = False) -> Dict[str, Any]:
+            exif_orientation: str = "apply", allow_outside_images: bool = False) -> dict[str, Any]:
     """Write the error analysis next to ``metrics.json`` in ``out_dir``:
 
     ``pr_curves.png``, ``per_class_ap.png``, ``confusion_matrix.png`` + ``.json``, ``errors.png`` +

@@ -5,7 +5,7 @@ Boxes: COCO results ``bbox`` ``[x, y, w, h]`` in original-image pixels.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from .errors import box_ious, image_ground_truth
 
 
 def confusion_matrix(coco_gt: Any, results: Union[Sequence[dict], PathLike], score_threshold: float = 0.5,
-                     iou_threshold: float = 0.5, class_names: Optional[Mapping[int, str]] = None) -> Dict[str, Any]:
+                     iou_threshold: float = 0.5, class_names: Optional[Mapping[int, str]] = None) -> dict[str, Any]:
     """Class confusion at one operating point.
 
     Per image, detections with ``score >= score_threshold`` and ground-truth objects (crowd regions aside)
@@ -33,12 +33,12 @@ def confusion_matrix(coco_gt: Any, results: Union[Sequence[dict], PathLike], sco
     index = {c: i for i, c in enumerate(category_ids)}
     background = len(category_ids)
     matrix = np.zeros((background + 1, background + 1), dtype=np.int64)
-    by_image: Dict[int, List[dict]] = defaultdict(list)
+    by_image: dict[int, list[dict]] = defaultdict(list)
     for r in results:
         if r["score"] >= score_threshold and int(r["category_id"]) in index:
             by_image[int(r["image_id"])].append(r)
-    errors_per_image: Dict[int, int] = {}
-    pairs_per_image: Dict[int, Dict[str, Any]] = {}
+    errors_per_image: dict[int, int] = {}
+    pairs_per_image: dict[int, dict[str, Any]] = {}
     for image_id in sorted(int(i) for i in gt.getImgIds()):
         objects, crowds = image_ground_truth(gt, image_id)
         dets = sorted(by_image.get(image_id, []), key=lambda r: -r["score"])

@@ -23,7 +23,7 @@ Boxes: COCO results ``bbox`` ``[x, y, w, h]`` in original-image pixels.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -35,7 +35,7 @@ ERROR_NAMES = {"Cls": "classification", "Loc": "localisation", "Both": "cls + lo
                "Bkg": "background", "Miss": "missed"}
 
 
-def _ap50(gt: Any, results: List[dict]) -> float:
+def _ap50(gt: Any, results: list[dict]) -> float:
     """COCO AP at IoU 0.5 (all areas, 100 detections), averaged over classes with ground truth."""
     evaluator = evaluate_results(gt, results, iou_thresholds=[0.5], all_areas_only=True).evaluator
     precision = precision_all_areas(evaluator)[0]  # [R, K]
@@ -44,7 +44,7 @@ def _ap50(gt: Any, results: List[dict]) -> float:
     return float(np.mean(defined)) if defined else 0.0
 
 
-def image_ground_truth(gt: Any, image_id: int) -> Tuple[List[dict], List[dict]]:
+def image_ground_truth(gt: Any, image_id: int) -> tuple[list[dict], list[dict]]:
     """(objects, crowd regions) of an image: COCOeval's 'ignore' flag counts as crowd."""
     anns = gt.imgToAnns.get(image_id, [])
     objects = [a for a in anns if not a.get("iscrowd") and not a.get("ignore")]
@@ -64,7 +64,7 @@ def box_ious(boxes: Sequence[Sequence[float]], others: Sequence[Sequence[float]]
 
 
 def error_breakdown(coco_gt: Any, results: Union[Sequence[dict], PathLike], evaluator: Any = None,
-                    pos_threshold: float = 0.5, bg_threshold: float = 0.1) -> Dict[str, Any]:
+                    pos_threshold: float = 0.5, bg_threshold: float = 0.1) -> dict[str, Any]:
     """TIDE-style main errors (see the module docstring).
 
     Args:
@@ -97,9 +97,9 @@ def error_breakdown(coco_gt: Any, results: Union[Sequence[dict], PathLike], eval
                 evaluated.append((entry["image_id"], category_id, list(entry["dtIds"]),
                                   np.asarray(entry["dtMatches"])[t] > 0, np.asarray(entry["dtIgnore"])[t] > 0))
 
-    errors: List[Dict[str, Any]] = []
-    best_for_gt: Dict[int, Tuple[float, int]] = {}  # unused GT id -> (score, dt id) of its best Cls/Loc error
-    cache: Dict[int, Tuple[List[dict], np.ndarray]] = {}
+    errors: list[dict[str, Any]] = []
+    best_for_gt: dict[int, tuple[float, int]] = {}  # unused GT id -> (score, dt id) of its best Cls/Loc error
+    cache: dict[int, tuple[list[dict], np.ndarray]] = {}
     for image_id, category_id, dt_ids, matched, ignored in evaluated:
         if image_id not in cache:
             objects, _ = image_ground_truth(gt, image_id)
@@ -159,8 +159,8 @@ def error_breakdown(coco_gt: Any, results: Union[Sequence[dict], PathLike], eval
             "pos_threshold": pos_threshold, "bg_threshold": bg_threshold}
 
 
-def _fix(gt: Any, results: List[dict], errors: List[Dict[str, Any]],
-         best_for_gt: Dict[int, Tuple[float, int]]) -> Tuple[Any, List[dict]]:
+def _fix(gt: Any, results: list[dict], errors: list[dict[str, Any]],
+         best_for_gt: dict[int, tuple[float, int]]) -> tuple[Any, list[dict]]:
     """Ground truth and results with ``errors`` (all of one type) fixed by the oracle."""
     if errors[0]["type"] == "Miss":
         missed = {e["gt"] for e in errors}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -36,7 +36,7 @@ def _save_figure(plt: Any, fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_pr_curves(evaluator: Any, names: Dict[int, str], path: Path, max_classes: int = 35) -> Path:
+def plot_pr_curves(evaluator: Any, names: dict[int, str], path: Path, max_classes: int = 35) -> Path:
     """Per class (most ground truth first, up to ``max_classes``) precision vs recall at IoU 0.5 and averaged
     over 0.50:0.95, from ``eval['precision']`` (area all, 100 detections); the first panel is the class mean."""
     plt = _pyplot()
@@ -47,7 +47,7 @@ def plot_pr_curves(evaluator: Any, names: Dict[int, str], path: Path, max_classe
     gt_counts = {c: len(evaluator.cocoGt.getAnnIds(catIds=[c], iscrowd=False)) for c in cat_ids}
     order = sorted(range(len(cat_ids)), key=lambda k: -gt_counts[cat_ids[k]])[:max_classes]
 
-    def curves(k: Optional[int]) -> Tuple[np.ndarray, np.ndarray]:
+    def curves(k: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
         block = precision if k is None else precision[:, :, k:k + 1]
         masked = np.where(block > -1, block, np.nan)
         with np.errstate(all="ignore"), _quiet_nan():
@@ -88,7 +88,7 @@ def _quiet_nan():
         yield
 
 
-def plot_per_class_ap(table: Dict[str, Dict[str, Optional[float]]], path: Path) -> Path:
+def plot_per_class_ap(table: dict[str, dict[str, Optional[float]]], path: Path) -> Path:
     plt = _pyplot()
     items = sorted(((n, v) for n, v in table.items() if v["AP"] is not None), key=lambda item: item[1]["AP"])
     fig, axis = plt.subplots(figsize=(7, max(2.5, 0.32 * len(items) + 1.2)))
@@ -151,8 +151,8 @@ def plot_errors(breakdown: Mapping[str, Any], path: Path) -> Path:
 
 
 def write_gallery(gt: Any, confusion: Mapping[str, Any], images_dir: PathLike, out: Path, count: int,
-                  names: Dict[int, str], exif_orientation: str = "apply",
-                  allow_outside_images: bool = False) -> List[Path]:
+                  names: dict[int, str], exif_orientation: str = "apply",
+                  allow_outside_images: bool = False) -> list[Path]:
     """The ``count`` images with the most errors at the confusion operating point: ground truth (left) and
     detections (right; green correct, orange wrong class, red background; missed objects dashed blue)."""
     import cv2
