@@ -7,6 +7,10 @@ synchronisations per step of our step. The CPU's model and bf16/int8 instruction
 
     python tools/benchmark.py train [--runs 5] [--train-batches 2 8] [--train-precisions bf16-mixed]
     python tools/benchmark.py train --device cuda --train-batches 16 --train-precisions bf16-mixed 16-mixed
+    python tools/benchmark.py train --train-compile     # + ours compiled (compile: true), float32
+
+With ``--train-compile``, ours also runs with the network compiled by ``torch.compile`` (as ``compile: true`` trains);
+its first step, which compiles, is reported apart.
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--train-precisions", nargs="+", default=["bf16-mixed"],
                         help="train: precisions of ours besides 32-true (bf16-mixed, 16-mixed)")
     parser.add_argument("--device", default="cpu", help="train: cpu or cuda (the reference rows run on it too)")
+    parser.add_argument("--train-compile", action="store_true",
+                        help="train: also ours with the network compiled (compile: true), float32")
 
 
 def _memory(result: dict) -> str:
@@ -62,4 +68,12 @@ def run(args) -> list[str]:
             add(_row(f"ours (efficientdet_d0), batch {batch}, {precision}", mixed))
             add(f"| ratio {precision}/float32 (ours), batch {batch} | | throughput "
                 f"×{mixed['images_per_s'] / ours['images_per_s']:.2f} | | |")
+        if getattr(args, "train_compile", False):
+            compiled = run_ours("train", "ours", args.runs, "efficientdet_d0", batch, 512, "32-true", device, True,
+                                threads=args.threads)
+            add(_row(f"ours (efficientdet_d0), batch {batch}, float32, compile: true (first step "
+                     f"{compiled['compile_s']:.0f} s)", compiled))
+            add(f"| ratio compiled/eager (ours), batch {batch}, float32 | | throughput "
+                f"×{compiled['images_per_s'] / ours['images_per_s']:.2f} | memory "
+                f"×{compiled['peak_rss_mib'] / ours['peak_rss_mib']:.2f} | |")
     return rows

@@ -8,6 +8,7 @@ library's, loaded from that file by path: in the reference's process ``effdet`` 
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 
 _LIBRARY_WORKERS = Path(__file__).resolve().parents[1] / "effdet" / "benchmark" / "workers.py"
@@ -28,11 +29,12 @@ def _random_targets(batch: int, size: int, num_boxes: int, generator):
 
 
 def worker_train(impl: str, runs: int, name: str = "efficientdet_d0", batch: int = 2, size: int = 512,
-                 precision: str = "32-true", device: str = "cpu") -> dict:
+                 precision: str = "32-true", device: str = "cpu", compiled: bool = False) -> dict:
     """Median step time of one training step (forward, matcher / labeler, loss, backward, SGD step) on random
     images and boxes. ``precision``: 32-true, bf16-mixed (autocast to bfloat16) or 16-mixed (autocast to float16
-    with a GradScaler), weights in float32. On CUDA also the peak allocated memory and (ours) the host
-    synchronisations of one step."""
+    with a GradScaler), weights in float32. ``compiled`` (ours): the network compiled as ``compile: true`` compiles it
+    (``effdet.engine.module.compile_network``); the first step, which compiles, is timed apart (``compile_s``). On
+    CUDA also the peak allocated memory and (ours) the host synchronisations of one step."""
     import contextlib
 
     import torch
@@ -58,6 +60,10 @@ def worker_train(impl: str, runs: int, name: str = "efficientdet_d0", batch: int
 
         model = effdet.create_model(name, image_size=size).train().to(device, memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)  # as DetectionModule (channels_last: true)
+        if compiled:
+            from effdet.engine.module import compile_network
+
+            compile_network(model)
         matcher, criterion = AnchorMatcher(0.5, 0.4), DetectionLoss(90)
         anchors = anchors_for(model.config, (size, size), images.device)
 
@@ -90,8 +96,15 @@ def worker_train(impl: str, runs: int, name: str = "efficientdet_d0", batch: int
             scaler.update()
         if device_type == "cuda":
             torch.cuda.synchronize()
+    compile_s = None
+    if compiled:
+        start = time.perf_counter()
+        step()
+        compile_s = time.perf_counter() - start
     timing = timed(step, runs)
     result = {"step_s": timing, "images_per_s": batch / timing["median"], "peak_rss_mib": peak_rss_mib()}
+    if compile_s is not None:
+        result["compile_s"] = compile_s
     if device_type == "cuda":
         result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
         if impl == "ours":

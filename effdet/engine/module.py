@@ -44,6 +44,24 @@ MAX_CONSECUTIVE_NONFINITE = 10
 # --------------------------------------------------------------------------------------------- module
 
 
+def compile_network(model: nn.Module) -> nn.Module:
+    """``torch.compile`` ``model`` in place (``nn.Module.compile``: the module keeps its parameters and state-dict
+    keys, so checkpoints, the EMA update and export see the plain module) and return it. The first step compiles
+    (on a CPU, minutes for forward + backward); a smaller last batch compiles once more, with a dynamic batch size."""
+    model.compile()
+    return model
+
+
+def compile_report() -> str:
+    """What ``torch.compile`` did in this process so far: graphs compiled and graph breaks (torch's own counters)."""
+    from torch._dynamo.utils import counters
+
+    breaks = sum(counters["graph_break"].values())
+    reasons = "; ".join(sorted(counters["graph_break"]))[:500]
+    return (f"torch.compile: {counters['stats']['unique_graphs']} graphs compiled, {breaks} graph breaks"
+            + (f" ({reasons})" if breaks else ""))
+
+
 class DetectionModule(L.LightningModule):
     """EfficientDet training: focal + huber loss on matched anchors, SGD/AdamW with warm-up + cosine,
     EMA weights for validation (and in checkpoints), COCO mAP validation logged as ``val/AP`` …
@@ -73,6 +91,8 @@ class DetectionModule(L.LightningModule):
         # Averaged, never trained: no gradients, so DDP (which wraps this whole module) does not wait for them.
         # Its weights are saved with the module's as `ema.module.*`.
         self.ema = ExponentialMovingAverage(self.model, decay) if decay else None
+        if self.cfg.get("compile", False):
+            compile_network(self.model)  # the EMA copy (validation) runs uncompiled: one compile per run, not three
         loss = self.cfg.loss
         self.criterion = DetectionLoss(self.model_config.num_classes, loss.alpha, loss.gamma, loss.delta,
                                        loss.box_loss_weight, loss.box_loss, loss.label_smoothing)

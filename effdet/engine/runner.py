@@ -33,7 +33,7 @@ from ..choices import AUTO, SYNC_BATCHNORM_BELOW
 from ..evaluation.report import STAT_KEYS, format_coco_summary, format_per_class_table, save_metrics
 from ..fileio import atomic_path
 from .datamodule import DetectionDataModule
-from .module import DetectionModule
+from .module import DetectionModule, compile_report
 
 logger = logging.getLogger("effdet.runner")
 
@@ -302,6 +302,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
     except SIGTERMException:
         raise SystemExit(SIGTERM_EXIT_CODE) from None  # last.ckpt is saved (LastCheckpoint)
+    if cfg.get("compile"):
+        logger.info(compile_report())
     return finalize(cfg, trainer, module, datamodule)
 
 

@@ -155,6 +155,9 @@ class TrainConfig:
     seed: int = 0
     resume: bool = True  # continue from output_dir/checkpoints/last.ckpt when it exists
     channels_last: bool = True  # NHWC activations: faster convolutions on CPU (~1.2x training) and tensor cores
+    # torch.compile the network (the trained model and its EMA copy, in place: checkpoint keys do not change). A run
+    # option, not a model setting: it never enters the model config, checkpoints' model section or ONNX metadata.
+    compile: bool = False
 
 
 class ConfigError(ValueError):
