@@ -121,6 +121,29 @@ def _overlap(a: Box, b: Box) -> float:
     return ix * iy / float(min(a[2] * a[3], b[2] * b[3]))
 
 
+def _extent_and_clear(mask: np.ndarray, centre: tuple[float, float], size: float) -> tuple[Box, int]:
+    """Bounding box (COCO xywh) and pixel count of the non-zero pixels of ``mask``, which holds one object drawn
+    around ``centre``; then zero those pixels. Looks only at a window around the object when the object lies inside
+    it (on a 3000 px canvas with hundreds of objects, scanning and clearing the whole mask per object would
+    dominate); the objects are connected shapes, so one that does not touch the window's border lies inside it,
+    and the result is that of the whole mask."""
+    height, width = mask.shape
+    reach = 1.5 * size + 16  # past any painter's extent (digits: italic shear, thick strokes)
+    x0, y0 = max(0, int(centre[0] - reach)), max(0, int(centre[1] - reach))
+    x1, y1 = min(width, int(centre[0] + reach) + 1), min(height, int(centre[1] + reach) + 1)
+    window = mask[y0:y1, x0:x1]
+    x, y, w, h = cv2.boundingRect(window)
+    inside = (x > 0 or x0 == 0) and (y > 0 or y0 == 0) and (x + w < window.shape[1] or x1 == width) \
+        and (y + h < window.shape[0] or y1 == height)
+    if w > 0 and inside:
+        area = int(np.count_nonzero(window))
+        window[:] = 0
+        return (x + x0, y + y0, w, h), area
+    box, area = cv2.boundingRect(mask), int(np.count_nonzero(mask))  # reaches past the window: the whole mask
+    mask[:] = 0
+    return box, area
+
+
 def render_scene(
     rng: np.random.Generator,
     height: int,
@@ -131,6 +154,9 @@ def render_scene(
     max_overlap: float = 0.2,
     categories: Sequence[tuple[int, str]] = DEMO_CATEGORIES,
     painter: Optional[Callable[..., "ObjectPainter"]] = None,
+    min_objects: int = 1,
+    large_fraction: float = 0.0,
+    large_size: tuple[float, float] = (96.0, 400.0),
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """One synthetic scene.
 
@@ -140,26 +166,27 @@ def render_scene(
         the shorter image side); two objects' boxes share at most ``max_overlap`` of the smaller box, so
         every object stays mostly visible. ``categories`` (``(id, name)`` pairs) and ``painter``
         (``painter(name, centre, size, rng) -> ObjectPainter``; default: :func:`shape_painter`, the
-        circle/square/triangle shapes) choose what is drawn.
+        circle/square/triangle shapes) choose what is drawn. A non-empty scene has ``min_objects``–``max_objects``
+        objects (fewer when no free place is found); each is drawn from ``large_size`` instead of ``object_size``
+        with probability ``large_fraction`` (a few large objects among many small ones).
     """
     painter = painter or shape_painter
     image = _background(rng, height, width)
     names = [name for _, name in sorted(categories)]
-    count = 0 if rng.random() < empty_fraction else int(rng.integers(1, max_objects + 1))
+    count = 0 if rng.random() < empty_fraction else int(rng.integers(min_objects, max_objects + 1))
     objects: list[dict[str, Any]] = []
     mask = np.zeros((height, width), dtype=np.uint8)
     for _ in range(count):
         for _attempt in range(30):
             name = names[int(rng.integers(0, len(names)))]
-            low, high = object_size
+            low, high = large_size if large_fraction > 0 and rng.random() < large_fraction else object_size
             high = min(high, 0.6 * min(height, width))
             size = math.exp(rng.uniform(math.log(min(low, high)), math.log(high)))
             margin = size / 2 + 2
             centre = (rng.uniform(margin, width - margin), rng.uniform(margin, height - margin))
             paint = painter(name, centre, size, rng)
-            mask[:] = 0
             paint(mask, 255, -1, cv2.LINE_8)
-            box = cv2.boundingRect(mask)
+            box, area = _extent_and_clear(mask, centre, size)
             if box[2] < 4 or box[3] < 4 or any(_overlap(box, other["bbox"]) > max_overlap for other in objects):
                 continue
             colour = _vivid_colour(rng)
@@ -167,7 +194,7 @@ def render_scene(
             if rng.random() < 0.5:
                 outline = tuple(int(v * 0.35) for v in colour)
                 paint(image, outline, 2, cv2.LINE_AA)
-            objects.append({"name": name, "bbox": tuple(int(v) for v in box), "area": int(np.count_nonzero(mask))})
+            objects.append({"name": name, "bbox": tuple(int(v) for v in box), "area": area})
             break
     return image, objects
 

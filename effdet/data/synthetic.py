@@ -12,6 +12,10 @@ Three kinds, all deterministic functions of ``seed`` (the scene renderer and fil
     10 classes that look alike: the digits 0-9 in Hershey fonts (one colour family per image, random stroke
     width and font), 24-112 px tall on 256-384 px images, non-contiguous ids ``11 + 3·d`` listed out of order;
     10% of the images have no object.
+``aerial``
+    large, crowded scenes for sliced inference: 1,500-3,000 px canvases with 50-400 shapes of 12-40 px each (so
+    most images hold more than 100 objects) and about 1% large ones (96-400 px); at a 384-640 px input the whole
+    image shrinks them below the smallest anchor.
 """
 from __future__ import annotations
 
@@ -79,12 +83,16 @@ KINDS: dict[str, dict[str, Any]] = {
                     scene=dict(max_objects=6, empty_fraction=0.1, object_size=(24.0, 112.0),
                                categories=DIGIT_CATEGORIES, painter=digit_painter),
                     description="effdet synthetic digits", supercategory="digit"),
+    "aerial": dict(width_range=(1500, 3000), height_range=(1500, 3000),
+                   scene=dict(min_objects=50, max_objects=400, empty_fraction=0.0, object_size=(12.0, 40.0),
+                              max_overlap=0.1, large_fraction=0.01, large_size=(96.0, 400.0)),
+                   description="effdet synthetic aerial scenes", supercategory="shape"),
 }
 
 
 def make_synthetic_dataset(kind: str, root: Union[str, os.PathLike], num_train: int = 400, num_val: int = 80,
                            seed: int = 0) -> dict[str, str]:
-    """Write the dataset ``kind`` (``shapes`` | ``small`` | ``similar``) under ``root`` and return its paths.
+    """Write the dataset ``kind`` (``shapes`` | ``small`` | ``similar`` | ``aerial``) under ``root`` and return its paths.
 
     Layout as :func:`effdet.data.demo.make_demo_dataset`: ``root/{train,val}/*.jpg`` and
     ``root/annotations/instances_{train,val}.json`` (COCO ``[x, y, w, h]`` boxes, the exact pixel extent of each
