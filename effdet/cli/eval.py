@@ -19,7 +19,10 @@ files that could not be read).
 Images are read as training read them (the training config's data.exif_orientation; default apply: as
 displayed). Post-processing defaults to the checkpoint's training config `eval` section; eval.key=value arguments
 (the same overrides as tools/train.py) change it: eval.score_threshold, eval.pre_nms_top_k, eval.nms (soft|hard),
-eval.iou_threshold, eval.soft_nms_sigma, eval.max_detections, eval.hflip_tta (true|false). The old form without
+eval.iou_threshold, eval.soft_nms_sigma, eval.max_detections, eval.hflip_tta (true|false), and sliced inference of
+large images: eval.slice_size (pixels; images with a longer side are detected slice by slice), eval.slice_overlap,
+eval.slice_full_image, eval.merge (nms|nmm), eval.merge_metric (iou|ios), eval.merge_threshold, eval.slice_batch_size.
+COCO scores max(100, eval.max_detections) detections per image (metrics.json "max_dets"). The old form without
 `eval.` (nms=hard) still works for one release, with a deprecation message.
 """
 from __future__ import annotations
@@ -114,7 +117,8 @@ def _report(args: argparse.Namespace, metrics: dict[str, Any], extra: dict[str, 
 
     print(format_coco_summary(metrics) + "\n\n" + format_per_class_table(metrics["per_class"], sort_by=args.sort_classes))
     path = Path(args.out) / "metrics.json"
-    save_metrics(path, dict({key: metrics[key] for key in STAT_KEYS}, per_class=metrics["per_class"]), extra=extra)
+    save_metrics(path, dict({key: metrics[key] for key in STAT_KEYS}, per_class=metrics["per_class"],
+                            max_dets=metrics.get("max_dets", 100)), extra=extra)
     return path
 
 

@@ -248,7 +248,8 @@ def prepare_data(cfg: DictConfig) -> DetectionDataModule:
     from .schema import resolve_model_config
 
     provisional = resolve_model_config(cfg.model, num_classes=1)
-    datamodule = DetectionDataModule(cfg.data, provisional.image_size, provisional.mean, seed=cfg.seed)
+    datamodule = DetectionDataModule(cfg.data, provisional.image_size, provisional.mean, seed=cfg.seed,
+                                     source_val=cfg.eval.get("slice_size") is not None)  # sliced validation
     check_anchors(cfg, datamodule, provisional)
     datamodule.train_set.coco = datamodule.train_set.ground_truth = None
     return datamodule
