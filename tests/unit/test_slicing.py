@@ -276,3 +276,75 @@ def test_predictor_from_checkpoint_uses_the_stored_slicing_keys(tmp_path):
     predictor.detect_rgb = lambda images: seen.append([i.shape for i in images]) or detect_rgb(images)
     predictor.predict(image)
     assert seen == [[(60, 100, 3)]]
+
+
+# ------------------------------------------------------------------------------------------ training's validation
+
+
+def test_training_validation_slices_with_eval_slice_size(tmp_path):
+    """eval.slice_size in the training config: the data module gives validation the images as read, and the
+    validation step detects them as the Predictor does with the same weights and settings (slice by slice); a
+    letterboxed batch with eval.slice_size set is refused, not silently scored whole."""
+    from effdet.data import make_demo_dataset
+    from effdet.engine.module import DetectionModule
+    from effdet.engine.runner import prepare_data
+    from effdet.engine.schema import ConfigError, load_train_config
+    from tests.unit.test_training import ROOT, tiny_overrides
+
+    root = tmp_path / "data"
+    make_demo_dataset(root, num_train=2, num_val=2, seed=3)
+    cfg = load_train_config(str(ROOT / "configs" / "demo.yaml"), tiny_overrides(root, tmp_path / "run", **{
+        "model.pretrained_backbone": "null", "data.anchor_fit": "off", "model.image_size": 64,
+        "eval.slice_size": 96, "eval.merge": "nmm", "eval.max_detections": 300, "optim.ema_decay": "null"}))
+    datamodule = prepare_data(cfg)
+    module = DetectionModule(cfg, datamodule.class_names, datamodule.category_ids).eval()
+    batch = next(iter(datamodule.val_dataloader()))
+    assert isinstance(batch["images"], list) and all(image.ndim == 3 for image in batch["images"])
+    assert any(max(image.shape[:2]) > 96 for image in batch["images"])  # the demo images are larger: sliced
+
+    class Recorder:
+        def update(self, image_ids, detections):
+            self.ids, self.detections = image_ids, detections
+
+    module.evaluator = Recorder()
+    module.validation_step(batch, 0)
+    assert module.evaluator.ids == batch["image_ids"].tolist()
+    predictor = Predictor(module.model, datamodule.class_names, datamodule.category_ids,
+                          settings=module.postprocess_settings, device="cpu", fuse_bn=False)
+    expected = predictor.predict_rgb(batch["images"])
+    for ours, theirs in zip(module.evaluator.detections, expected):
+        assert len(ours["scores"]) == len(theirs["scores"]) > 0
+        np.testing.assert_allclose(ours["boxes"], theirs["boxes"], atol=1e-2)
+        np.testing.assert_allclose(ours["scores"], theirs["scores"], atol=1e-4)
+    letterboxed = {"images": torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "scales": torch.ones(1),
+                   "orig_sizes": torch.tensor([[64, 64]]), "image_ids": torch.tensor([1])}
+    with pytest.raises(ConfigError, match="eval.slice_size=96 needs the validation images as read"):
+        module.validation_step(letterboxed, 0)
+
+
+# ------------------------------------------------------------------------------------------ drawing on large images
+
+
+def test_drawings_grow_with_the_image_so_large_images_stay_readable():
+    from effdet.inference.visualize import draw_boxes, drawing_sizes
+
+    assert drawing_sizes(480, 640) == (2, pytest.approx(640 / 1200), 1)
+    assert drawing_sizes(100, 120) == (1, 0.35, 1)
+    line, font_scale, stroke = drawing_sizes(4000, 6000)
+    assert (line, font_scale, stroke) == (20, 5.0, 6)
+
+    def caption_ink_rows(height: int, width: int) -> tuple[int, int]:
+        """(rows of the caption above the box, width of the box's left edge) drawn on a grey image."""
+        image = np.full((height, width, 3), 128, np.uint8)
+        x1, y1 = width // 2, height // 2
+        drawn = draw_boxes(image, [[x1, y1, x1 + width // 10, y1 + height // 10]], names=["car"], scores=[0.9],
+                           color=(255, 255, 255))
+        changed_above = np.flatnonzero((drawn[:y1 - 1, x1 + 2] != 128).any(axis=1))
+        outline = np.flatnonzero((drawn[y1 + height // 20, x1 - 30:x1 + 30] != 128).any(axis=1))  # left edge
+        return len(changed_above), len(outline)
+
+    small_caption, small_line = caption_ink_rows(480, 640)
+    large_caption, large_line = caption_ink_rows(4000, 6000)
+    # the caption and the outline keep about their share of the image: several times larger on a ~10x larger image
+    # (the outline: 2 px vs 20 px, anti-aliased edges counted)
+    assert large_caption >= 6 * small_caption and large_line >= 4 * small_line
