@@ -2,7 +2,7 @@
 
     python tools/eval.py --weights CKPT --images DIR --annotations JSON [--out DIR] [eval.key=value ...]
     python tools/eval.py --weights CKPT --images DIR [--image-info JSON] [--out DIR]     (test-dev style)
-    python tools/eval.py --results RESULTS.json --annotations JSON [--out DIR]          (score a file)
+    python tools/eval.py --results RESULTS.json --annotations JSON [--out DIR] [eval.max_detections=N]  (score a file)
 
 With annotations: runs the model over the set (the same dataset, letterbox and decoding as training's
 validation, so the numbers match what training logged) and scores it, like --results and training's
@@ -93,8 +93,9 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     if args.results:
         if not args.annotations:
             parser.error("--results needs --annotations (the ground truth to score against)")
-        if args.overrides:
-            parser.error("eval.key=value post-processing overrides have no effect with --results")
+        if [item for item in args.overrides if item.partition("=")[0].strip() != "eval.max_detections"]:
+            parser.error("eval.key=value post-processing overrides have no effect with --results (except "
+                         "eval.max_detections=N: score N detections per image instead of COCO's 100)")
         return
     missing = [name for name in ("weights", "images") if not getattr(args, name)]
     if missing:
@@ -128,12 +129,15 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import category_warnings, detect, evaluate, evaluate_coco
     from ..fileio import write_json_atomic
     from ..inference.predictor import load_predictor
+    from ..inference.settings import make_postprocess_settings
     from ..engine.schema import postprocess_options
 
     out = Path(args.out)
     if args.results:
         coco_eval = args.coco_eval or "pycocotools"
-        metrics = evaluate_coco(args.annotations, args.results, coco_eval=coco_eval, verbose=False)
+        options, _ = postprocess_options(args.overrides, "effdet-eval --results")
+        max_dets = make_postprocess_settings(None, options).max_detections  # checked as everywhere
+        metrics = evaluate_coco(args.annotations, args.results, coco_eval=coco_eval, verbose=False, max_dets=max_dets)
         path = _report(args, metrics, {"results": str(args.results), "annotations": str(args.annotations),
                                        "coco_eval": coco_eval})
         print(f"\nscored {args.results} ({coco_eval}); metrics: {path}")

@@ -542,3 +542,26 @@ def test_infer_with_slicing_on_a_large_image(small_set, untrained_ckpt, tmp_path
     np.testing.assert_allclose(record["boxes"], sliced["boxes"], atol=0.011)
     np.testing.assert_allclose(record["scores"], sliced["scores"], atol=1e-4)
     assert len(whole["boxes"]) != len(sliced["boxes"]) or not np.allclose(whole["boxes"], sliced["boxes"])
+
+
+def test_eval_scores_a_dense_results_file_with_max_detections(tmp_path):
+    """tools/eval.py --results ... eval.max_detections=300: an image with 300 objects found perfectly scores AP 1;
+    cut at COCO's 100 it cannot (recall at most 1/3)."""
+    from tests.unit.test_evaluation import dense_image, gt_as_results
+
+    gt = dense_image()
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    results = [dict(r, score=1.0 - 0.001 * i) for i, r in enumerate(gt_as_results(gt))]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    scored = {}
+    for name, extra in (("capped", []), ("dense", ["eval.max_detections=300"])):
+        code, stdout, stderr = run(eval_tool.main, ["--results", tmp_path / "results.json", "--annotations",
+                                                    tmp_path / "gt.json", "--out", tmp_path / name, *extra])
+        assert code == 0, stderr
+        scored[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert scored["dense"]["AP"] == pytest.approx(1.0) and scored["dense"]["max_dets"] == 300
+    assert scored["capped"]["AP"] < 0.5 and scored["capped"]["max_dets"] == 100
+    assert set(STAT_KEYS) <= set(scored["dense"])
+    with pytest.raises(SystemExit):
+        eval_tool.main(["--results", str(tmp_path / "results.json"), "--annotations", str(tmp_path / "gt.json"),
+                        "eval.nms=hard"])
