@@ -73,12 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _write_plots(args: argparse.Namespace, coco_gt: Any, results: Any, names: Any = None,
-                 exif_orientation: str = "apply") -> None:
+                 exif_orientation: str = "apply", max_dets: int = 100) -> None:
     from ..evaluation.analysis import analyze, format_error_table
 
     summary = analyze(coco_gt, results, Path(args.out), images_dir=args.images, class_names=names,
                       exif_orientation=exif_orientation, allow_outside_images=args.allow_outside_images,
-                      score_threshold=args.plot_score_thr, gallery=args.gallery)
+                      score_threshold=args.plot_score_thr, gallery=args.gallery, max_dets=max_dets)
     print("\n" + format_error_table(summary["errors"]))
     print(f"error analysis: {len(summary['files'])} files in {args.out}")
 
@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
                                        "coco_eval": coco_eval})
         print(f"\nscored {args.results} ({coco_eval}); metrics: {path}")
         if args.plots:
-            _write_plots(args, args.annotations, args.results)
+            _write_plots(args, args.annotations, args.results, max_dets=max_dets)
         return 0
     options, _ = postprocess_options(args.overrides, "effdet-eval")
     predictor = load_predictor(args.weights, args.runtime, device=args.device, **options)
@@ -177,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
               f"detections: {out / 'detections.json'}")
         if args.plots:
             names = dict(zip(predictor.category_ids, predictor.class_names))
-            _write_plots(args, dataset.ground_truth, metrics["results"], names, predictor.exif_orientation)
+            _write_plots(args, dataset.ground_truth, metrics["results"], names, predictor.exif_orientation,
+                         max_dets=predictor.settings.max_detections)
         return 0
     items, from_info = image_items(args.images, args.image_info, args.allow_outside_images)
     if not items:

@@ -350,7 +350,8 @@ def write_error_analysis(out: Path, results_by_image: dict, datamodule: Detectio
     names = dict(zip(module.category_ids, module.class_names))
     analyze(datamodule.val_set.ground_truth, results, out, images_dir=datamodule.val_set.images_dir,
             class_names=names, gallery=gallery, exif_orientation=datamodule.val_set.exif_orientation,
-            allow_outside_images=datamodule.val_set.allow_outside_images)
+            allow_outside_images=datamodule.val_set.allow_outside_images,
+            max_dets=module.postprocess_settings.max_detections)
 
 
 def plot_curves(out: Path) -> Optional[Path]:

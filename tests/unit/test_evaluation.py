@@ -445,3 +445,15 @@ def test_save_metrics_round_trip(tmp_path):
 def test_benchmark_returns_positive_seconds():
     seconds = benchmark_coco_eval(num_images=5, dets_per_image=5, backend="faster_coco_eval", repeats=1)
     assert isinstance(seconds, float) and seconds > 0.0
+
+
+def test_the_error_analysis_scores_dense_images_with_the_same_max_dets():
+    from effdet.evaluation.analysis.errors import error_breakdown
+    from effdet.evaluation.cocoeval import evaluate_results
+
+    gt = dense_image()
+    results = [dict(r, score=1.0 - 0.001 * i) for i, r in enumerate(gt_as_results(gt))]
+    dense = evaluate_results(gt, results, max_dets=300)
+    assert error_breakdown(dense.gt, dense.results, dense.evaluator)["ap50"] == pytest.approx(100.0)
+    capped = evaluate_results(gt, results)
+    assert error_breakdown(capped.gt, capped.results, capped.evaluator)["ap50"] < 50
