@@ -348,3 +348,27 @@ def test_drawings_grow_with_the_image_so_large_images_stay_readable():
     # the caption and the outline keep about their share of the image: several times larger on a ~10x larger image
     # (the outline: 2 px vs 20 px, anti-aliased edges counted)
     assert large_caption >= 6 * small_caption and large_line >= 4 * small_line
+
+
+# ------------------------------------------------------------------------------------------ the config keys
+
+
+def test_the_slicing_keys_are_eval_config_keys_with_their_rules():
+    from effdet.engine.schema import ConfigError, load_train_config
+    from tests.unit.test_training import DATA_KEYS
+
+    cfg = load_train_config(None, DATA_KEYS + ["eval.slice_size=640", "eval.merge=nmm", "eval.merge_metric=ios",
+                                               "eval.slice_full_image=true", "eval.max_detections=3000"])
+    settings = PostprocessSettings.from_mapping(cfg.eval)
+    assert (settings.slice_size, settings.merge, settings.merge_metric, settings.slice_full_image,
+            settings.max_detections, settings.slice_overlap, settings.slice_batch_size) == (
+        640, "nmm", "ios", True, 3000, 0.2, 8)
+    assert load_train_config(None, DATA_KEYS).eval.slice_size is None  # off by default
+    for key, value, message in (("merge", "wbf", "nms"), ("merge_metric", "giou", "ios"),
+                                ("slice_overlap", "1.0", "in \\[0, 1\\)"), ("slice_size", "0", ">= 1"),
+                                ("slice_batch_size", "0", ">= 1")):
+        with pytest.raises(ConfigError, match=f"eval.{key}.*{message}"):
+            load_train_config(None, DATA_KEYS + [f"eval.{key}={value}"])
+    # the command lines' grammar: eval.slice_size=null turns a stored size off
+    stored = make_postprocess_settings(None, {"slice_size": "640"})
+    assert make_postprocess_settings(stored, {"slice_size": "null"}).slice_size is None
