@@ -320,6 +320,7 @@ def finalize(cfg: DictConfig, trainer: L.Trainer, module: DetectionModule, datam
     metrics = dict(module.last_metrics)
     result = {key: metrics[key] for key in STAT_KEYS}
     result["per_class"] = metrics.get("per_class", {})
+    result["max_dets"] = metrics.get("max_dets", 100)  # detections per image scored: max(100, eval.max_detections)
     if module.nonfinite_steps:
         result["skipped_nonfinite_steps"] = module.nonfinite_steps
     evaluator = getattr(module, "last_evaluator", None)

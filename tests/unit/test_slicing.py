@@ -372,3 +372,23 @@ def test_the_slicing_keys_are_eval_config_keys_with_their_rules():
     # the command lines' grammar: eval.slice_size=null turns a stored size off
     stored = make_postprocess_settings(None, {"slice_size": "640"})
     assert make_postprocess_settings(stored, {"slice_size": "null"}).slice_size is None
+
+
+@pytest.mark.slow
+def test_tools_train_validates_slice_by_slice(tmp_path):
+    """tools/train.py ... eval.slice_size=96 eval.max_detections=300: the run trains, validates its (larger) images
+    slice by slice and writes metrics.json scored with 300 detections per image."""
+    import json
+
+    from effdet.data import make_demo_dataset
+    from tests.unit.test_training import ROOT, run_train, tiny_overrides
+
+    root = tmp_path / "data"
+    make_demo_dataset(root, num_train=4, num_val=2, seed=3)
+    out = tmp_path / "run"
+    done = run_train([str(ROOT / "configs" / "demo.yaml"), *tiny_overrides(root, out, **{
+        "model.pretrained_backbone": "null", "data.anchor_fit": "off", "model.image_size": 64,
+        "eval.slice_size": 96, "eval.max_detections": 300, "eval.plots": "false"})])
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["max_dets"] == 300 and "maxDets=300" in done.stdout
