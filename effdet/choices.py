@@ -3,6 +3,12 @@ and the Predictor import them from here. No imports: any module may use it."""
 from __future__ import annotations
 
 NMS_METHODS: tuple[str, ...] = ("soft", "hard")  # Gaussian soft-NMS (the official evaluation) | hard NMS
+# Sliced inference (eval.merge, eval.merge_metric; effdet/ops/merge.py): how the detections of overlapping slices are
+# merged: nms (greedy non-maximum suppression: the best box stays, the boxes it overlaps go) | nmm (greedy
+# non-maximum merging: the best box absorbs the boxes it overlaps and becomes their enclosing box, with the best score);
+# overlap as iou (intersection over union) | ios (intersection over the smaller box's area)
+MERGE_METHODS: tuple[str, ...] = ("nms", "nmm")
+MERGE_METRICS: tuple[str, ...] = ("iou", "ios")
 COCO_EVALUATORS: tuple[str, ...] = ("pycocotools", "faster_coco_eval")  # COCO mAP implementations (eval.coco_eval)
 EVAL_BACKENDS = COCO_EVALUATORS  # the old name, kept for one release
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
@@ -26,5 +32,5 @@ PRECISION_ALIASES: dict[str, str] = {"32": "32-true", "bf16": "bf16-mixed", "16"
 AUTO: str = "auto"
 SYNC_BATCHNORM_BELOW: int = 8
 
-__all__ = ["ANCHOR_FIT_MODES", "BOX_LOSSES", "COCO_EVALUATORS", "DATA_FORMATS", "EVAL_BACKENDS", "EXIF_ORIENTATION_MODES", "FUSION_METHODS", "LR_SCHEDULES", "NMS_METHODS", "OPTIMIZERS", "PRECISION_ALIASES", "RUNTIMES",
+__all__ = ["ANCHOR_FIT_MODES", "BOX_LOSSES", "COCO_EVALUATORS", "DATA_FORMATS", "EVAL_BACKENDS", "EXIF_ORIENTATION_MODES", "FUSION_METHODS", "LR_SCHEDULES", "MERGE_METHODS", "MERGE_METRICS", "NMS_METHODS", "OPTIMIZERS", "PRECISION_ALIASES", "RUNTIMES",
            "TRAINING_PRECISIONS", "AUTO", "SYNC_BATCHNORM_BELOW"]

@@ -2,7 +2,7 @@
 
     python tools/eval.py --weights CKPT --images DIR --annotations JSON [--out DIR] [eval.key=value ...]
     python tools/eval.py --weights CKPT --images DIR [--image-info JSON] [--out DIR]     (test-dev style)
-    python tools/eval.py --results RESULTS.json --annotations JSON [--out DIR]          (score a file)
+    python tools/eval.py --results RESULTS.json --annotations JSON [--out DIR] [eval.max_detections=N]  (score a file)
 
 With annotations: runs the model over the set (the same dataset, letterbox and decoding as training's
 validation, so the numbers match what training logged) and scores it, like --results and training's
@@ -19,7 +19,10 @@ files that could not be read).
 Images are read as training read them (the training config's data.exif_orientation; default apply: as
 displayed). Post-processing defaults to the checkpoint's training config `eval` section; eval.key=value arguments
 (the same overrides as tools/train.py) change it: eval.score_threshold, eval.pre_nms_top_k, eval.nms (soft|hard),
-eval.iou_threshold, eval.soft_nms_sigma, eval.max_detections, eval.hflip_tta (true|false). The old form without
+eval.iou_threshold, eval.soft_nms_sigma, eval.max_detections, eval.hflip_tta (true|false), and sliced inference of
+large images: eval.slice_size (pixels; images with a longer side are detected slice by slice), eval.slice_overlap,
+eval.slice_full_image, eval.merge (nms|nmm), eval.merge_metric (iou|ios), eval.merge_threshold, eval.slice_batch_size.
+COCO scores max(100, eval.max_detections) detections per image (metrics.json "max_dets"). The old form without
 `eval.` (nms=hard) still works for one release, with a deprecation message.
 """
 from __future__ import annotations
@@ -70,12 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _write_plots(args: argparse.Namespace, coco_gt: Any, results: Any, names: Any = None,
-                 exif_orientation: str = "apply") -> None:
+                 exif_orientation: str = "apply", max_dets: int = 100) -> None:
     from ..evaluation.analysis import analyze, format_error_table
 
     summary = analyze(coco_gt, results, Path(args.out), images_dir=args.images, class_names=names,
                       exif_orientation=exif_orientation, allow_outside_images=args.allow_outside_images,
-                      score_threshold=args.plot_score_thr, gallery=args.gallery)
+                      score_threshold=args.plot_score_thr, gallery=args.gallery, max_dets=max_dets)
     print("\n" + format_error_table(summary["errors"]))
     print(f"error analysis: {len(summary['files'])} files in {args.out}")
 
@@ -90,8 +93,9 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     if args.results:
         if not args.annotations:
             parser.error("--results needs --annotations (the ground truth to score against)")
-        if args.overrides:
-            parser.error("eval.key=value post-processing overrides have no effect with --results")
+        if [item for item in args.overrides if item.partition("=")[0].strip() != "eval.max_detections"]:
+            parser.error("eval.key=value post-processing overrides have no effect with --results (except "
+                         "eval.max_detections=N: score N detections per image instead of COCO's 100)")
         return
     missing = [name for name in ("weights", "images") if not getattr(args, name)]
     if missing:
@@ -114,7 +118,8 @@ def _report(args: argparse.Namespace, metrics: dict[str, Any], extra: dict[str, 
 
     print(format_coco_summary(metrics) + "\n\n" + format_per_class_table(metrics["per_class"], sort_by=args.sort_classes))
     path = Path(args.out) / "metrics.json"
-    save_metrics(path, dict({key: metrics[key] for key in STAT_KEYS}, per_class=metrics["per_class"]), extra=extra)
+    save_metrics(path, dict({key: metrics[key] for key in STAT_KEYS}, per_class=metrics["per_class"],
+                            max_dets=metrics.get("max_dets", 100)), extra=extra)
     return path
 
 
@@ -124,17 +129,20 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import category_warnings, detect, evaluate, evaluate_coco
     from ..fileio import write_json_atomic
     from ..inference.predictor import load_predictor
+    from ..inference.settings import make_postprocess_settings
     from ..engine.schema import postprocess_options
 
     out = Path(args.out)
     if args.results:
         coco_eval = args.coco_eval or "pycocotools"
-        metrics = evaluate_coco(args.annotations, args.results, coco_eval=coco_eval, verbose=False)
+        options, _ = postprocess_options(args.overrides, "effdet-eval --results")
+        max_dets = make_postprocess_settings(None, options).max_detections  # checked as everywhere
+        metrics = evaluate_coco(args.annotations, args.results, coco_eval=coco_eval, verbose=False, max_dets=max_dets)
         path = _report(args, metrics, {"results": str(args.results), "annotations": str(args.annotations),
                                        "coco_eval": coco_eval})
         print(f"\nscored {args.results} ({coco_eval}); metrics: {path}")
         if args.plots:
-            _write_plots(args, args.annotations, args.results)
+            _write_plots(args, args.annotations, args.results, max_dets=max_dets)
         return 0
     options, _ = postprocess_options(args.overrides, "effdet-eval")
     predictor = load_predictor(args.weights, args.runtime, device=args.device, **options)
@@ -169,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
               f"detections: {out / 'detections.json'}")
         if args.plots:
             names = dict(zip(predictor.category_ids, predictor.class_names))
-            _write_plots(args, dataset.ground_truth, metrics["results"], names, predictor.exif_orientation)
+            _write_plots(args, dataset.ground_truth, metrics["results"], names, predictor.exif_orientation,
+                         max_dets=predictor.settings.max_detections)
         return 0
     items, from_info = image_items(args.images, args.image_info, args.allow_outside_images)
     if not items:

@@ -14,7 +14,8 @@ when it exists.
 
 Post-processing: the checkpoint's (its training config's `eval` section), with a score threshold of 0.3 unless one
 is given; eval.key=value arguments change it, as for tools/train.py and tools/eval.py (eval.nms=hard,
-eval.max_detections=50, eval.hflip_tta=true ...). An argument is such an override when its left side is a config key;
+eval.max_detections=50, eval.hflip_tta=true ...; large images slice by slice with eval.slice_size=640, see
+eval.slice_overlap, eval.merge ...). An argument is such an override when its left side is a config key;
 every other argument is a SOURCE. --score-thr wins over eval.score_threshold (the log says so when both are given).
 The old `--set key=value` still works for one release, with a deprecation message.
 """

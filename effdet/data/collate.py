@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-__all__ = ["collate_detection", "worker_init_fn"]
+__all__ = ["collate_detection", "collate_source_images", "worker_init_fn"]
 
 
 def _as_tensor(value: Any, dtype: torch.dtype) -> torch.Tensor:
@@ -66,6 +66,29 @@ def collate_detection(samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tens
         "image_ids": torch.tensor([int(sample["image_id"]) for sample in samples], dtype=torch.int64),
         "scales": torch.tensor([float(sample["scale"]) for sample in samples], dtype=torch.float32),
         "orig_sizes": torch.tensor([tuple(sample["orig_size"]) for sample in samples], dtype=torch.int64),
+    }
+
+
+def collate_source_images(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch samples whose images are as read (``H x W x 3`` RGB numpy of any size: a dataset without a transform),
+    for sliced inference, which cuts each image itself.
+
+    Returns:
+        ``images``: list of the numpy images; ``image_ids`` int64 ``[B]``; ``orig_sizes`` int64 ``[B, 2]`` (h, w);
+        ``boxes`` / ``labels``: lists of each sample's (source pixels).
+    """
+    if not samples:
+        raise ValueError("collate_source_images got an empty list of samples")
+    images = [sample["image"] for sample in samples]
+    if not all(isinstance(image, np.ndarray) and image.ndim == 3 for image in images):
+        raise TypeError("collate_source_images needs the images as read (H x W x 3 numpy): give the dataset no "
+                        "transform")
+    return {
+        "images": images,
+        "boxes": [sample["boxes"] for sample in samples],
+        "labels": [sample["labels"] for sample in samples],
+        "image_ids": torch.tensor([int(sample["image_id"]) for sample in samples], dtype=torch.int64),
+        "orig_sizes": torch.tensor([tuple(image.shape[:2]) for image in images], dtype=torch.int64).reshape(-1, 2),
     }
 
 

@@ -111,7 +111,9 @@ class ImageFileDataset(Dataset):
     """Image files with ids, letterboxed like validation, for a DataLoader with :func:`collate_image_files`.
 
     Items are the samples of :class:`effdet.data.CocoDetection` (no objects), or
-    ``{"image_id", "path", "error"}`` when a file cannot be read (reported, not raised).
+    ``{"image_id", "path", "error"}`` when a file cannot be read (reported, not raised). With ``source_images`` the
+    image is not letterboxed: ``H x W x 3`` RGB numpy as read (for sliced inference; collate with
+    ``collate_image_files(samples, collate=collate_source_images)``).
     """
 
     def __init__(self, items: Sequence[tuple[int, PathLike]], image_size: Sequence[int], fill: Sequence[int],
@@ -120,6 +122,7 @@ class ImageFileDataset(Dataset):
         self.exif_orientation = exif_orientation  # load_image's: "apply" (as displayed) or "ignore"
         self.image_size = [int(s) for s in image_size]
         self.fill = tuple(int(v) for v in fill)
+        self.source_images = False
         limit_opencv_threads()  # in the parent, before DataLoader workers fork
 
     def __len__(self) -> int:
@@ -131,19 +134,22 @@ class ImageFileDataset(Dataset):
             image = load_image(path, self.exif_orientation)
         except ImageReadError as error:
             return {"image_id": image_id, "path": str(path), "error": error.reason}
-        canvas, scale = letterbox(image, self.image_size, self.fill)
         empty = np.zeros((0, 4), np.float32)
+        if self.source_images:
+            return {"image": image, "boxes": empty, "labels": np.zeros((0,), np.int64), "crowd_boxes": empty,
+                    "image_id": image_id, "orig_size": tuple(image.shape[:2]), "scale": 1.0, "path": str(path)}
+        canvas, scale = letterbox(image, self.image_size, self.fill)
         return {"image": image_to_tensor(canvas), "boxes": empty, "labels": np.zeros((0,), np.int64),
                 "crowd_boxes": empty, "image_id": image_id, "orig_size": tuple(image.shape[:2]), "scale": scale,
                 "path": str(path)}
 
 
-def collate_image_files(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Batch :class:`ImageFileDataset` items: ``collate_detection`` of the readable ones (``None`` if there
-    are none) under ``"batch"``, their ``"paths"``, and ``"failed"``: ``[(path, reason), ...]``."""
+def collate_image_files(samples: Sequence[dict[str, Any]], collate: Any = None) -> dict[str, Any]:
+    """Batch :class:`ImageFileDataset` items: ``collate`` (default ``collate_detection``) of the readable ones
+    (``None`` if there are none) under ``"batch"``, their ``"paths"``, and ``"failed"``: ``[(path, reason), ...]``."""
     good = [s for s in samples if "error" not in s]
     return {
-        "batch": collate_detection(good) if good else None,
+        "batch": (collate or collate_detection)(good) if good else None,
         "paths": [s["path"] for s in good],
         "failed": [(s["path"], s["error"]) for s in samples if "error" in s],
     }

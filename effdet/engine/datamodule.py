@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from ..data import CocoDetection, collate_detection, eval_transforms, train_transforms, worker_init_fn
+from ..data.collate import collate_source_images
 from ..data.resumable import EpochSampler, SeededSamples
 from ..inference.preprocess import fill_from_mean
 from .schema import ConfigError
@@ -28,11 +29,16 @@ class DetectionDataModule(L.LightningDataModule):
     so bad data stops the run before a Trainer starts. The training order and augmentation are pure
     functions of ``(seed, epoch, sample)`` (see ``effdet.data.resumable``), so a resumed run sees the same
     batches as an uninterrupted one, with any number of processes or loader workers.
+
+    ``source_val``: the validation images as read, not letterboxed (``collate_source_images`` batches), for
+    validation with sliced inference (``eval.slice_size``; the runner sets it then).
     """
 
-    def __init__(self, data_cfg: DictConfig, image_size: list[int], mean: list[float], seed: int = 0):
+    def __init__(self, data_cfg: DictConfig, image_size: list[int], mean: list[float], seed: int = 0,
+                 source_val: bool = False):
         super().__init__()
         self.cfg = data_cfg
+        self.source_val = bool(source_val)
         self.seed = int(seed)
         self._train_sampler: Optional[EpochSampler] = None
         self._resume_position: Optional[tuple[int, int]] = None  # from a resumed checkpoint
@@ -45,7 +51,8 @@ class DetectionDataModule(L.LightningDataModule):
                                                            min_visible=data_cfg.crop_min_visible),
             check_files=data_cfg.check_files)
         self.val_set = CocoDetection(
-            **sources["val"], transform=eval_transforms(image_size, fill), check_files=data_cfg.check_files)
+            **sources["val"], transform=None if self.source_val else eval_transforms(image_size, fill),
+            check_files=data_cfg.check_files)
         if self.train_set.category_ids != self.val_set.category_ids:
             raise ConfigError(
                 f"train and val annotation files have different categories: train ids "
@@ -66,7 +73,7 @@ class DetectionDataModule(L.LightningDataModule):
         workers = int(self.cfg.num_workers)
         return DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=workers,
-            collate_fn=collate_detection, worker_init_fn=worker_init_fn, persistent_workers=workers > 0,
+            collate_fn=collate_source_images if dataset.transform is None else collate_detection, worker_init_fn=worker_init_fn, persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:

@@ -299,14 +299,40 @@ class DetectionModule(L.LightningModule):
             if datamodule is None:
                 raise RuntimeError("validation needs the val COCO annotations: pass val_coco or a DetectionDataModule")
             self.val_coco = datamodule.val_set.ground_truth  # the file as the official COCO tools load it
-        self.evaluator = CocoEvaluator(self.val_coco, self.category_ids, self.class_names, self.cfg.eval.coco_eval)
+        self.evaluator = CocoEvaluator(self.val_coco, self.category_ids, self.class_names, self.cfg.eval.coco_eval,
+                                       max_dets=self.postprocess_settings.max_detections)
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         model = self.eval_model
         model.eval()
-        detections = detect_batch(model, batch["images"], batch["scales"], batch["orig_sizes"],
-                                  self.postprocess_settings)
-        self.evaluator.update(batch["image_ids"].tolist(), [{k: v.cpu() for k, v in d.items()} for d in detections])
+        if isinstance(batch["images"], list):  # images as read (eval.slice_size: the data module's source_val)
+            detections = self._detect_source_images(model, batch["images"])
+        elif self.postprocess_settings.slice_size is not None:
+            raise ConfigError(
+                f"eval.slice_size={self.postprocess_settings.slice_size} needs the validation images as read, but the "
+                "validation batches are letterboxed: build the data module with source_val=True (tools/train.py does "
+                "when eval.slice_size is set), or set eval.slice_size=null")
+        else:
+            detections = detect_batch(model, batch["images"], batch["scales"], batch["orig_sizes"],
+                                      self.postprocess_settings)
+        self.evaluator.update(batch["image_ids"].tolist(), [{k: v.cpu() if isinstance(v, torch.Tensor) else v
+                                                             for k, v in d.items()} for d in detections])
+
+    def _detect_source_images(self, model: nn.Module, images: list) -> list[dict[str, Any]]:
+        """Validation with sliced inference: each image larger than ``eval.slice_size`` slice by slice, the others
+        letterboxed as usual (:func:`effdet.inference.slicing.detect_images`, the Predictor's function), all through
+        :func:`detect_batch` with the eval settings. Detections as numpy arrays in source pixels."""
+        from ..inference.preprocess import fill_from_mean, letterbox_batch
+        from ..inference.slicing import detect_images
+
+        settings, fill = self.postprocess_settings, fill_from_mean(self.model_config.mean)
+        image_size = list(self.model_config.image_size)
+
+        def detect(rgb_images):
+            canvases, scales, sizes = letterbox_batch(rgb_images, image_size, fill)
+            return detect_batch(model, canvases.to(self.device), scales, sizes, settings)
+
+        return detect_images(images, detect, settings)
 
     def on_validation_epoch_end(self) -> None:
         self.evaluator, evaluator = None, self.evaluator

@@ -248,7 +248,8 @@ def prepare_data(cfg: DictConfig) -> DetectionDataModule:
     from .schema import resolve_model_config
 
     provisional = resolve_model_config(cfg.model, num_classes=1)
-    datamodule = DetectionDataModule(cfg.data, provisional.image_size, provisional.mean, seed=cfg.seed)
+    datamodule = DetectionDataModule(cfg.data, provisional.image_size, provisional.mean, seed=cfg.seed,
+                                     source_val=cfg.eval.get("slice_size") is not None)  # sliced validation
     check_anchors(cfg, datamodule, provisional)
     datamodule.train_set.coco = datamodule.train_set.ground_truth = None
     return datamodule
@@ -321,6 +322,7 @@ def finalize(cfg: DictConfig, trainer: L.Trainer, module: DetectionModule, datam
     metrics = dict(module.last_metrics)
     result = {key: metrics[key] for key in STAT_KEYS}
     result["per_class"] = metrics.get("per_class", {})
+    result["max_dets"] = metrics.get("max_dets", 100)  # detections per image scored: max(100, eval.max_detections)
     if module.nonfinite_steps:
         result["skipped_nonfinite_steps"] = module.nonfinite_steps
     evaluator = getattr(module, "last_evaluator", None)
@@ -351,7 +353,8 @@ def write_error_analysis(out: Path, results_by_image: dict, datamodule: Detectio
     names = dict(zip(module.category_ids, module.class_names))
     analyze(datamodule.val_set.ground_truth, results, out, images_dir=datamodule.val_set.images_dir,
             class_names=names, gallery=gallery, exif_orientation=datamodule.val_set.exif_orientation,
-            allow_outside_images=datamodule.val_set.allow_outside_images)
+            allow_outside_images=datamodule.val_set.allow_outside_images,
+            max_dets=module.postprocess_settings.max_detections)
 
 
 def plot_curves(out: Path) -> Optional[Path]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
 from ..choices import (ANCHOR_FIT_MODES, AUTO, BOX_LOSSES, COCO_EVALUATORS, DATA_FORMATS, EXIF_ORIENTATION_MODES,
-                       LR_SCHEDULES, NMS_METHODS, OPTIMIZERS, PRECISION_ALIASES, SYNC_BATCHNORM_BELOW, TRAINING_PRECISIONS)
+                       LR_SCHEDULES, MERGE_METHODS, MERGE_METRICS, NMS_METHODS, OPTIMIZERS, PRECISION_ALIASES, SYNC_BATCHNORM_BELOW, TRAINING_PRECISIONS)
 from ..deprecation import deprecated_form
 from ..inference.settings import PostprocessSettings, postprocess_setting_names, settings_problems
 from ..modeling.variants import ModelConfig, model_config
@@ -169,6 +169,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optim.schedule": LR_SCHEDULES,
     "loss.box_loss": BOX_LOSSES,
     "eval.nms": NMS_METHODS,
+    "eval.merge": MERGE_METHODS,
+    "eval.merge_metric": MERGE_METRICS,
     "eval.coco_eval": COCO_EVALUATORS,
     "data.format": DATA_FORMATS,
     "data.anchor_fit": ANCHOR_FIT_MODES,

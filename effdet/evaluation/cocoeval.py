@@ -33,8 +33,16 @@ from ..types import PathLike
 logger = logging.getLogger("effdet.evaluation")
 
 
-__all__ = ["COCO_EVALUATORS", "CocoEvalRun", "category_names", "evaluate_results", "load_coco_gt", "load_results",
-           "official_ground_truth"]
+__all__ = ["COCO_EVALUATORS", "COCO_MAX_DETS", "CocoEvalRun", "category_names", "coco_max_dets", "evaluate_results",
+           "load_coco_gt", "load_results", "official_ground_truth", "summary_stats"]
+
+COCO_MAX_DETS = 100  # COCO's largest maxDets; never less (eval.max_detections above it raises it)
+
+
+def coco_max_dets(max_detections: Optional[int] = None) -> int:
+    """The largest maxDets COCOeval scores with: ``max(100, max_detections)``, so that a model allowed more than 100
+    detections per image (``eval.max_detections``, dense scenes) is not cut at COCO's 100."""
+    return max(COCO_MAX_DETS, int(max_detections or COCO_MAX_DETS))
 
 
 def coco_eval_argument(coco_eval: str, backend: Optional[str], function: str) -> str:
@@ -192,6 +200,7 @@ def evaluate_results(
     iou_thresholds: Optional[Sequence[float]] = None,
     all_areas_only: bool = False,
     summarize: bool = False,
+    max_dets: int = COCO_MAX_DETS,
 ) -> CocoEvalRun:
     """Run COCOeval (``iouType="bbox"``) of ``results`` against ``coco_gt``, quietly.
 
@@ -202,7 +211,9 @@ def evaluate_results(
         class_names: names for :attr:`CocoEvalRun.names` (see :func:`category_names`).
         image_ids: evaluate only these images (default: every GT image); images without results count as misses.
         iou_thresholds: default COCO's 0.50:0.05:0.95. all_areas_only: one area range, 'all'.
-        summarize: also run ``summarize()`` (the 12 stats in ``evaluator.stats``).
+        summarize: also compute the 12 stats (:func:`summary_stats`) into ``evaluator.stats``.
+        max_dets: the largest maxDets (``params.maxDets = [1, 10, max_dets]``); raised to COCO's 100 when below
+            (:func:`coco_max_dets`). AP, per-class AP and AR100 are scored with it.
 
     Raises:
         ValueError: results of images that are not in the ground truth, or ``image_ids`` that are not.
@@ -231,12 +242,39 @@ def evaluate_results(
     if all_areas_only:
         evaluator.params.areaRng = [evaluator.params.areaRng[0]]
         evaluator.params.areaRngLbl = ["all"]
+    evaluator.params.maxDets = [1, 10, coco_max_dets(max_dets)]
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator.evaluate()
         evaluator.accumulate()
-        if summarize:
-            evaluator.summarize()
+    if summarize:
+        # computed here rather than by summarize(): pycocotools' summarize() scores AP at maxDets=100 whatever
+        # params.maxDets says (and -1 when 100 is not one of them)
+        evaluator.stats = summary_stats(evaluator)
     return CocoEvalRun(gt, loaded, evaluator, names)
+
+
+def summary_stats(evaluator: Any) -> np.ndarray:
+    """The 12 COCO stats (``AP AP50 AP75 APs APm APl AR1 AR10 AR100 ARs ARm ARl``, COCOeval.summarize()'s order and
+    definitions: the mean of the defined entries, -1 where none is) of an accumulated evaluator with
+    ``params.maxDets = [1, 10, M]``; every AP and AR except AR1/AR10 is at ``M``, the largest ("AR100" is AR at M)."""
+    params = evaluator.params
+    max_dets = list(params.maxDets)
+    areas = list(params.areaRngLbl)
+
+    def stat(precision: bool, iou: Optional[float] = None, area: str = "all", dets: int = max_dets[-1]) -> float:
+        values = evaluator.eval["precision" if precision else "recall"]  # [T, R, K, A, M] / [T, K, A, M]
+        if iou is not None:
+            values = values[[iou_index(evaluator, iou)]]
+        values = values[..., areas.index(area), max_dets.index(dets)]
+        defined = values[values > -1]
+        return float(defined.mean()) if defined.size else -1.0
+
+    return np.asarray([
+        stat(True), stat(True, 0.5), stat(True, 0.75),
+        stat(True, area="small"), stat(True, area="medium"), stat(True, area="large"),
+        stat(False, dets=max_dets[0]), stat(False, dets=max_dets[1]), stat(False),
+        stat(False, area="small"), stat(False, area="medium"), stat(False, area="large"),
+    ])
 
 
 # ------------------------------------------------------------------------------ reading eval['precision']

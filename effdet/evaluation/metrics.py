@@ -23,19 +23,26 @@ STAT_KEYS: tuple[str, ...] = (
 
 _AP, _AR = "Average Precision  (AP)", "Average Recall     (AR)"
 _AREAS = ("small", "medium", "large")
-# (title, IoU range, area, maxDets) of each stat, in COCOeval.summarize() order.
+# (title, IoU range, area, maxDets) of each stat, in COCOeval.summarize() order; maxDets 0 stands for the largest,
+# COCO's 100 or more (the stats' "max_dets", effdet.evaluation.cocoeval.coco_max_dets): "AR100" is AR at it.
 _STAT_LAYOUT: tuple[tuple[str, str, str, int], ...] = (
-    (_AP, "0.50:0.95", "all", 100), (_AP, "0.50", "all", 100), (_AP, "0.75", "all", 100),
-    *((_AP, "0.50:0.95", area, 100) for area in _AREAS),
-    *((_AR, "0.50:0.95", "all", max_dets) for max_dets in (1, 10, 100)),
-    *((_AR, "0.50:0.95", area, 100) for area in _AREAS),
+    (_AP, "0.50:0.95", "all", 0), (_AP, "0.50", "all", 0), (_AP, "0.75", "all", 0),
+    *((_AP, "0.50:0.95", area, 0) for area in _AREAS),
+    *((_AR, "0.50:0.95", "all", max_dets) for max_dets in (1, 10, 0)),
+    *((_AR, "0.50:0.95", area, 0) for area in _AREAS),
 )
 
 
+def _layout(stats: Mapping[str, Any]) -> list[tuple[str, str, str, int]]:
+    largest = int(stats.get("max_dets") or 100)
+    return [(title, iou, area, max_dets or largest) for title, iou, area, max_dets in _STAT_LAYOUT]
+
+
 def format_coco_summary(stats: Mapping[str, float]) -> str:
-    """The standard 12-line COCOeval summary for ``stats`` (keys :data:`STAT_KEYS`)."""
+    """The standard 12-line COCOeval summary for ``stats`` (keys :data:`STAT_KEYS`; the largest maxDets is
+    ``stats["max_dets"]``, default 100)."""
     lines = []
-    for key, (title, iou, area, max_dets) in zip(STAT_KEYS, _STAT_LAYOUT):
+    for key, (title, iou, area, max_dets) in zip(STAT_KEYS, _layout(stats)):
         lines.append(
             f" {title:<18} @[ IoU={iou:<9} | area={area:>6s} | maxDets={max_dets:>3d} ] = {stats[key]:0.3f}"
         )
@@ -49,7 +56,7 @@ def format_coco_summary(stats: Mapping[str, float]) -> str:
 def format_stats_table(stats: Mapping[str, Any]) -> str:
     """Aligned ``key  value  meaning`` table of the 12 stats (values shown as 0..1 with 4 decimals)."""
     rows = []
-    for key, (title, iou, area, max_dets) in zip(STAT_KEYS, _STAT_LAYOUT):
+    for key, (title, iou, area, max_dets) in zip(STAT_KEYS, _layout(stats)):
         value = stats.get(key)
         shown = "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
         kind = "AP" if title.startswith("Average Precision") else "AR"

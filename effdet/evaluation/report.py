@@ -6,7 +6,9 @@ Conventions (docs/architecture.md):
   ORIGINAL image, ``scores`` ``[K]`` and ``labels`` ``[K]`` contiguous ``0..C-1``. They leave as COCO
   result dicts (``image_id``, ``category_id`` = the dataset's own id, ``bbox`` ``xywh``, ``score``).
 * Metrics are plain floats in ``0..1`` under :data:`STAT_KEYS`, plus ``per_class`` mapping class name
-  to AP@[0.50:0.95] (all areas, 100 detections).
+  to AP@[0.50:0.95] (all areas), and ``max_dets``: the largest maxDets, COCO's 100 or the model's
+  ``eval.max_detections`` when larger (:func:`~effdet.evaluation.cocoeval.coco_max_dets`); AP, per-class AP and
+  "AR100" are scored with it, so dense images are not cut at 100 detections.
 * **-1.0 means "not defined"**: COCOeval reports -1 for an area range (or a class) that has no ground
   truth. We keep -1.0 for the 12 stats (JSON-friendly, and what every COCO tool prints) and use
   ``None`` (JSON ``null``) for classes without ground truth in ``per_class``. Consumers of
@@ -36,8 +38,8 @@ import torch
 
 from ..ops.boxes import xyxy_to_xywh
 from ..choices import COCO_EVALUATORS
-from .cocoeval import (coco_eval_argument, evaluate_results, load_coco_gt, mean_defined,  # noqa: F401 (API)
-                       official_ground_truth, precision_all_areas)
+from .cocoeval import (COCO_MAX_DETS, coco_eval_argument, coco_max_dets, evaluate_results,  # noqa: F401 (API)
+                       load_coco_gt, mean_defined, official_ground_truth, precision_all_areas)
 from ..fileio import write_json_atomic  # noqa: F401  (part of this module's API)
 from .metrics import (STAT_KEYS, format_coco_summary, format_per_class_table, format_stats_table,  # noqa: F401
                       save_metrics)
@@ -133,6 +135,7 @@ def evaluate_coco(
     class_names: Mapping[int, str] | Sequence[str] | None = None,
     verbose: bool = True,
     backend: Optional[str] = None,
+    max_dets: int = COCO_MAX_DETS,
 ) -> dict[str, Any]:
     """Run COCO box evaluation.
 
@@ -146,17 +149,20 @@ def evaluate_coco(
             GT category ids. Default: the GT categories' ``name``.
         verbose: print the standard 12-line COCO summary.
         backend: the deprecated name of ``coco_eval`` (one release, with a FutureWarning).
+        max_dets: detections per image scored (the largest maxDets): ``max(100, max_dets)``; pass the model's
+            ``max_detections``.
 
     Returns:
-        ``{key: float for key in STAT_KEYS}`` (0..1; -1.0 where an area range has no GT) plus
-        ``"per_class": {name: AP or None}`` (None = no GT for that class).
+        ``{key: float for key in STAT_KEYS}`` (0..1; -1.0 where an area range has no GT), ``"per_class": {name: AP
+        or None}`` (None = no GT for that class) and ``"max_dets"`` (the largest maxDets used).
     """
     coco_eval = coco_eval_argument(coco_eval, backend, "evaluate_coco")
     run = evaluate_results(coco_gt, results, coco_eval=coco_eval, class_names=class_names, image_ids=image_ids,
-                           summarize=True)
+                           summarize=True, max_dets=max_dets)
     stats = run.evaluator.stats[: len(STAT_KEYS)]
     metrics: dict[str, Any] = {key: float(value) for key, value in zip(STAT_KEYS, stats)}
     metrics["per_class"] = _per_class_ap(run.evaluator, run.names)
+    metrics["max_dets"] = int(run.evaluator.params.maxDets[-1])
     if verbose:
         print(format_coco_summary(metrics))
     return metrics
@@ -191,6 +197,7 @@ class CocoEvaluator:
         verbose: bool = False,
         process_group: Any = None,
         backend: Optional[str] = None,
+        max_dets: int = COCO_MAX_DETS,
     ) -> None:
         """
         Args:
@@ -201,8 +208,10 @@ class CocoEvaluator:
             verbose: print the 12-line summary (rank 0 only) on every :meth:`compute`.
             process_group: torch.distributed group to gather over (default: the world).
             backend: the deprecated name of ``coco_eval`` (one release, with a FutureWarning).
+            max_dets: detections per image scored, ``max(100, max_dets)`` (pass ``eval.max_detections``).
         """
         coco_eval = coco_eval_argument(coco_eval, backend, "CocoEvaluator")
+        self.max_dets = coco_max_dets(max_dets)
         self.gt = load_coco_gt(coco_gt, coco_eval)
         self.category_ids = [int(c) for c in category_ids]
         if class_names is not None and len(class_names) != len(self.category_ids):
@@ -263,7 +272,8 @@ class CocoEvaluator:
             )
         results = self.results(merged)
         return evaluate_coco(
-            self.gt, results, coco_eval=self.coco_eval, class_names=self.class_names, verbose=print_summary
+            self.gt, results, coco_eval=self.coco_eval, class_names=self.class_names, verbose=print_summary,
+            max_dets=self.max_dets,
         )
 
     def compute(self) -> dict[str, Any]:
@@ -330,12 +340,65 @@ def category_warnings(predictor: Any, dataset: Any) -> list[str]:
     return warnings
 
 
+def _slices(predictor: Any) -> bool:
+    """Whether ``predictor`` detects large images slice by slice (``settings.slice_size`` set)."""
+    return getattr(predictor.settings, "slice_size", None) is not None
+
+
+def _source_images(dataset: Any) -> Any:
+    """A shallow copy of ``dataset`` that yields the images as read (``H x W x 3`` RGB numpy, source pixels) instead
+    of letterboxed tensors: what sliced inference needs."""
+    import copy
+
+    source = copy.copy(dataset)
+    if hasattr(source, "transform"):  # CocoDetection
+        source.transform = None
+    if hasattr(source, "source_images"):  # ImageFileDataset
+        source.source_images = True
+    return source
+
+
+def _batches(predictor: Any, dataset: Any, batch_size: int, workers: int, collate: Any, progress: bool) -> Any:
+    """``(batch, detections)`` over ``dataset``: letterboxed batches through ``predictor.detect`` (the validation
+    step), or, when the predictor slices, the images as read through ``predictor.predict_rgb`` (each image larger
+    than ``slice_size`` slice by slice, the others letterboxed as above)."""
+    from ..data.collate import collate_source_images
+
+    sliced = _slices(predictor)
+    if sliced:
+        dataset = _source_images(dataset)
+        collate = _source_collate(collate, collate_source_images)
+    loader = _loader(dataset, batch_size, workers, collate)
+    for collated in _progress(loader, len(loader), progress):
+        batch = collated.get("batch", collated) if isinstance(collated, dict) else collated
+        if batch is None:
+            yield collated, None
+        elif sliced:
+            yield collated, predictor.predict_rgb(batch["images"])
+        else:
+            yield collated, predictor.detect(batch["images"], batch["scales"], batch["orig_sizes"])
+
+
+def _source_collate(collate: Any, source_collate: Any) -> Any:
+    from ..data.sources import collate_image_files
+
+    if collate is collate_image_files:
+        import functools
+
+        return functools.partial(collate_image_files, collate=source_collate)
+    return source_collate
+
+
 def evaluate(predictor: Any, dataset: Any, *, batch_size: int = 8, workers: int = 0,
              coco_eval: str = "pycocotools", progress: bool = False, backend: Optional[str] = None) -> dict[str, Any]:
     """COCO metrics of ``predictor`` (an :class:`effdet.Predictor`) on ``dataset`` (an
     :class:`effdet.data.CocoDetection` with ``eval_transforms``), made as validation makes them: batches
     through ``predictor.detect`` into a :class:`CocoEvaluator` (one entry per image id), scored against
-    ``dataset.ground_truth`` (the file as the official COCO tools load it, :func:`official_ground_truth`).
+    ``dataset.ground_truth`` (the file as the official COCO tools load it, :func:`official_ground_truth`) with
+    ``max(100, predictor.settings.max_detections)`` detections per image.
+
+    When the predictor slices (``settings.slice_size``), the images are read as they are (not letterboxed) and go
+    through ``predictor.predict_rgb``: larger ones slice by slice.
 
     Returns the metrics of :func:`evaluate_coco` plus ``results`` (COCO result dicts ordered by image id)
     and ``seconds`` (detection time).
@@ -343,11 +406,10 @@ def evaluate(predictor: Any, dataset: Any, *, batch_size: int = 8, workers: int 
     from ..data.collate import collate_detection
 
     coco_eval = coco_eval_argument(coco_eval, backend, "evaluate")
-    evaluator = CocoEvaluator(dataset.ground_truth, predictor.category_ids, predictor.class_names, coco_eval)
-    loader = _loader(dataset, batch_size, workers, collate_detection)
+    evaluator = CocoEvaluator(dataset.ground_truth, predictor.category_ids, predictor.class_names, coco_eval,
+                              max_dets=predictor.settings.max_detections)
     start = time.perf_counter()
-    for batch in _progress(loader, len(loader), progress):
-        detections = predictor.detect(batch["images"], batch["scales"], batch["orig_sizes"])
+    for batch, detections in _batches(predictor, dataset, batch_size, workers, collate_detection, progress):
         evaluator.update(batch["image_ids"].tolist(), detections)
     seconds = time.perf_counter() - start
     metrics = evaluator.compute()
@@ -359,21 +421,20 @@ def evaluate(predictor: Any, dataset: Any, *, batch_size: int = 8, workers: int 
 def detect(predictor: Any, dataset: Any, *, batch_size: int = 8, workers: int = 0, progress: bool = False,
            root: PathLike | None = None) -> dict[str, Any]:
     """Test-dev style: detections of ``predictor`` on an :class:`effdet.data.sources.ImageFileDataset` without
-    ground truth. Returns ``results`` (COCO result dicts), ``images`` (``{"id", "file_name", "width", "height"}``
-    of each image read; file names relative to ``root`` when given), ``skipped`` (``{"file_name", "reason"}``
-    of unreadable files) and ``failed`` (``[(path, reason)]``)."""
+    ground truth (sliced as in :func:`evaluate` when the predictor slices). Returns ``results`` (COCO result
+    dicts), ``images`` (``{"id", "file_name", "width", "height"}`` of each image read; file names relative to
+    ``root`` when given), ``skipped`` (``{"file_name", "reason"}`` of unreadable files) and ``failed``
+    (``[(path, reason)]``)."""
     from ..data.sources import collate_image_files
 
-    loader = _loader(dataset, batch_size, workers, collate_image_files)
     results: list[dict] = []
     images: list[dict] = []
     failed: list[tuple[str, str]] = []
-    for collated in _progress(loader, len(loader), progress):
+    for collated, detections in _batches(predictor, dataset, batch_size, workers, collate_image_files, progress):
         failed.extend(collated["failed"])
         batch = collated["batch"]
         if batch is None:
             continue
-        detections = predictor.detect(batch["images"], batch["scales"], batch["orig_sizes"])
         image_ids = batch["image_ids"].tolist()
         results.extend(detections_to_coco_results(image_ids, detections, predictor.category_ids))
         for image_id, path, (height, width) in zip(image_ids, collated["paths"], batch["orig_sizes"].tolist()):

@@ -32,7 +32,8 @@ from ..modeling.decode import detect_batch
 from ..modeling.model import EfficientDet
 from .settings import (GRAPH_FIXED_SETTINGS, PostprocessSettings, check_graph_settings, check_settings,
                                    make_postprocess_settings)
-from .preprocess import ImageReadError, fill_from_mean, image_to_tensor, letterbox, load_image, to_rgb
+from .preprocess import ImageReadError, fill_from_mean, letterbox_batch, load_image, to_rgb
+from .slicing import detect_images
 from ..runtime.sessions import ONNX_RUNTIMES, check_runtime, open_session
 from ..types import ImageInput, PathLike
 from ..modeling.variants import ModelConfig
@@ -282,14 +283,7 @@ class Predictor:
     def letterbox_batch(self, rgb_images: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """RGB uint8 ``H x W x 3`` images -> ``(images uint8 [B, 3, S_h, S_w], scales [B], orig_sizes [B, 2])``,
         letterboxed as validation does (top-left, mean-colour padding)."""
-        canvases, scales, sizes = [], [], []
-        for image in rgb_images:
-            canvas, scale = letterbox(image, self.image_size, self.fill)
-            canvases.append(image_to_tensor(canvas))
-            scales.append(scale)
-            sizes.append(image.shape[:2])
-        return (torch.stack(canvases), torch.tensor(scales, dtype=torch.float32),
-                torch.tensor(sizes, dtype=torch.int64))
+        return letterbox_batch(rgb_images, self.image_size, self.fill)
 
     def detect(
         self, images: torch.Tensor, scales: torch.Tensor, orig_sizes: torch.Tensor
@@ -317,22 +311,34 @@ class Predictor:
             return to_rgb(image, bgr=bgr)
         raise TypeError(f"expected an image file path or a numpy image, got {type(image).__name__}")
 
-    def _as_numpy(self, detections: dict[str, torch.Tensor]) -> dict[str, Any]:
-        labels = detections["labels"].cpu().numpy().astype(np.int64)
+    def _as_numpy(self, detections: dict[str, Any]) -> dict[str, Any]:
+        labels = np.asarray(detections["labels"].cpu() if isinstance(detections["labels"], torch.Tensor)
+                            else detections["labels"]).astype(np.int64)
+        boxes, scores = detections["boxes"], detections["scores"]
+        if isinstance(boxes, torch.Tensor):
+            boxes, scores = boxes.float().cpu().numpy(), scores.float().cpu().numpy()
         return {
-            "boxes": detections["boxes"].float().cpu().numpy().reshape(-1, 4),
-            "scores": detections["scores"].float().cpu().numpy(),
+            "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
+            "scores": np.asarray(scores, np.float32),
             "labels": labels,
             "names": [self.class_names[i] for i in labels.tolist()],
             "category_ids": np.asarray([self.category_ids[i] for i in labels.tolist()], dtype=np.int64),
         }
 
-    def predict_rgb(self, rgb_images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
-        """One batch of ``H x W x 3`` uint8 RGB images -> detections (see :meth:`predict`)."""
+    def detect_rgb(self, rgb_images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+        """Whole images, never sliced: letterbox + :meth:`detect` (per image ``boxes`` xyxy in its pixels,
+        ``scores``, ``labels``; tensors). The ``detect`` function that sliced inference runs on each batch of slices."""
         if not rgb_images:
             return []
-        images, scales, sizes = self.letterbox_batch(rgb_images)
-        return [self._as_numpy(d) for d in self.detect(images, scales, sizes)]
+        return self.detect(*self.letterbox_batch(rgb_images))
+
+    def predict_rgb(self, rgb_images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        """One batch of ``H x W x 3`` uint8 RGB images -> detections (see :meth:`predict`). With
+        ``settings.slice_size`` set, an image with a longer side is detected slice by slice
+        (:func:`effdet.inference.slicing.detect_images`)."""
+        if not rgb_images:
+            return []
+        return [self._as_numpy(d) for d in detect_images(rgb_images, self.detect_rgb, self.settings)]
 
     def predict(
         self,
@@ -349,6 +355,9 @@ class Predictor:
             bgr: channel order of numpy images: True (default) for OpenCV's BGR as ``cv2.imread`` and
                 ``cv2.VideoCapture`` give, False for RGB (PIL, matplotlib, imageio).
             batch_size: images per forward pass; images are read one batch at a time.
+
+        Images larger than ``settings.slice_size`` (when set; config ``eval.slice_size``) are detected slice by slice
+        and the slices' detections merged (:mod:`effdet.inference.slicing`); the others as they are.
 
         Returns:
             a list with one dict per image, in input order (also for a single image):

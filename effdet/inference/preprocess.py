@@ -38,6 +38,7 @@ __all__ = [
     "fill_from_mean",
     "image_to_tensor",
     "letterbox",
+    "letterbox_batch",
     "load_image",
     "normalize",
     "normalize_to_chw",
@@ -206,6 +207,22 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def letterbox_batch(rgb_images: Sequence[np.ndarray], size: SizeLike, fill: Sequence[int]
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RGB uint8 ``H x W x 3`` images -> ``(images uint8 [B, 3, S_h, S_w], scales float32 [B], orig_sizes int64 [B, 2])``,
+    each :func:`letterbox`-ed as validation does (top-left, ``fill`` padding): the batch ``detect_batch`` takes."""
+    import torch
+
+    canvases, scales, sizes = [], [], []
+    for image in rgb_images:
+        canvas, scale = letterbox(image, size, fill)
+        canvases.append(image_to_tensor(canvas))
+        scales.append(scale)
+        sizes.append(image.shape[:2])
+    return (torch.stack(canvases), torch.tensor(scales, dtype=torch.float32),
+            torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2))
 
 
 def to_rgb(image: np.ndarray, bgr: bool) -> np.ndarray:

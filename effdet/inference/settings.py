@@ -1,5 +1,5 @@
 """Post-processing settings: what turns the network's outputs into detections (score threshold, top-k, NMS, the
-number of detections, flip TTA), with their types, defaults and rules, defined once.
+number of detections, flip TTA, sliced inference of large images), with their types, defaults and rules, defined once.
 
 The Predictor, validation during training, ``effdet-eval`` / ``effdet-infer`` / ``effdet-export`` and the ``eval:``
 section of the training config (:mod:`effdet.engine.schema` generates that section from :class:`PostprocessSettings`) all
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Optional, Union
 
-from ..choices import NMS_METHODS
+from ..choices import MERGE_METHODS, MERGE_METRICS, NMS_METHODS
 from ..types import PathLike
 
-__all__ = ["GRAPH_FIXED_SETTINGS", "PostprocessSettings", "check_graph_settings", "make_postprocess_settings",
+__all__ = ["GRAPH_FIXED_SETTINGS", "SLICING_SETTINGS", "PostprocessSettings", "check_graph_settings", "make_postprocess_settings",
            "postprocess_setting_names", "settings_problems"]
 
 
@@ -30,6 +30,16 @@ class PostprocessSettings:
     soft_nms_sigma: float = 0.5
     max_detections: int = 100  # per image
     hflip_tta: bool = False  # also run the mirrored image and merge the detections
+    # Sliced inference of large images (effdet/inference/slicing.py): an image with a side above slice_size is cut
+    # into slice_size x slice_size windows (source pixels) overlapping by slice_overlap, each letterboxed and detected
+    # like an image (slice_batch_size windows per forward); the detections, in source pixels, are merged per class.
+    slice_size: Optional[int] = None  # slice side in source pixels; null: no slicing
+    slice_overlap: float = 0.2  # fraction of slice_size that neighbouring windows share, in [0, 1)
+    slice_full_image: bool = False  # also detect on the whole image (for objects larger than a slice)
+    merge: str = "nms"  # nms | nmm (non-maximum merging: the kept box becomes the enclosing box of those it absorbs)
+    merge_metric: str = "iou"  # iou | ios (intersection over the smaller box's area)
+    merge_threshold: float = 0.5  # boxes of one class overlapping more than this are merged
+    slice_batch_size: int = 8  # slices per forward pass
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> PostprocessSettings:
@@ -39,7 +49,7 @@ class PostprocessSettings:
 
 
 def postprocess_setting_names() -> tuple[str, ...]:
-    """The option names, in declaration order (``score_threshold`` ... ``hflip_tta``)."""
+    """The option names, in declaration order (``score_threshold`` ... ``slice_batch_size``)."""
     return tuple(f.name for f in dataclasses.fields(PostprocessSettings))
 
 
@@ -59,6 +69,19 @@ def settings_problems(settings: Any) -> dict[str, str]:
         problems["pre_nms_top_k"] = f"must be >= 1, got {settings.pre_nms_top_k}"
     if settings.max_detections < 1:
         problems["max_detections"] = f"must be >= 1, got {settings.max_detections}"
+    slice_size = getattr(settings, "slice_size", None)
+    if slice_size is not None and (isinstance(slice_size, bool) or not isinstance(slice_size, int) or slice_size < 1):
+        problems["slice_size"] = f"must be null (no slicing) or an integer >= 1 (pixels), got {slice_size!r}"
+    if not 0.0 <= settings.slice_overlap < 1.0:
+        problems["slice_overlap"] = f"must be in [0, 1), got {settings.slice_overlap}"
+    if settings.merge not in MERGE_METHODS:
+        problems["merge"] = f"must be one of {list(MERGE_METHODS)}, got {settings.merge!r}"
+    if settings.merge_metric not in MERGE_METRICS:
+        problems["merge_metric"] = f"must be one of {list(MERGE_METRICS)}, got {settings.merge_metric!r}"
+    if not 0.0 <= settings.merge_threshold <= 1.0:
+        problems["merge_threshold"] = f"must be in [0, 1], got {settings.merge_threshold}"
+    if settings.slice_batch_size < 1:
+        problems["slice_batch_size"] = f"must be >= 1, got {settings.slice_batch_size}"
     return problems
 
 
@@ -69,8 +92,17 @@ def check_settings(settings: PostprocessSettings) -> None:
         raise ValueError("invalid post-processing settings: " + "; ".join(f"{k} {v}" for k, v in problems.items()))
 
 
+# Options whose value may be null (None): their type when set.
+_OPTIONAL_TYPES: dict[str, type] = {"slice_size": int}
+
+
 def _coerce(name: str, value: Any, default: Any) -> Any:
-    """``value`` (a string from the command line, or a Python value) as the type of ``default``."""
+    """``value`` (a string from the command line, or a Python value) as the type of ``default`` (for an option that
+    may be null, :data:`_OPTIONAL_TYPES`'s; ``null``/``none`` give None)."""
+    if name in _OPTIONAL_TYPES:
+        if value is None or str(value).strip().lower() in ("null", "none", "~", ""):
+            return None
+        default = _OPTIONAL_TYPES[name]()
     kind = type(default)
     if kind is bool:
         if isinstance(value, bool):
@@ -121,6 +153,11 @@ def make_postprocess_settings(
     settings = dataclasses.replace(settings, **{k: _coerce(k, v, defaults[k]) for k, v in overrides.items()})
     check_settings(settings)
     return settings
+
+
+# The options of sliced inference: applied around the network (a graph with NMS inside too), never inside it.
+SLICING_SETTINGS = ("slice_size", "slice_overlap", "slice_full_image", "merge", "merge_metric", "merge_threshold",
+                    "slice_batch_size")
 
 
 # What a graph with NMS inside fixed at export: these must stay as they are; the score threshold may only rise and

@@ -30,6 +30,16 @@ def color_for(index: int) -> Color:
     return PALETTE[int(index) % len(PALETTE)]
 
 
+def drawing_sizes(height: int, width: int) -> tuple[int, float, int]:
+    """``(line width px, font scale, text stroke px)`` for drawing on a ``height x width`` image: all grow with its
+    longer side, so that boxes and captions stay readable on large (aerial, 2,000+ px) images once the picture is
+    shown scaled down to a screen: line ``side / 300`` (at least 1), font scale ``side / 1200`` (at least 0.35),
+    stroke ``1.2 x`` the font scale (at least 1; OpenCV's 1 px stroke vanishes at large scales)."""
+    side = max(int(height), int(width))
+    font_scale = max(0.35, side / 1200)
+    return max(1, int(round(side / 300))), font_scale, max(1, int(round(1.2 * font_scale)))
+
+
 def draw_boxes(
     image: np.ndarray,
     boxes_xyxy: Union[np.ndarray, Sequence[Sequence[float]]],
@@ -56,8 +66,8 @@ def draw_boxes(
     canvas = np.ascontiguousarray(image.copy())
     boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
     height, width = canvas.shape[:2]
-    line = thickness or max(1, int(round(max(height, width) / 300)))
-    font_scale = max(0.35, max(height, width) / 1200)
+    line, font_scale, stroke = drawing_sizes(height, width)
+    line = thickness or line
     for index, box in enumerate(boxes):
         if not np.all(np.isfinite(box)):
             continue
@@ -76,7 +86,7 @@ def draw_boxes(
         if scores is not None:
             caption = f"{caption} {float(scores[index]):.2f}".strip()
         if caption:
-            _caption(canvas, caption, x1, y1, colour, font_scale)
+            _caption(canvas, caption, x1, y1, colour, font_scale, stroke)
     return canvas
 
 
@@ -93,10 +103,11 @@ def _dashed_rectangle(canvas: np.ndarray, p1: tuple[int, int], p2: tuple[int, in
         cv2.line(canvas, (x2, start), (x2, end), colour, line)
 
 
-def _caption(canvas: np.ndarray, text: str, x: int, y: int, colour: Color, font_scale: float) -> None:
+def _caption(canvas: np.ndarray, text: str, x: int, y: int, colour: Color, font_scale: float,
+             stroke: int = 1) -> None:
     """Text on a filled box of the box colour, above the box (inside it when there is no room)."""
     font = cv2.FONT_HERSHEY_SIMPLEX
-    (text_w, text_h), baseline = cv2.getTextSize(text, font, font_scale, 1)
+    (text_w, text_h), baseline = cv2.getTextSize(text, font, font_scale, stroke)
     top = y - text_h - baseline - 2
     if top < 0:
         top = y
@@ -104,7 +115,7 @@ def _caption(canvas: np.ndarray, text: str, x: int, y: int, colour: Color, font_
     cv2.rectangle(canvas, (x, top), (x + text_w + 2, top + text_h + baseline + 2), colour, -1)
     brightness = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
     ink = (0, 0, 0) if brightness > 140 else (255, 255, 255)
-    cv2.putText(canvas, text, (x + 1, top + text_h + 1), font, font_scale, ink, 1, cv2.LINE_AA)
+    cv2.putText(canvas, text, (x + 1, top + text_h + 1), font, font_scale, ink, stroke, cv2.LINE_AA)
 
 
 def side_by_side(images: Sequence[np.ndarray], titles: Optional[Sequence[str]] = None, height: int = 384,

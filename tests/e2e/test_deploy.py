@@ -510,3 +510,65 @@ def test_deploy_benchmark_runs_the_torch_free_path_and_reports_its_own_memory():
         assert cells[1].endswith("n=2)") and float(cells[1].split()[0]) > 0  # median latency in ms
         assert float(cells[4]) > 0  # batch-8 images/s
         assert 20 < float(cells[5]) < peak_rss_mib()  # its own peak, not the parent's
+
+
+# ------------------------------------------------------------------------------------------ sliced inference
+
+SLICING = {"slice_size": 64, "slice_overlap": 0.25, "slice_batch_size": 4, "merge": "nmm", "merge_metric": "ios",
+           "merge_threshold": 0.6}
+
+
+def test_export_writes_the_slicing_keys_and_the_runtime_slices_like_pytorch(shipped, tmp_path):
+    """effdet-export ... eval.slice_size=64 eval.max_detections=2000: the metadata carries the slicing keys (and a
+    graph that returns up to 2000 detections); the torch-free OnnxDetector then slices large images by itself, in
+    batches of slice_batch_size, and finds what the sliced PyTorch Predictor finds; an override turns it off."""
+    from effdet.cli.export import main
+    from effdet.runtime import OnnxDetector
+
+    out = tmp_path / "sliced.onnx"
+    overrides = [f"eval.{key}={value}" for key, value in SLICING.items()]
+    assert main(["--weights", str(shipped["checkpoint"]), "--out", str(out), "--nms", "--dynamic-batch",
+                 "eval.max_detections=2000", "eval.score_threshold=0.001", "eval.pre_nms_top_k=1000", *overrides]) == 0
+    stored = read_metadata(out)["postprocess"]
+    assert {key: stored[key] for key in SLICING} == SLICING and stored["max_detections"] == 2000
+    detector = OnnxDetector(out)
+    assert detector.settings.slice_size == 64
+    shapes: list[list[tuple[int, ...]]] = []
+    detect_rgb = detector.detect_rgb
+    detector.detect_rgb = lambda images: shapes.append([i.shape for i in images]) or detect_rgb(images)
+    image = photo(200, 160, 7)
+    sliced = detector.predict(image)[0]
+    # rows 0, 48, 96, 136 (flush); columns 0, 48, 96 (flush): 12 slices of 64 x 64 in batches of 4
+    assert [len(call) for call in shapes] == [4, 4, 4]
+    assert all(shape == (64, 64, 3) for call in shapes for shape in call)
+    # (the same top-1000 candidates: the graph's top-k is exact up to the number of anchors, 3069 at 128 px)
+    torch_sliced = Predictor.from_checkpoint(shipped["checkpoint"], device="cpu", nms="hard", max_detections=2000,
+                                             pre_nms_top_k=1000, **SLICING).predict(image)[0]
+    assert len(sliced["scores"]) > 100  # more than COCO's 100 come out of the merge
+    assert_same(sliced, torch_sliced)
+    # the graph itself returns more than 100 detections of one whole image
+    whole = OnnxDetector(out, slice_size=None)
+    assert whole.settings.slice_size is None and len(whole.predict(photo(128, 128, 3))[0]["scores"]) > 100
+    # what the graph fixed cannot be overridden; max_detections only downwards
+    with pytest.raises(ValueError, match="iou_threshold"):
+        OnnxDetector(out, iou_threshold=0.3)
+    with pytest.raises(ValueError, match="max_detections=3000 above"):
+        OnnxDetector(out, max_detections=3000)
+    assert len(OnnxDetector(out, max_detections=20).predict(image)[0]["scores"]) == 20
+
+
+def test_torch_free_runtime_slices_without_torch(shipped):
+    code = _DEPLOY_ONLY + (
+        "import json\n"
+        "from effdet.runtime import OnnxDetector\n"
+        f"detector = OnnxDetector({str(shipped['onnx'])!r}, slice_size=64, merge='nmm')\n"
+        f"results = detector.predict({[str(p) for p in shipped['images']]!r})\n"
+        "assert not any(name == 'torch' or name.startswith('torch.') for name in sys.modules if sys.modules[name])\n"
+        "print(json.dumps([{k: (v.tolist() if hasattr(v, 'tolist') else v) for k, v in r.items()} for r in results]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=REPO,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    runtime = json.loads(done.stdout.strip().splitlines()[-1])
+    for ours, theirs in zip(runtime, torch_predictions(shipped, slice_size=64, merge="nmm")):
+        assert_same(ours, theirs)

@@ -479,3 +479,89 @@ def test_eval_and_infer_scripts_run_as_real_subprocesses(small_set, untrained_ck
     records = json.loads((tmp_path / "infer" / "detections.json").read_text())
     assert [Path(r["file"]).name for r in records] == [image.name] and len(records[0]["scores"]) > 0
     assert (tmp_path / "infer" / image.name).is_file()
+
+
+# ------------------------------------------------------------------------------------------ sliced inference
+
+
+def coco_of(predicted: dict, image_id: int) -> list[tuple]:
+    """Predictor output -> sorted (image_id, category_id, xywh rounded, score rounded) as detections.json has them."""
+    boxes = predicted["boxes"]
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1).round(2)
+    return sorted((image_id, int(c), *map(float, b), round(float(s), 5))
+                  for b, s, c in zip(xywh, predicted["scores"], predicted["category_ids"]))
+
+
+def test_eval_with_slicing_detects_slice_by_slice(small_set, untrained_ckpt, tmp_path):
+    """tools/eval.py ... eval.slice_size=48: every image (96-160 x 64-128 px) is detected in 48 px slices and the
+    merged detections are scored; detections.json holds what the sliced Predictor finds on the files, which is not
+    what the whole-image path finds; metrics.json records the keys and max_dets."""
+    out = tmp_path / "eval"
+    code, stdout, stderr = run(eval_tool.main, [
+        "--weights", untrained_ckpt, "--images", small_set["val_images"], "--annotations",
+        small_set["val_annotations"], "--out", out, "--batch-size", 2, "--workers", 0,
+        "eval.slice_size=48", "eval.merge=nmm", "eval.merge_metric=ios", "eval.max_detections=300"])
+    assert code == 0, stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["postprocess"]["slice_size"] == 48 and metrics["postprocess"]["merge"] == "nmm"
+    assert metrics["max_dets"] == 300 and "maxDets=300" in stdout
+    results = json.loads((out / "detections.json").read_text())
+    sliced = Predictor.from_checkpoint(untrained_ckpt, device="cpu", slice_size=48, merge="nmm", merge_metric="ios",
+                                       max_detections=300)
+    whole = Predictor.from_checkpoint(untrained_ckpt, device="cpu", max_detections=300)
+    annotations = json.loads(Path(small_set["val_annotations"]).read_text())
+    for image in annotations["images"]:
+        path = Path(small_set["val_images"]) / image["file_name"]
+        mine = sorted((r["image_id"], r["category_id"], *r["bbox"], r["score"]) for r in results
+                      if r["image_id"] == image["id"])
+        expected = coco_of(sliced.predict(path)[0], image["id"])
+        assert len(mine) == len(expected) > 0
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(expected), atol=0.011)
+        assert coco_of(whole.predict(path)[0], image["id"]) != expected  # slicing changed the answer
+
+
+def test_infer_with_slicing_on_a_large_image(small_set, untrained_ckpt, tmp_path):
+    """tools/infer.py big.png ... eval.slice_size=64: the detections of a 300 x 500 image are the sliced Predictor's
+    (and not the whole-image ones)."""
+    big = tmp_path / "big.png"
+    tiles = [cv2.imread(str(p)) for p in sorted(Path(small_set["val_images"]).glob("*"))]
+    canvas = np.full((300, 500, 3), 90, np.uint8)
+    for index, tile in enumerate(tiles):
+        tile = tile[:100, :150]
+        canvas[20 + 90 * index:20 + 90 * index + tile.shape[0], 40 + 140 * index:40 + 140 * index + tile.shape[1]] = tile
+    cv2.imwrite(str(big), canvas)
+    out = tmp_path / "out"
+    code, stdout, stderr = run(infer_tool.main, [big, "--weights", untrained_ckpt, "--out", out, "--score-thr", 0.005,
+                                                 "eval.slice_size=64", "eval.slice_full_image=true"])
+    assert code == 0, stderr
+    record = json.loads((out / "detections.json").read_text())[0]
+    sliced = Predictor.from_checkpoint(untrained_ckpt, device="cpu", score_threshold=0.005, slice_size=64,
+                                       slice_full_image=True).predict(big)[0]
+    whole = Predictor.from_checkpoint(untrained_ckpt, device="cpu", score_threshold=0.005).predict(big)[0]
+    assert len(record["boxes"]) == len(sliced["boxes"]) > 0
+    np.testing.assert_allclose(record["boxes"], sliced["boxes"], atol=0.011)
+    np.testing.assert_allclose(record["scores"], sliced["scores"], atol=1e-4)
+    assert len(whole["boxes"]) != len(sliced["boxes"]) or not np.allclose(whole["boxes"], sliced["boxes"])
+
+
+def test_eval_scores_a_dense_results_file_with_max_detections(tmp_path):
+    """tools/eval.py --results ... eval.max_detections=300: an image with 300 objects found perfectly scores AP 1;
+    cut at COCO's 100 it cannot (recall at most 1/3)."""
+    from tests.unit.test_evaluation import dense_image, gt_as_results
+
+    gt = dense_image()
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    results = [dict(r, score=1.0 - 0.001 * i) for i, r in enumerate(gt_as_results(gt))]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    scored = {}
+    for name, extra in (("capped", []), ("dense", ["eval.max_detections=300"])):
+        code, stdout, stderr = run(eval_tool.main, ["--results", tmp_path / "results.json", "--annotations",
+                                                    tmp_path / "gt.json", "--out", tmp_path / name, *extra])
+        assert code == 0, stderr
+        scored[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert scored["dense"]["AP"] == pytest.approx(1.0) and scored["dense"]["max_dets"] == 300
+    assert scored["capped"]["AP"] < 0.5 and scored["capped"]["max_dets"] == 100
+    assert set(STAT_KEYS) <= set(scored["dense"])
+    with pytest.raises(SystemExit):
+        eval_tool.main(["--results", str(tmp_path / "results.json"), "--annotations", str(tmp_path / "gt.json"),
+                        "eval.nms=hard"])

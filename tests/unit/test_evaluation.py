@@ -131,6 +131,41 @@ def test_perfect_detections_give_ap_one(coco_eval):
     assert metrics["per_class"] == {"thing": pytest.approx(1.0, abs=1e-12)}
 
 
+def dense_image(count: int = 300, side: float = 20.0) -> dict:
+    """One 1000 x 1000 image holding ``count`` separate ``side`` px objects (a 20 x 15 grid, 50 px apart)."""
+    boxes = [[50.0 * (i % 20), 50.0 * (i // 20), side, side] for i in range(count)]
+    gt = make_gt({1: [(box, 1) for box in boxes]}, [(1, "thing")])
+    gt["images"][0].update(width=1000, height=1000)
+    return gt
+
+
+@pytest.mark.parametrize("coco_eval", COCO_EVALUATORS)
+def test_dense_images_are_scored_with_max_detections_not_cut_at_100(coco_eval):
+    # 300 perfect detections of 300 objects (scores decreasing). COCO's maxDets 100 scores the best 100 only: recall
+    # at most 100 / 300, so AP about 1/3 (precision 1 up to recall 1/3, then 0). Scored with max_dets=300 every one
+    # counts: AP 1.
+    gt = dense_image()
+    results = [dict(r, score=1.0 - 0.001 * i) for i, r in enumerate(gt_as_results(gt))]
+    capped = evaluate_coco(gt, results, coco_eval=coco_eval, verbose=False)
+    assert capped["max_dets"] == 100
+    assert capped["AP"] < 0.5 and capped["AR100"] == pytest.approx(100 / 300, abs=1e-9)
+    dense = evaluate_coco(gt, results, coco_eval=coco_eval, verbose=False, max_dets=300)
+    assert dense["max_dets"] == 300
+    for key in ("AP", "AP50", "AP75", "APs", "AR100", "ARs"):
+        assert dense[key] == pytest.approx(1.0, abs=1e-12), key
+    assert dense["AR1"] == pytest.approx(1 / 300, abs=1e-9) and dense["AR10"] == pytest.approx(10 / 300, abs=1e-9)
+    assert dense["per_class"] == {"thing": pytest.approx(1.0, abs=1e-12)}
+    assert "maxDets=300" in format_coco_summary(dense) and "maxDets=100" not in format_coco_summary(dense)
+    # below 100 COCO's 100 stays; the evaluator of validation and tools/eval.py takes eval.max_detections
+    assert evaluate_coco(gt, results, coco_eval=coco_eval, verbose=False, max_dets=50)["max_dets"] == 100
+    evaluator = CocoEvaluator(gt, [1], ["thing"], coco_eval, max_dets=300)
+    evaluator.update([1], [{"boxes": np.asarray([[x, y, x + w, y + h] for x, y, w, h in
+                                                  (r["bbox"] for r in results)]),
+                            "scores": np.asarray([r["score"] for r in results]), "labels": np.zeros(300, np.int64)}])
+    computed = evaluator.compute()
+    assert computed["AP"] == pytest.approx(1.0, abs=1e-12) and computed["max_dets"] == 300
+
+
 @pytest.mark.parametrize("coco_eval", COCO_EVALUATORS)
 def test_box_with_iou_0_6_gives_ap_0_3(coco_eval):
     gt_box = [20.0, 30.0, 40.0, 40.0]  # medium object (area 1600)
@@ -410,3 +445,15 @@ def test_save_metrics_round_trip(tmp_path):
 def test_benchmark_returns_positive_seconds():
     seconds = benchmark_coco_eval(num_images=5, dets_per_image=5, backend="faster_coco_eval", repeats=1)
     assert isinstance(seconds, float) and seconds > 0.0
+
+
+def test_the_error_analysis_scores_dense_images_with_the_same_max_dets():
+    from effdet.evaluation.analysis.errors import error_breakdown
+    from effdet.evaluation.cocoeval import evaluate_results
+
+    gt = dense_image()
+    results = [dict(r, score=1.0 - 0.001 * i) for i, r in enumerate(gt_as_results(gt))]
+    dense = evaluate_results(gt, results, max_dets=300)
+    assert error_breakdown(dense.gt, dense.results, dense.evaluator)["ap50"] == pytest.approx(100.0)
+    capped = evaluate_results(gt, results)
+    assert error_breakdown(capped.gt, capped.results, capped.evaluator)["ap50"] < 50

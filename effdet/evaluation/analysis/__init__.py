@@ -53,8 +53,10 @@ def per_class_ap(evaluator: Any, names: dict[int, str]) -> dict[str, dict[str, O
 def analyze(coco_gt: Any, results: Union[Sequence[dict], PathLike], out_dir: PathLike, *,
             images_dir: Optional[PathLike] = None, class_names: Optional[Mapping[int, str]] = None,
             score_threshold: float = 0.5, iou_threshold: float = 0.5, gallery: int = 8,
-            exif_orientation: str = "apply", allow_outside_images: bool = False) -> dict[str, Any]:
-    """Write the error analysis next to ``metrics.json`` in ``out_dir``:
+            exif_orientation: str = "apply", allow_outside_images: bool = False,
+            max_dets: int = 100) -> dict[str, Any]:
+    """Write the error analysis next to ``metrics.json`` in ``out_dir`` (scored with ``max(100, max_dets)``
+    detections per image, as the metrics: pass ``eval.max_detections``):
 
     ``pr_curves.png``, ``per_class_ap.png``, ``confusion_matrix.png`` + ``.json``, ``errors.png`` +
     ``errors.json`` (TIDE table; ``errors.txt`` the same as text) and, with ``images_dir``,
@@ -68,7 +70,7 @@ def analyze(coco_gt: Any, results: Union[Sequence[dict], PathLike], out_dir: Pat
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    run = evaluate_results(coco_gt, results, class_names=class_names)
+    run = evaluate_results(coco_gt, results, class_names=class_names, max_dets=max_dets)
     gt, results, names, evaluator = run.gt, run.results, run.names, run.evaluator
     breakdown = error_breakdown(gt, results, evaluator)
     confusion = confusion_matrix(gt, results, score_threshold, iou_threshold, class_names)

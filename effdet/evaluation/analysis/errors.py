@@ -35,9 +35,9 @@ ERROR_NAMES = {"Cls": "classification", "Loc": "localisation", "Both": "cls + lo
                "Bkg": "background", "Miss": "missed"}
 
 
-def _ap50(gt: Any, results: list[dict]) -> float:
-    """COCO AP at IoU 0.5 (all areas, 100 detections), averaged over classes with ground truth."""
-    evaluator = evaluate_results(gt, results, iou_thresholds=[0.5], all_areas_only=True).evaluator
+def _ap50(gt: Any, results: list[dict], max_dets: int = 100) -> float:
+    """COCO AP at IoU 0.5 (all areas, ``max(100, max_dets)`` detections), averaged over classes with ground truth."""
+    evaluator = evaluate_results(gt, results, iou_thresholds=[0.5], all_areas_only=True, max_dets=max_dets).evaluator
     precision = precision_all_areas(evaluator)[0]  # [R, K]
     per_class = [mean_defined(precision[:, k]) for k in range(precision.shape[1])]
     defined = [ap for ap in per_class if ap is not None]
@@ -145,7 +145,8 @@ def error_breakdown(coco_gt: Any, results: Union[Sequence[dict], PathLike], eval
                 errors.append({"type": "Miss", "gt": int(obj["id"]), "image_id": int(image_id),
                                "category_id": int(obj["category_id"])})
 
-    base = _ap50(gt, results)
+    max_dets = int(evaluator.params.maxDets[-1])  # the run's: 100, or more for dense images
+    base = _ap50(gt, results, max_dets)
     delta = {}
     for kind in ERROR_TYPES:
         these = [e for e in errors if e["type"] == kind]
@@ -153,7 +154,7 @@ def error_breakdown(coco_gt: Any, results: Union[Sequence[dict], PathLike], eval
             delta[kind] = 0.0
             continue
         fixed_gt, fixed_results = _fix(gt, results, these, best_for_gt)
-        delta[kind] = max(0.0, _ap50(fixed_gt, fixed_results) - base) * 100
+        delta[kind] = max(0.0, _ap50(fixed_gt, fixed_results, max_dets) - base) * 100
     counts = {kind: sum(1 for e in errors if e["type"] == kind) for kind in ERROR_TYPES}
     return {"ap50": base * 100, "dAP": delta, "counts": counts, "errors": errors,
             "pos_threshold": pos_threshold, "bg_threshold": bg_threshold}

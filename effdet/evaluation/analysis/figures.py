@@ -75,7 +75,8 @@ def plot_pr_curves(evaluator: Any, names: dict[int, str], path: Path, max_classe
         axis.grid(alpha=0.3)
     for axis in list(axes.flat)[len(panels):]:
         axis.axis("off")
-    fig.suptitle("precision-recall (COCOeval, area all, 100 detections per image)", fontsize=10)
+    fig.suptitle(f"precision-recall (COCOeval, area all, {int(evaluator.params.maxDets[-1])} detections per image)",
+                 fontsize=10)
     return _save_figure(plt, fig, path)
 
 
