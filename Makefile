@@ -11,7 +11,7 @@ PARITY_DIR ?= .parity
 DEMO_DATA ?= demo_data
 DEMO_RUN ?= runs/demo
 
-.PHONY: venv test test-fast demo parity-env benchmark clean
+.PHONY: venv test test-fast demo parity-env sahi-env benchmark clean
 
 venv: $(VENV)/.installed
 
@@ -30,6 +30,12 @@ parity-env: $(VENV)/.installed
 	  $(PIP) install -q huggingface_hub safetensors pyyaml && touch $(PARITY_DIR)/.installed; } \
 	  || { case "$$CI" in true|1|yes) echo "parity-env: could not install the reference package (CI=true: failing)"; exit 1;; esac; \
 	       echo "parity-env: could not install the reference package; parity tests fail unless EFFDET_SKIP_PARITY=1"; }
+
+# SAHI, for `python tools/benchmark.py slicing --sahi` only: into .sahi/ (not .venv: it requires opencv-python, which
+# would replace our opencv-python-headless), with its few pure-python dependencies.
+sahi-env: $(VENV)/.installed
+	$(PIP) install -q --no-deps --target .sahi "sahi==0.12.8" "shapely>=2" fire termcolor requests urllib3 idna \
+	  certifi charset_normalizer
 
 test: $(VENV)/.installed parity-env
 	$(PY) -m pytest -q -ra --durations=15
