@@ -20,8 +20,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from ..checkpoint.fields import lightning_checkpoint_fields
 from ..evaluation.report import STAT_KEYS, CocoEvaluator
-from ..inference.preprocess import normalize
-from ..inference.settings import PostprocessSettings
+from ..data.preprocess import normalize
+from ..modeling.postprocess_settings import PostprocessSettings
 from ..modeling.anchors import anchors_for
 from ..modeling.assign import AnchorMatcher
 from ..modeling.decode import detect_batch

@@ -9,7 +9,7 @@ Everything a prediction needs comes from the checkpoint (written by
 config (architecture, input size, normalisation), the EMA weights, the class names and dataset category
 ids, and the post-processing settings of the training config's ``eval`` section (overridable).
 
-Images are letterboxed with :func:`effdet.inference.preprocess.letterbox` (top-left, mean-colour padding) exactly
+Images are letterboxed with :func:`effdet.data.preprocess.letterbox` (top-left, mean-colour padding) exactly
 as validation does, and decoded by :func:`effdet.modeling.decode.detect_batch`, the step validation uses, so
 ``tools/eval.py`` reproduces the val AP training logged.
 """
@@ -30,9 +30,9 @@ from ..deprecation import deprecated_name, renamed_keyword
 from ..imageinfo import exif_orientation_setting
 from ..modeling.decode import detect_batch
 from ..modeling.model import EfficientDet
-from .settings import (GRAPH_FIXED_SETTINGS, PostprocessSettings, check_graph_settings, check_settings,
-                                   make_postprocess_settings)
-from .preprocess import ImageReadError, fill_from_mean, image_to_tensor, letterbox, load_image, to_rgb
+from ..modeling.postprocess_settings import (GRAPH_FIXED_SETTINGS, PostprocessSettings, check_graph_settings,
+                                             check_settings, make_postprocess_settings)
+from ..data.preprocess import ImageReadError, fill_from_mean, image_to_tensor, letterbox, load_image, to_rgb
 from ..runtime.sessions import ONNX_RUNTIMES, check_runtime, open_session
 from ..types import ImageInput, PathLike
 from ..modeling.variants import ModelConfig

@@ -19,7 +19,7 @@ from .variants import ModelConfig
 class EfficientDet(nn.Module):
     """The raw detector network.
 
-    ``forward(images)`` takes **normalised** images [B, 3, H, W] (see ``effdet.inference.preprocess.normalize``; the
+    ``forward(images)`` takes **normalised** images [B, 3, H, W] (see ``effdet.data.preprocess.normalize``; the
     network never normalises) and returns ``(class_outputs, box_outputs)``: lists over levels
     ``min_level .. max_level`` of class logits [B, A·num_classes, H_l, W_l] and box regressions
     [B, A·4, H_l, W_l], anchor-major channels (A = 9 anchors), with H_l = ⌈H / 2^l⌉.
@@ -93,7 +93,7 @@ class EfficientDet(nn.Module):
             raise ValueError(
                 f"input size {height}x{width} is not a multiple of {multiple} (2**min_level); pad the image to "
                 f"{fit[0]}x{fit[1]} or letterbox it to the model's image_size {self.config.image_size} "
-                f"(effdet.inference.preprocess.letterbox does both)")
+                f"(effdet.data.preprocess.letterbox does both)")
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         self.check_input(images)

@@ -1,9 +1,9 @@
 """Detect objects with an exported detections-form ONNX file: letterbox, normalise, run, undo the letterbox.
 
-Pre-processing is :func:`effdet.inference.preprocess.letterbox` / :func:`~effdet.inference.preprocess.load_image` /
-:func:`~effdet.inference.preprocess.to_rgb` (the functions training and the Predictor use; that module imports torch
+Pre-processing is :func:`effdet.data.preprocess.letterbox` / :func:`~effdet.data.preprocess.load_image` /
+:func:`~effdet.data.preprocess.to_rgb` (the functions training and the Predictor use; that module imports torch
 only inside its tensor functions); normalisation and the mapping back to original pixels are the numpy
-forms of ``effdet.inference.preprocess.normalize`` and ``effdet.ops.nms.scale_boxes_to_original``.
+forms of ``effdet.data.preprocess.normalize`` and ``effdet.ops.nms.scale_boxes_to_original``.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..deprecation import renamed_keyword
-from ..inference.preprocess import fill_from_mean, letterbox, load_image, normalize_to_chw, to_rgb
+from ..data.preprocess import fill_from_mean, letterbox, load_image, normalize_to_chw, to_rgb
 from ..types import ImageInput, PathLike
 from .sessions import open_session
 
