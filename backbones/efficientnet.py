@@ -18,7 +18,8 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from .layers import ConvBnAct, DropPath, check_padding, make_activation, round_channels
+from .layers import (ActLayer, ConvBnAct, ConvLayer, DropPath, NormLayer, act_layer_for, conv_layer_for, norm_layer_for,
+                     round_channels)
 
 BLOCK_TABLE: tuple[str, ...] = (
     "ds_r1_k3_s1_e1_c16_se0.25",
@@ -130,13 +131,16 @@ def scaled_stages(spec: EfficientNetSpec) -> tuple[int, list[list[BlockArgs]], i
 
 
 class SqueezeExcite(nn.Module):
-    """Channel gating: ``x * sigmoid(expand(act(reduce(mean_hw(x)))))``; reduce width = ratio × block input."""
+    """Channel gating: ``x * sigmoid(expand(act(reduce(mean_hw(x)))))``; reduce width = ratio × block input.
 
-    def __init__(self, channels: int, reduced_channels: int, act: str):
+    ``conv_layer(channels, reduced_channels, 1, bias=True)`` and back make the 1×1 convs, ``act_layer()`` the act.
+    """
+
+    def __init__(self, channels: int, reduced_channels: int, *, conv_layer: ConvLayer, act_layer: ActLayer):
         super().__init__()
-        self.reduce = nn.Conv2d(channels, reduced_channels, 1, bias=True)
-        self.act = make_activation(act)
-        self.expand = nn.Conv2d(reduced_channels, channels, 1, bias=True)
+        self.reduce = conv_layer(channels, reduced_channels, 1, bias=True)
+        self.act = act_layer()
+        self.expand = conv_layer(reduced_channels, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = x.mean((2, 3), keepdim=True)
@@ -149,18 +153,22 @@ class MBConv(nn.Module):
 
     With ``expansion == 1`` there is no expand conv (the 'ds' block). The residual (with drop-path) is used
     when stride is 1 and channel counts match. Shapes: [B, Cin, H, W] → [B, Cout, ⌈H/s⌉, ⌈W/s⌉].
+    Every conv comes from ``conv_layer``, every norm from ``norm_layer``, every activation from ``act_layer``
+    (:class:`~backbones.layers.ConvBnAct`, :class:`SqueezeExcite`); the projection has no activation.
     """
 
-    def __init__(self, args: BlockArgs, act: str, padding: str, bn_eps: float, bn_momentum: float,
+    def __init__(self, args: BlockArgs, *, conv_layer: ConvLayer, norm_layer: NormLayer, act_layer: ActLayer,
                  drop_path_rate: float = 0.0):
         super().__init__()
-        bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum, padding=padding)
+        layers = dict(conv_layer=conv_layer, norm_layer=norm_layer)
         mid = args.in_channels * args.expansion
-        self.expand = ConvBnAct(args.in_channels, mid, 1, act=act, **bn) if args.expansion != 1 else None
-        self.depthwise = ConvBnAct(mid, mid, args.kernel_size, args.stride, groups=mid, act=act, **bn)
+        self.expand = (ConvBnAct(args.in_channels, mid, 1, act_layer=act_layer, **layers)
+                       if args.expansion != 1 else None)
+        self.depthwise = ConvBnAct(mid, mid, args.kernel_size, args.stride, groups=mid, act_layer=act_layer, **layers)
         reduced = max(1, int(round(args.in_channels * args.se_ratio)))
-        self.se = SqueezeExcite(mid, reduced, act) if args.se_ratio > 0 else None
-        self.project = ConvBnAct(mid, args.out_channels, 1, act=None, **bn)
+        self.se = (SqueezeExcite(mid, reduced, conv_layer=conv_layer, act_layer=act_layer)
+                   if args.se_ratio > 0 else None)
+        self.project = ConvBnAct(mid, args.out_channels, 1, act_layer=None, **layers)
         self.has_residual = args.stride == 1 and args.in_channels == args.out_channels
         self.drop_path = DropPath(drop_path_rate) if self.has_residual and drop_path_rate > 0 else None
 
@@ -182,11 +190,11 @@ class MBConv(nn.Module):
 class ClassifierHead(nn.Module):
     """1×1 conv to the head width → global average pool → dropout → linear: [B, C, H, W] → [B, num_classes]."""
 
-    def __init__(self, in_channels: int, head_channels: int, num_classes: int, dropout: float, act: str,
-                 padding: str, bn_eps: float, bn_momentum: float):
+    def __init__(self, in_channels: int, head_channels: int, num_classes: int, dropout: float, *,
+                 conv_layer: ConvLayer, norm_layer: NormLayer, act_layer: ActLayer):
         super().__init__()
-        self.conv = ConvBnAct(in_channels, head_channels, 1, act=act, padding=padding, bn_eps=bn_eps,
-                              bn_momentum=bn_momentum)
+        self.conv = ConvBnAct(in_channels, head_channels, 1, conv_layer=conv_layer, norm_layer=norm_layer,
+                              act_layer=act_layer)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(head_channels, num_classes)
 
@@ -202,26 +210,30 @@ class EfficientNet(nn.Module):
     (default 8, 16, 32): a list of [B, C_i, ⌈H/s_i⌉, ⌈W/s_i⌉] with C_i given by ``feature_channels``.
     ``forward(x)`` returns those features, or classifier logits [B, num_classes] when built with
     ``num_classes > 0``.
+
+    The layers come from factories (see :mod:`backbones.layers`), resolved once by the caller (by name:
+    :func:`create_backbone`): ``conv_layer(in_channels, out_channels, kernel_size, stride=1, groups=1, bias=False)``
+    (default: symmetric padding), ``norm_layer(num_channels)`` (default: batch norm, eps 1e-3, momentum 0.1) and
+    ``act_layer()`` (default: the row's activation, ``spec.act``).
     """
 
     def __init__(
         self,
         spec: EfficientNetSpec,
-        padding: str = "symmetric",
-        bn_eps: float = 1e-3,
-        bn_momentum: float = 0.1,
+        conv_layer: Optional[ConvLayer] = None,
+        norm_layer: Optional[NormLayer] = None,
+        act_layer: Optional[ActLayer] = None,
         drop_path_rate: float = 0.2,
         num_classes: int = 0,
         out_strides: Sequence[int] = (8, 16, 32),
-        act: Optional[str] = None,
     ):
         super().__init__()
-        check_padding(padding)
         self.spec = spec
-        act = act or spec.act
+        layers = dict(conv_layer=conv_layer or conv_layer_for("symmetric"),
+                      norm_layer=norm_layer or norm_layer_for(1e-3, 0.1),
+                      act_layer=act_layer or act_layer_for(spec.act))
         stem_channels, stage_args, head_channels = scaled_stages(spec)
-        bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum, padding=padding)
-        self.stem = ConvBnAct(3, stem_channels, 3, stride=2, act=act, **bn)
+        self.stem = ConvBnAct(3, stem_channels, 3, stride=2, **layers)
 
         total_blocks = sum(len(s) for s in stage_args)
         block_index = 0
@@ -232,7 +244,7 @@ class EfficientNet(nn.Module):
             modules = []
             for args in blocks:
                 rate = drop_path_rate * block_index / total_blocks
-                modules.append(MBConv(args, act, padding, bn_eps, bn_momentum, rate))
+                modules.append(MBConv(args, drop_path_rate=rate, **layers))
                 block_index += 1
             stride *= blocks[0].stride
             stage_strides.append(stride)
@@ -248,7 +260,7 @@ class EfficientNet(nn.Module):
         self.out_strides = tuple(out_strides)
         self.feature_channels = [stage_args[i][-1].out_channels for i in self.out_stages]
         self.classifier = (
-            ClassifierHead(stage_args[-1][-1].out_channels, head_channels, num_classes, spec.dropout, act, **bn)
+            ClassifierHead(stage_args[-1][-1].out_channels, head_channels, num_classes, spec.dropout, **layers)
             if num_classes > 0 else None
         )
         self.reset_parameters()
@@ -291,17 +303,47 @@ def list_backbones() -> list[str]:
     return sorted(EFFICIENTNET_VARIANTS)
 
 
-def create_backbone(name: str, **kwargs) -> EfficientNet:
-    """Build a backbone by table name (``efficientnet_b0`` … ``b7``, ``efficientnet_lite0`` … ``lite4``).
-
-    Keyword arguments go to :class:`EfficientNet` (padding, bn_eps, bn_momentum, drop_path_rate,
-    num_classes, out_strides, act); ``width``/``depth`` override the row's coefficients.
-    """
+def backbone_spec(name: str) -> EfficientNetSpec:
+    """The row of ``EFFICIENTNET_VARIANTS`` named ``name`` (a ValueError listing the names if there is none)."""
     try:
-        spec = EFFICIENTNET_VARIANTS[name]
+        return EFFICIENTNET_VARIANTS[name]
     except KeyError:
         raise ValueError(f"unknown backbone {name!r}; valid: {list_backbones()}") from None
+
+
+def create_backbone(
+    name: str,
+    *,
+    padding: Optional[str] = None,
+    bn_eps: Optional[float] = None,
+    bn_momentum: Optional[float] = None,
+    act: Optional[str] = None,
+    conv_layer: Optional[ConvLayer] = None,
+    norm_layer: Optional[NormLayer] = None,
+    act_layer: Optional[ActLayer] = None,
+    **kwargs,
+) -> EfficientNet:
+    """Build a backbone by table name (``efficientnet_b0`` … ``b7``, ``efficientnet_lite0`` … ``lite4``).
+
+    The settings become the layer factories of :class:`EfficientNet` here, once: ``padding`` ("symmetric", the
+    default, or "same") the ``conv_layer``, ``bn_eps`` / ``bn_momentum`` (default 1e-3 / 0.1) the ``norm_layer``,
+    ``act`` (default: the row's) the ``act_layer``; or pass the factories themselves (not both forms of one).
+    Other keyword arguments go to :class:`EfficientNet` (drop_path_rate, num_classes, out_strides);
+    ``width``/``depth`` override the row's coefficients.
+    """
+    spec = backbone_spec(name)
+    for setting, factory, factory_name in ((padding, conv_layer, "conv_layer"), (act, act_layer, "act_layer"),
+                                           (bn_eps if bn_eps is not None else bn_momentum, norm_layer, "norm_layer")):
+        if setting is not None and factory is not None:
+            raise ValueError(f"create_backbone got both {factory_name} and the setting it replaces; pass one")
     overrides = {k: kwargs.pop(k) for k in ("width", "depth") if k in kwargs}
     if overrides:
         spec = replace(spec, **overrides)
-    return EfficientNet(spec, **kwargs)
+    return EfficientNet(
+        spec,
+        conv_layer=conv_layer or conv_layer_for(padding or "symmetric"),
+        norm_layer=norm_layer or norm_layer_for(1e-3 if bn_eps is None else bn_eps,
+                                                0.1 if bn_momentum is None else bn_momentum),
+        act_layer=act_layer or act_layer_for(act or spec.act),
+        **kwargs,
+    )

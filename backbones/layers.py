@@ -1,4 +1,21 @@
-"""Building blocks shared by the backbones, the BiFPN and the heads.
+"""Building blocks shared by the backbones, the BiFPN and the heads, and the layer factories they are built with.
+
+Layer factories
+---------------
+Blocks do not take settings such as an activation name, a padding mode or batch-norm eps/momentum; they take the
+constructors of their layers, resolved once by whoever reads the configuration (``effdet.modeling.layers`` for the
+detector, :func:`backbones.create_backbone` for a backbone by name), as timm's EfficientNet builder does:
+
+``conv_layer(in_channels, out_channels, kernel_size, stride=1, groups=1, bias=False)``
+    a 2-D convolution giving ``ceil(i / stride)`` outputs (:func:`conv_layer_for` a padding mode);
+``pool_layer(kernel_size, stride)``
+    a max-pool giving ``ceil(i / stride)`` outputs (:func:`pool_layer_for` a padding mode);
+``norm_layer(num_channels)``
+    a normalisation over ``num_channels`` channels (:func:`norm_layer_for`: ``nn.BatchNorm2d`` with eps/momentum);
+``act_layer()``
+    a fresh activation module (:func:`act_layer_for` a name: ``nn.SiLU``, ``nn.ReLU6``, ``nn.ReLU``, in place).
+
+Any callable with those signatures works (``lambda c: nn.GroupNorm(8, c)``, ``nn.GELU``, a conv subclass).
 
 Padding modes
 -------------
@@ -10,6 +27,7 @@ bottom/right, so it is computed at run time. Both modes give outputs of ``ceil(i
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Optional
 
@@ -18,21 +36,50 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+# the layer factories' types (see the module docstring for how each is called)
+ConvLayer = Callable[..., nn.Module]
+PoolLayer = Callable[[int, int], nn.Module]
+NormLayer = Callable[[int], nn.Module]
+ActLayer = Callable[[], nn.Module]
+
 PADDING_MODES = ("symmetric", "same")
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "swish": lambda: nn.SiLU(inplace=True),
-    "silu": lambda: nn.SiLU(inplace=True),
-    "relu6": lambda: nn.ReLU6(inplace=True),
-    "relu": lambda: nn.ReLU(inplace=True),
+ACTIVATIONS: dict[str, ActLayer] = {
+    "swish": functools.partial(nn.SiLU, inplace=True),
+    "silu": functools.partial(nn.SiLU, inplace=True),
+    "relu6": functools.partial(nn.ReLU6, inplace=True),
+    "relu": functools.partial(nn.ReLU, inplace=True),
 }
+
+
+def act_layer_for(name: str) -> ActLayer:
+    """The activation factory of a name (``swish``/``silu``, ``relu6``, ``relu``): called with no argument, it
+    returns a fresh in-place activation module."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; valid: {sorted(ACTIVATIONS)}") from None
 
 
 def make_activation(name: str) -> nn.Module:
     """Return a fresh activation module by name (``swish``/``silu``, ``relu6``, ``relu``)."""
-    try:
-        return ACTIVATIONS[name]()
-    except KeyError:
-        raise ValueError(f"unknown activation {name!r}; valid: {sorted(ACTIVATIONS)}") from None
+    return act_layer_for(name)()
+
+
+def norm_layer_for(eps: float, momentum: float) -> NormLayer:
+    """The batch-norm factory ``norm_layer(num_channels)`` with PyTorch's momentum convention (TF's decay 0.99 is
+    momentum 0.01 here)."""
+    return functools.partial(nn.BatchNorm2d, eps=eps, momentum=momentum)
+
+
+def conv_layer_for(padding: str) -> ConvLayer:
+    """The convolution factory of a padding mode: ``conv_layer(in_channels, out_channels, kernel_size, stride=1,
+    groups=1, bias=False)`` is :func:`make_conv2d` in that mode."""
+    return functools.partial(make_conv2d, padding=check_padding(padding))
+
+
+def pool_layer_for(padding: str) -> PoolLayer:
+    """The max-pool factory of a padding mode: ``pool_layer(kernel_size, stride)`` is :func:`make_max_pool`."""
+    return functools.partial(make_max_pool, padding=check_padding(padding))
 
 
 def check_padding(padding: str) -> str:
@@ -96,13 +143,12 @@ def make_max_pool(kernel_size: int, stride: int, padding: str = "symmetric") -> 
     return nn.MaxPool2d(kernel_size, stride, padding=(kernel_size - 1) // 2)
 
 
-def batch_norm(channels: int, eps: float, momentum: float) -> nn.BatchNorm2d:
-    """Batch norm with PyTorch's momentum convention (TF's decay 0.99 is momentum 0.01 here)."""
-    return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
-
-
 class ConvBnAct(nn.Sequential):
-    """conv → batch norm → optional activation. Shapes: [B, Cin, H, W] → [B, Cout, ⌈H/s⌉, ⌈W/s⌉]."""
+    """conv → norm → optional activation. Shapes: [B, Cin, H, W] → [B, Cout, ⌈H/s⌉, ⌈W/s⌉].
+
+    The layers come from the factories (module docstring): ``conv_layer(in_channels, out_channels, kernel_size,
+    stride, groups=groups, bias=bias)``, ``norm_layer(out_channels)``, ``act_layer()`` (``None``: no activation).
+    """
 
     conv_bn_pair = ("conv", "bn")  # see fuse_batchnorm
 
@@ -113,24 +159,26 @@ class ConvBnAct(nn.Sequential):
         kernel_size: int,
         stride: int = 1,
         groups: int = 1,
-        act: Optional[str] = "swish",
-        padding: str = "symmetric",
-        bn_eps: float = 1e-3,
-        bn_momentum: float = 0.1,
+        *,
+        conv_layer: ConvLayer,
+        norm_layer: NormLayer,
+        act_layer: Optional[ActLayer] = None,
         bias: bool = False,
     ):
         super().__init__()
-        self.conv = make_conv2d(in_channels, out_channels, kernel_size, stride, groups, bias, padding)
-        self.bn = batch_norm(out_channels, bn_eps, bn_momentum)
-        if act is not None:
-            self.act = make_activation(act)
+        self.conv = conv_layer(in_channels, out_channels, kernel_size, stride, groups=groups, bias=bias)
+        self.bn = norm_layer(out_channels)
+        if act_layer is not None:
+            self.act = act_layer()
 
 
 class SeparableConv2d(nn.Module):
-    """Depthwise k×k conv then pointwise 1×1 conv, optionally followed by batch norm.
+    """Depthwise k×k conv then pointwise 1×1 conv, optionally followed by a norm.
 
-    ``pointwise_bias`` reproduces TF-ported checkpoints, which carry a bias before the batch norm.
-    Shapes: [B, Cin, H, W] → [B, Cout, H, W].
+    ``conv_layer`` makes both convs (``conv_layer(in_channels, in_channels, kernel_size, 1, groups=in_channels,
+    bias=False)``, then ``conv_layer(in_channels, out_channels, 1, bias=pointwise_bias)``); ``norm_layer(out_channels)``
+    the norm (``None``: no norm, ``self.bn`` is None). ``pointwise_bias`` reproduces TF-ported checkpoints, which
+    carry a bias before the batch norm. Shapes: [B, Cin, H, W] → [B, Cout, H, W].
     """
 
     conv_bn_pair = ("pointwise", "bn")  # see fuse_batchnorm
@@ -140,16 +188,15 @@ class SeparableConv2d(nn.Module):
         in_channels: int,
         out_channels: int,
         kernel_size: int = 3,
-        padding: str = "symmetric",
+        *,
+        conv_layer: ConvLayer,
+        norm_layer: Optional[NormLayer] = None,
         pointwise_bias: bool = False,
-        bn: bool = True,
-        bn_eps: float = 1e-3,
-        bn_momentum: float = 0.01,
     ):
         super().__init__()
-        self.depthwise = make_conv2d(in_channels, in_channels, kernel_size, 1, in_channels, False, padding)
-        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=pointwise_bias)
-        self.bn = batch_norm(out_channels, bn_eps, bn_momentum) if bn else None
+        self.depthwise = conv_layer(in_channels, in_channels, kernel_size, 1, groups=in_channels, bias=False)
+        self.pointwise = conv_layer(in_channels, out_channels, 1, bias=pointwise_bias)
+        self.bn = norm_layer(out_channels) if norm_layer is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pointwise(self.depthwise(x))

@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _images(args: argparse.Namespace) -> tuple[list[np.ndarray], dict[str, Any]]:
     """RGB images and the COCO ground truth (dict) of the validation split."""
     from effdet.data.synthetic import make_synthetic_dataset
-    from effdet.inference.preprocess import load_image
+    from effdet.data.preprocess import load_image
 
     if args.data:
         root = Path(args.data)
@@ -195,7 +195,7 @@ def _sahi_run(model: Any, args: argparse.Namespace, full_image: bool) -> Callabl
 
 
 def _slice_count(images: list[np.ndarray], args: argparse.Namespace) -> int:
-    from effdet.inference.slicing import slice_grid
+    from effdet.ops.slicing import slice_grid
 
     return sum(len(slice_grid(image.shape[0], image.shape[1], args.slice_size, args.overlap)) for image in images)
 

@@ -4,9 +4,10 @@ The package namespace is lazy (PEP 562): ``effdet.create_model``, ``effdet.Predi
 imported on first use. So ``import effdet`` loads neither OpenCV nor Lightning, and ``effdet.runtime`` (the
 torch-free ONNX runtime) can be imported on a machine without PyTorch.
 
-Rooms, one job each: ``modeling`` (the network, anchors, matcher, loss, decode), ``ops`` (box maths, NMS),
-``engine`` (config schema, training), ``evaluation`` (COCO evaluation, analysis), ``inference`` (pre-processing,
-settings, the Predictor), ``export`` (ONNX, int8), ``runtime`` (torch-free), ``checkpoint``, ``data``, ``cli``.
+Rooms, one job each: ``modeling`` (the network, anchors, matcher, loss, decode and its settings), ``ops`` (box maths,
+NMS), ``engine`` (config schema, training), ``evaluation`` (COCO evaluation, analysis), ``inference`` (the Predictor),
+``export`` (ONNX, int8), ``runtime`` (torch-free), ``checkpoint``, ``data`` (datasets, transforms, the shared
+pre-processing), ``cli``.
 The module paths from before (``effdet.loss``, ``effdet.training`` …) still import, with a DeprecationWarning
 (:mod:`effdet._moved`).
 """

@@ -1,6 +1,8 @@
 """Old module paths of effdet, from before its modules were sorted into rooms named after their job (issue 22):
 :mod:`effdet.modeling`, :mod:`effdet.ops`, :mod:`effdet.engine`, :mod:`effdet.evaluation`, :mod:`effdet.inference`,
-:mod:`effdet.export`. They keep working for one release.
+:mod:`effdet.export`; and then the shared pre-processing to :mod:`effdet.data.preprocess`, the post-processing settings to
+:mod:`effdet.modeling.postprocess_settings`, drawing boxes to :mod:`effdet.data.visualize` and the α·β·γ search to
+:mod:`effdet.engine.scaling_search`, so that training never imports inference. They keep working for one release.
 
 One table, :data:`MOVED_MODULES` (old path -> new path; a package's entry covers its submodules), and one import
 hook: :func:`install` (called by ``effdet/__init__.py``) puts a meta-path finder first on ``sys.meta_path`` that
@@ -52,15 +54,22 @@ MOVED_MODULES: dict[str, str] = {
     "effdet.metrics": "effdet.evaluation.metrics",
     "effdet.analysis": "effdet.evaluation.analysis",
     # inference (effdet.inference itself is now the package)
-    "effdet.preprocess": "effdet.inference.preprocess",
-    "effdet.postprocess_settings": "effdet.inference.settings",
+    "effdet.preprocess": "effdet.data.preprocess",
+    "effdet.postprocess_settings": "effdet.modeling.postprocess_settings",
     "effdet.predictor": "effdet.inference.predictor",
     "effdet.annotate": "effdet.inference.annotate",
-    "effdet.visualize": "effdet.inference.visualize",
+    "effdet.visualize": "effdet.data.visualize",
     "effdet.runtime_network": "effdet.inference.runtime_network",
     "effdet.backends": "effdet.inference.runtime_network",  # an older name still (its names: runtime_network)
     # export (effdet.export itself is now the package)
     "effdet.quantization": "effdet.export.quantize",
+    # training never calls into inference, modeling never into engine (issue 22, "follow the data"): the shared
+    # pre-processing went below both, the post-processing settings next to decode, the search that trains to engine
+    "effdet.inference.preprocess": "effdet.data.preprocess",
+    "effdet.inference.settings": "effdet.modeling.postprocess_settings",
+    "effdet.inference.visualize": "effdet.data.visualize",  # drawing boxes: the data checks and the run's figures too
+    "effdet.modeling.scaling.search": "effdet.engine.scaling_search",
+    "effdet.scaling.search": "effdet.engine.scaling_search",  # (else effdet.scaling's entry: a path that moved again)
 }
 
 # names that left a module (or the package that took an old module's path) for another room: the module that

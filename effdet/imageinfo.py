@@ -73,7 +73,7 @@ class ImageHeader:
         return self.width, self.height
 
     def size(self, exif_orientation: str = "apply") -> tuple[int, int]:
-        """``(width, height)`` of the image as :func:`effdet.inference.preprocess.load_image` gives it with that
+        """``(width, height)`` of the image as :func:`effdet.data.preprocess.load_image` gives it with that
         ``exif_orientation``: ``"apply"`` the displayed size, ``"ignore"`` the stored one."""
         if check_exif_orientation_mode(exif_orientation) == "apply":
             return self.displayed_size

@@ -8,12 +8,13 @@ implementation: channel ``a * outputs_per_anchor + k`` is output ``k`` of anchor
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 
-from backbones.layers import SeparableConv2d, batch_norm, make_activation
+from backbones.layers import (ActLayer, ConvLayer, NormLayer, SeparableConv2d, act_layer_for, conv_layer_for,
+                             norm_layer_for)
 
 PRIOR_PROBABILITY = 0.01
 
@@ -29,6 +30,11 @@ class PredictionHead(nn.Module):
         num_levels: pyramid levels served (one batch norm per level per repeat).
         bias_init: initial bias of the predict conv (``-log((1 - p) / p)`` gives a prior probability p).
         pointwise_bias: bias on the repeat convs before BN (TF-ported checkpoints have it).
+        conv_layer: makes every conv, ``conv_layer(in_channels, out_channels, kernel_size, stride=1, groups=1,
+            bias=False)`` (see :class:`backbones.layers.SeparableConv2d`; default: symmetric padding).
+        norm_layer: ``norm_layer(in_channels)`` makes each (repeat, level) norm (default: batch norm, eps 1e-3,
+            momentum 0.01).
+        act_layer: ``act_layer()`` makes the activation (default: swish).
     """
 
     def __init__(
@@ -38,27 +44,31 @@ class PredictionHead(nn.Module):
         num_anchors: int = 9,
         num_layers: int = 3,
         num_levels: int = 5,
-        act: str = "swish",
-        padding: str = "symmetric",
         pointwise_bias: bool = False,
-        bn_eps: float = 1e-3,
-        bn_momentum: float = 0.01,
         bias_init: float = 0.0,
+        *,
+        conv_layer: Optional[ConvLayer] = None,
+        norm_layer: Optional[NormLayer] = None,
+        act_layer: Optional[ActLayer] = None,
     ):
         super().__init__()
+        conv_layer = conv_layer or conv_layer_for("symmetric")
+        norm_layer = norm_layer or norm_layer_for(1e-3, 0.01)
+        act_layer = act_layer or act_layer_for("swish")
         self.num_levels = num_levels
         self.outputs_per_anchor = outputs_per_anchor
         self.num_anchors = num_anchors
         self.convs = nn.ModuleList(
-            SeparableConv2d(in_channels, in_channels, 3, padding, pointwise_bias, bn=False) for _ in range(num_layers)
-        )
-        self.norms = nn.ModuleList(
-            nn.ModuleList(batch_norm(in_channels, bn_eps, bn_momentum) for _ in range(num_levels))
+            SeparableConv2d(in_channels, in_channels, 3, conv_layer=conv_layer, pointwise_bias=pointwise_bias)
             for _ in range(num_layers)
         )
-        self.act = make_activation(act)
-        self.predict = SeparableConv2d(in_channels, num_anchors * outputs_per_anchor, 3, padding,
-                                       pointwise_bias=True, bn=False)
+        self.norms = nn.ModuleList(
+            nn.ModuleList(norm_layer(in_channels) for _ in range(num_levels))
+            for _ in range(num_layers)
+        )
+        self.act = act_layer()
+        self.predict = SeparableConv2d(in_channels, num_anchors * outputs_per_anchor, 3, conv_layer=conv_layer,
+                                       pointwise_bias=True)
         self.reset_parameters(bias_init)
 
     def reset_parameters(self, bias_init: float = 0.0) -> None:

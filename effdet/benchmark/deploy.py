@@ -81,7 +81,7 @@ else:
     from effdet.inference.predictor import Predictor
     if spec["path"] == "torch":
         import effdet
-        from effdet.inference.settings import PostprocessSettings
+        from effdet.modeling.postprocess_settings import PostprocessSettings
         model = effdet.create_model(spec["model"], num_classes=90).eval()
         runner = Predictor(model, [str(i) for i in range(90)], list(range(1, 91)), PostprocessSettings(nms="hard"))
     else:
@@ -175,7 +175,7 @@ def export_files(model_name: str, folder: Path, paths: Sequence[str], calibratio
     quantizer: each runtime gets the file placed for it)."""
     import effdet
     from effdet.export.onnx import export_onnx
-    from effdet.inference.settings import PostprocessSettings
+    from effdet.modeling.postprocess_settings import PostprocessSettings
 
     model = effdet.create_model(model_name, num_classes=90).eval()
     files: dict[str, str] = {}

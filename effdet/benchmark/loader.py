@@ -11,7 +11,7 @@ import cv2
 from ..data.coco import CocoDetection
 from ..data.collate import collate_detection
 from ..data.transforms import DetectionSample, train_transforms
-from ..inference.preprocess import SizeLike, load_image
+from ..data.preprocess import SizeLike, load_image
 
 from .common import run_worker
 

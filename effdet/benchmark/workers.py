@@ -69,7 +69,7 @@ def worker_predict(runs: int, name: str = "efficientdet_d0", size: int = 512) ->
     import numpy as np
 
     import effdet
-    from effdet.inference.settings import PostprocessSettings
+    from effdet.modeling.postprocess_settings import PostprocessSettings
     from effdet.inference.predictor import Predictor
 
     model = effdet.create_model(name, image_size=size).eval()

@@ -99,7 +99,7 @@ def draw_samples(images_dir: str, annotations: str, data: Optional[dict[str, Any
     import torch
 
     from ..data import CocoDetection, DetectionSample, train_transforms
-    from ..inference.visualize import draw_boxes, side_by_side
+    from ..data.visualize import draw_boxes, side_by_side
 
     dataset = CocoDetection(images_dir, annotations, transform=None, annotations_data=data,
                             allow_outside_images=allow_outside_images, exif_orientation=exif_orientation)

@@ -19,7 +19,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--top-k", type=int, default=5)
     args = parser.parse_args(argv)
     from ..modeling.classifier import Classifier
-    from ..inference.preprocess import ImageReadError
+    from ..data.preprocess import ImageReadError
 
     try:
         classifier = Classifier(args.model)

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.report import category_warnings, detect, evaluate, evaluate_coco
     from ..fileio import write_json_atomic
     from ..inference.predictor import load_predictor
-    from ..inference.settings import make_postprocess_settings
+    from ..modeling.postprocess_settings import make_postprocess_settings
     from ..engine.schema import postprocess_options
 
     out = Path(args.out)

@@ -67,7 +67,7 @@ def parse_image_size(text: str | None) -> list[int] | None:
 def load_source(args: argparse.Namespace, overrides: dict):
     """(model, class names, category ids, post-processing settings) from --weights or --model."""
     from ..modeling.factory import create_model
-    from ..inference.settings import make_postprocess_settings
+    from ..modeling.postprocess_settings import make_postprocess_settings
     from ..inference.predictor import Predictor
 
     if args.model:

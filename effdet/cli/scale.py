@@ -120,7 +120,7 @@ def search_main(argv: Sequence[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the recipe (e.g. data.root=demo_data)")
     args = parser.parse_args(argv)
     from ..engine.schema import ConfigError, load_train_config
-    from ..modeling.scaling.search import DEFAULT_ALPHAS, DEFAULT_BETAS, coefficient_grid, run_search, search_table
+    from ..engine.scaling_search import DEFAULT_ALPHAS, DEFAULT_BETAS, coefficient_grid, run_search, search_table
 
     try:
         recipe = load_train_config(args.config, args.overrides)

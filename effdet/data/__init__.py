@@ -1,4 +1,6 @@
-"""Data pipeline: COCO-format dataset, box-aware transforms, batching, image sources, the synthetic demo set.
+"""Data pipeline: COCO-format dataset, box-aware transforms, batching, image sources, the synthetic demo set, and the
+pre-processing that training, the Predictor and the torch-free runtime share (:mod:`.preprocess`: image loading,
+letterbox, normalisation) and drawing boxes (:mod:`.visualize`).
 
 Importing this package is cheap and has no side effects: the names below are loaded from their modules
 on first use. OpenCV runs single-threaded in any process that builds a dataset (see

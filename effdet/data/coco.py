@@ -29,7 +29,7 @@ from .checks.findings import DataReport
 from .checks.paths import FolderListings, PathOutsideImagesError, resolve_image_path
 from .collate import limit_opencv_threads
 from .transforms import DetectionSample
-from ..inference.preprocess import ImageReadError, load_image
+from .preprocess import ImageReadError, load_image
 from ..types import PathLike
 
 __all__ = ["CocoDetection", "MIN_BOX_SIZE"]

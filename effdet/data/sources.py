@@ -12,7 +12,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from .collate import collate_detection, limit_opencv_threads
-from ..inference.preprocess import ImageReadError, image_to_tensor, letterbox, load_image
+from .preprocess import ImageReadError, image_to_tensor, letterbox, load_image
 from ..types import PathLike
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

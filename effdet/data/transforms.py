@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..ops.boxes import flip_boxes_horizontal
-from ..inference.preprocess import (
+from .preprocess import (
     AREA_INTERPOLATION_BELOW,
     IMAGENET_MEAN,
     SizeLike,
@@ -120,7 +120,7 @@ class RandomScaleCrop:
     i.e. by ``scale = s * min(S_h / H, S_w / W)``. If the resized image is larger than the output in a
     dimension, a crop offset is drawn uniformly in that dimension; otherwise the image sits at the
     top-left and the rest is padded with ``fill``. A shrink is an INTER_AREA resize (which averages instead of
-    aliasing, as inference does: :func:`effdet.inference.preprocess.resize_interpolation`) followed by crop/pad; an
+    aliasing, as inference does: :func:`effdet.data.preprocess.resize_interpolation`) followed by crop/pad; an
     enlargement is one bilinear ``warpAffine`` that resizes, crops and pads, computing only the output pixels.
 
     Boxes are scaled, shifted, clipped to the canvas, then **dropped** when a clipped side is shorter
@@ -249,7 +249,7 @@ class RandomHorizontalFlip:
 
 
 class Letterbox:
-    """Deterministic resize-and-pad for validation/inference (see :func:`effdet.inference.preprocess.letterbox`).
+    """Deterministic resize-and-pad for validation/inference (see :func:`effdet.data.preprocess.letterbox`).
 
     Boxes become ``box * scale`` (top-left placement, no shift); ``sample.scale`` is multiplied by it.
     """

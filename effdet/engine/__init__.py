@@ -1,7 +1,9 @@
 """Training: the config schema (:mod:`.schema`), the Lightning module (:mod:`.module`) and data module
 (:mod:`.datamodule`), the EMA weights and batch-norm snapshot (:mod:`.ema`), LR schedules (:mod:`.schedules`), random
 state (:mod:`.rng`), the run directory, resume and metrics (:mod:`.runner`), the anchor check before a run
-(:mod:`.anchor_fit`) and the host-sync counter of the training step (:mod:`.host_syncs`).
+(:mod:`.anchor_fit`), the host-sync counter of the training step (:mod:`.host_syncs`) and the α·β·γ search that trains
+the candidates of the compound rule (:mod:`.scaling_search`; the rule is :mod:`effdet.modeling.scaling`). Training
+never imports inference (:mod:`effdet.inference`).
 
 Importing this package is cheap (no Lightning): the names below are loaded from their modules on first use.
 ``effdet.training``, the module these came from, is this package now (:mod:`effdet._moved`): its names are here.

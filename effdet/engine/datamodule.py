@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from ..data import CocoDetection, collate_detection, eval_transforms, train_transforms, worker_init_fn
 from ..data.collate import collate_source_images
 from ..data.resumable import EpochSampler, SeededSamples
-from ..inference.preprocess import fill_from_mean
+from ..data.preprocess import fill_from_mean
 from .schema import ConfigError
 
 __all__ = ["DetectionDataModule"]

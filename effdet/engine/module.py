@@ -20,8 +20,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from ..checkpoint.fields import lightning_checkpoint_fields
 from ..evaluation.report import STAT_KEYS, CocoEvaluator
-from ..inference.preprocess import normalize
-from ..inference.settings import PostprocessSettings
+from ..data.preprocess import normalize
+from ..modeling.postprocess_settings import PostprocessSettings
 from ..modeling.anchors import anchors_for
 from ..modeling.assign import AnchorMatcher
 from ..modeling.decode import detect_batch
@@ -320,10 +320,10 @@ class DetectionModule(L.LightningModule):
 
     def _detect_source_images(self, model: nn.Module, images: list) -> list[dict[str, Any]]:
         """Validation with sliced inference: each image larger than ``eval.slice_size`` slice by slice, the others
-        letterboxed as usual (:func:`effdet.inference.slicing.detect_images`, the Predictor's function), all through
+        letterboxed as usual (:func:`effdet.ops.slicing.detect_images`, the Predictor's function), all through
         :func:`detect_batch` with the eval settings. Detections as numpy arrays in source pixels."""
-        from ..inference.preprocess import fill_from_mean, letterbox_batch
-        from ..inference.slicing import detect_images
+        from ..data.preprocess import fill_from_mean, letterbox_batch
+        from ..ops.slicing import detect_images
 
         settings, fill = self.postprocess_settings, fill_from_mean(self.model_config.mean)
         image_size = list(self.model_config.image_size)

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Optional, Sequence
 from ..choices import (ANCHOR_FIT_MODES, AUTO, BOX_LOSSES, COCO_EVALUATORS, DATA_FORMATS, EXIF_ORIENTATION_MODES,
                        LR_SCHEDULES, MERGE_METHODS, MERGE_METRICS, NMS_METHODS, OPTIMIZERS, PRECISION_ALIASES, SYNC_BATCHNORM_BELOW, TRAINING_PRECISIONS)
 from ..deprecation import deprecated_form
-from ..inference.settings import PostprocessSettings, postprocess_setting_names, settings_problems
+from ..modeling.postprocess_settings import PostprocessSettings, postprocess_setting_names, settings_problems
 from ..modeling.variants import ModelConfig, model_config
 from ..pretrained_settings import HUB_BACKBONES, unavailable_backbone_message
 
@@ -124,8 +124,8 @@ class LossConfig:
 @dataclass
 class EvalConfig(PostprocessSettings):
     """``eval:`` section: every post-processing setting, inherited from
-    :class:`~effdet.inference.settings.PostprocessSettings` (where they, their defaults and their rules are defined
-    once: a new setting is a config key at once), plus the keys of training's validation."""
+    :class:`~effdet.modeling.postprocess_settings.PostprocessSettings` (where they, their defaults and their rules
+    are defined once: a new setting is a config key at once), plus the keys of training's validation."""
 
     every_n_epochs: int = 1
     coco_eval: str = "pycocotools"  # COCO evaluator: pycocotools | faster_coco_eval (was eval.backend)
@@ -308,7 +308,7 @@ def _validate(cfg: Any) -> None:
     backbone = cfg.model.get("pretrained_backbone")
     if backbone in HUB_BACKBONES and not cfg.model.get("weights"):
         raise ConfigError(f"config key 'model.pretrained_backbone' {unavailable_backbone_message(backbone)}")
-    for name, rule in settings_problems(cfg.eval).items():  # the Predictor's own rules (effdet.inference.settings)
+    for name, rule in settings_problems(cfg.eval).items():  # the settings' own rules (modeling.postprocess_settings)
         raise ConfigError(f"config key 'eval.{name}' {rule}")
     if cfg.data.batch_size < 1:
         raise ConfigError(f"config key 'data.batch_size' must be >= 1, got {cfg.data.batch_size}")
@@ -411,7 +411,7 @@ def postprocess_options(arguments: Sequence[str], command: str, sources: bool = 
                         ) -> tuple[dict[str, str], list[str]]:
     """``(post-processing options, sources)`` of the arguments of a command that runs a trained model
     (``effdet-eval``, ``effdet-infer``, ``effdet-export``): its overrides are the ``eval`` section's post-processing
-    keys (``eval.nms=hard`` -> ``{"nms": "hard"}``, values as typed; :func:`effdet.inference.settings.
+    keys (``eval.nms=hard`` -> ``{"nms": "hard"}``, values as typed; :func:`effdet.modeling.postprocess_settings.
     make_postprocess_settings` converts and checks them). The old form without the section (``nms=hard``) is
     accepted with a deprecation message. A key of another section, or any other argument when the command takes no
     ``sources``, is a :class:`ConfigError` naming what the command takes.

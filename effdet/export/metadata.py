@@ -6,7 +6,7 @@ import dataclasses
 import json
 from typing import Any, Sequence
 
-from ..inference.settings import PostprocessSettings
+from ..modeling.postprocess_settings import PostprocessSettings
 from ..modeling.variants import ModelConfig
 from ..runtime.sessions import METADATA_KEY  # defined in the torch-free runtime, which reads it
 

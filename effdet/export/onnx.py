@@ -3,7 +3,7 @@
 Two graph forms (``outputs=``):
 
 ``"raw"``
-    input ``images`` float32 ``[B, 3, H, W]``, **normalised** (:func:`effdet.inference.preprocess.normalize`);
+    input ``images`` float32 ``[B, 3, H, W]``, **normalised** (:func:`effdet.data.preprocess.normalize`);
     outputs ``class_<l>`` ``[B, A·C, H_l, W_l]`` logits and ``box_<l>`` ``[B, A·4, H_l, W_l]`` codes for each
     level ``l = min_level … max_level`` (the raw ``EfficientDet`` forward).
 
@@ -37,7 +37,7 @@ from typing import Any, Optional, Sequence
 import torch
 import torch.nn as nn
 
-from ..inference.settings import PostprocessSettings
+from ..modeling.postprocess_settings import PostprocessSettings
 from ..modeling.anchors import anchors_for
 from ..modeling.variants import ModelConfig
 from ..ops.box_coder import BoxCoder

@@ -29,7 +29,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from ..inference.preprocess import ImageReadError, load_image
+from ..data.preprocess import ImageReadError, load_image
 from ..types import PathLike
 
 __all__ = ["quantize_file", "calibration_images", "QUANTIZERS"]

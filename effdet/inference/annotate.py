@@ -12,8 +12,8 @@ import numpy as np
 
 from ..data.sources import VideoSource, expand_sources, iter_batches
 from ..fileio import write_json_atomic
-from .preprocess import ImageReadError, load_image
-from .visualize import Display, draw_detections
+from ..data.preprocess import ImageReadError, load_image
+from ..data.visualize import Display, draw_detections
 
 WRITABLE_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 

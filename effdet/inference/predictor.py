@@ -9,7 +9,7 @@ Everything a prediction needs comes from the checkpoint (written by
 config (architecture, input size, normalisation), the EMA weights, the class names and dataset category
 ids, and the post-processing settings of the training config's ``eval`` section (overridable).
 
-Images are letterboxed with :func:`effdet.inference.preprocess.letterbox` (top-left, mean-colour padding) exactly
+Images are letterboxed with :func:`effdet.data.preprocess.letterbox` (top-left, mean-colour padding) exactly
 as validation does, and decoded by :func:`effdet.modeling.decode.detect_batch`, the step validation uses, so
 ``tools/eval.py`` reproduces the val AP training logged.
 """
@@ -30,10 +30,10 @@ from ..deprecation import deprecated_name, renamed_keyword
 from ..imageinfo import exif_orientation_setting
 from ..modeling.decode import detect_batch
 from ..modeling.model import EfficientDet
-from .settings import (GRAPH_FIXED_SETTINGS, PostprocessSettings, check_graph_settings, check_settings,
-                                   make_postprocess_settings)
-from .preprocess import ImageReadError, fill_from_mean, letterbox_batch, load_image, to_rgb
-from .slicing import detect_images
+from ..modeling.postprocess_settings import (GRAPH_FIXED_SETTINGS, PostprocessSettings, check_graph_settings,
+                                             check_settings, make_postprocess_settings)
+from ..data.preprocess import ImageReadError, fill_from_mean, letterbox_batch, load_image, to_rgb
+from ..ops.slicing import detect_images
 from ..runtime.sessions import ONNX_RUNTIMES, check_runtime, open_session
 from ..types import ImageInput, PathLike
 from ..modeling.variants import ModelConfig
@@ -335,7 +335,7 @@ class Predictor:
     def predict_rgb(self, rgb_images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
         """One batch of ``H x W x 3`` uint8 RGB images -> detections (see :meth:`predict`). With
         ``settings.slice_size`` set, an image with a longer side is detected slice by slice
-        (:func:`effdet.inference.slicing.detect_images`)."""
+        (:func:`effdet.ops.slicing.detect_images`)."""
         if not rgb_images:
             return []
         return [self._as_numpy(d) for d in detect_images(rgb_images, self.detect_rgb, self.settings)]
@@ -357,7 +357,7 @@ class Predictor:
             batch_size: images per forward pass; images are read one batch at a time.
 
         Images larger than ``settings.slice_size`` (when set; config ``eval.slice_size``) are detected slice by slice
-        and the slices' detections merged (:mod:`effdet.inference.slicing`); the others as they are.
+        and the slices' detections merged (:mod:`effdet.ops.slicing`); the others as they are.
 
         Returns:
             a list with one dict per image, in input order (also for a single image):

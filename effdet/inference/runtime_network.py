@@ -115,7 +115,7 @@ def detect_with_graph(network: RuntimeNetwork, images: torch.Tensor, scales: tor
     applied the export's own threshold and limit: these can only tighten them)."""
     from ..modeling.decode import valid_image_sizes
     from ..ops.nms import scale_boxes_to_original
-    from .preprocess import normalize
+    from ..data.preprocess import normalize
 
     config = network.config
     inputs = normalize(images, config.mean, config.std)

@@ -14,17 +14,23 @@ Fusion (``fusion``):
   ``"fast"``  fast normalised fusion, ``sum_i relu(w_i) x_i / (sum_i relu(w_i) + 1e-4)`` (D0–D5);
   ``"attn"``  softmax-weighted fusion, ``sum_i softmax(w)_i x_i``;
   ``"sum"``   plain sum (D6, D7, D7x and the Lite models).
+
+Every block takes its layers as factories (see :mod:`backbones.layers`), resolved once from the model's config by
+:mod:`effdet.modeling.layers`: ``conv_layer(in_channels, out_channels, kernel_size, stride=1, groups=1, bias=False)``
+for every conv, ``pool_layer(kernel_size, stride)`` for the 3×3/2 max-pools, ``norm_layer(num_channels)`` for every
+norm, ``act_layer()`` for the activation of each node.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from backbones.layers import SeparableConv2d, batch_norm, make_activation, make_max_pool
+from backbones.layers import (ActLayer, ConvLayer, NormLayer, PoolLayer, SeparableConv2d, act_layer_for, conv_layer_for,
+                             norm_layer_for, pool_layer_for)
 
 from ..choices import FUSION_METHODS
 
@@ -74,14 +80,16 @@ def output_ids(nodes: Sequence[FusionNode], min_level: int, max_level: int) -> l
 
 
 class ChannelProjection(nn.Sequential):
-    """1×1 conv + BN bringing an input to ``fpn_channels`` (only where its width differs)."""
+    """1×1 conv + norm bringing an input to ``fpn_channels`` (only where its width differs):
+    ``conv_layer(in_channels, out_channels, 1, bias=conv_bias)`` then ``norm_layer(out_channels)``."""
 
     conv_bn_pair = ("conv", "bn")  # see backbones.layers.fuse_batchnorm
 
-    def __init__(self, in_channels: int, out_channels: int, conv_bias: bool, bn_eps: float, bn_momentum: float):
+    def __init__(self, in_channels: int, out_channels: int, conv_bias: bool, *, conv_layer: ConvLayer,
+                 norm_layer: NormLayer):
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=conv_bias)
-        self.bn = batch_norm(out_channels, bn_eps, bn_momentum)
+        self.conv = conv_layer(in_channels, out_channels, 1, bias=conv_bias)
+        self.bn = norm_layer(out_channels)
 
 
 class BiFPNNode(nn.Module):
@@ -98,11 +106,12 @@ class BiFPNNode(nn.Module):
         input_channels: Sequence[int],
         fpn_channels: int,
         fusion: str,
-        act: str,
-        padding: str,
         conv_bias: bool,
-        bn_eps: float,
-        bn_momentum: float,
+        *,
+        conv_layer: ConvLayer,
+        pool_layer: PoolLayer,
+        norm_layer: NormLayer,
+        act_layer: ActLayer,
     ):
         super().__init__()
         if fusion not in FUSION_METHODS:
@@ -117,13 +126,14 @@ class BiFPNNode(nn.Module):
         self.size_source = self.input_levels.index(level)
         self.fusion = fusion
         self.projections = nn.ModuleDict({
-            str(j): ChannelProjection(c, fpn_channels, conv_bias, bn_eps, bn_momentum)
+            str(j): ChannelProjection(c, fpn_channels, conv_bias, conv_layer=conv_layer, norm_layer=norm_layer)
             for j, c in enumerate(input_channels) if c != fpn_channels
         })
-        self.downsample = make_max_pool(3, 2, padding) if any(l < level for l in input_levels) else None
+        self.downsample = pool_layer(3, 2) if any(l < level for l in input_levels) else None
         self.fusion_weights = nn.Parameter(torch.ones(len(input_levels))) if fusion != "sum" else None
-        self.act = make_activation(act)
-        self.conv = SeparableConv2d(fpn_channels, fpn_channels, 3, padding, conv_bias, True, bn_eps, bn_momentum)
+        self.act = act_layer()
+        self.conv = SeparableConv2d(fpn_channels, fpn_channels, 3, conv_layer=conv_layer, norm_layer=norm_layer,
+                                    pointwise_bias=conv_bias)
 
     def _fusion_coefficients(self, dtype: torch.dtype) -> list[torch.Tensor] | None:
         if self.fusion_weights is None:
@@ -159,8 +169,10 @@ class BiFPNLayer(nn.Module):
     of ``fpn_channels`` channels at the same sizes."""
 
     def __init__(self, min_level: int, max_level: int, input_channels: Sequence[int], fpn_channels: int,
-                 fusion: str, act: str, padding: str, conv_bias: bool, bn_eps: float, bn_momentum: float):
+                 fusion: str, conv_bias: bool, *, conv_layer: ConvLayer, pool_layer: PoolLayer, norm_layer: NormLayer,
+                 act_layer: ActLayer):
         super().__init__()
+        layers = dict(conv_layer=conv_layer, pool_layer=pool_layer, norm_layer=norm_layer, act_layer=act_layer)
         graph = bifpn_graph(min_level, max_level)
         channels = list(input_channels) + [fpn_channels] * len(graph)
         levels = list(range(min_level, max_level + 1)) + [node.level for node in graph]
@@ -168,7 +180,7 @@ class BiFPNLayer(nn.Module):
         self.outputs = output_ids(graph, min_level, max_level)
         self.nodes = nn.ModuleList(
             BiFPNNode(node.level, [levels[i] for i in node.inputs], [channels[i] for i in node.inputs],
-                      fpn_channels, fusion, act, padding, conv_bias, bn_eps, bn_momentum)
+                      fpn_channels, fusion, conv_bias, **layers)
             for node in graph
         )
 
@@ -180,14 +192,15 @@ class BiFPNLayer(nn.Module):
 
 
 class ExtraLevel(nn.Module):
-    """Makes the next coarser level from the previous one: [1×1 conv + BN] → 3×3/2 max-pool."""
+    """Makes the next coarser level from the previous one: [1×1 conv + norm] → 3×3/2 max-pool."""
 
-    def __init__(self, in_channels: int, fpn_channels: int, padding: str, conv_bias: bool, bn_eps: float,
-                 bn_momentum: float):
+    def __init__(self, in_channels: int, fpn_channels: int, conv_bias: bool, *, conv_layer: ConvLayer,
+                 pool_layer: PoolLayer, norm_layer: NormLayer):
         super().__init__()
-        self.projection = (ChannelProjection(in_channels, fpn_channels, conv_bias, bn_eps, bn_momentum)
+        self.projection = (ChannelProjection(in_channels, fpn_channels, conv_bias, conv_layer=conv_layer,
+                                             norm_layer=norm_layer)
                            if in_channels != fpn_channels else None)
-        self.pool = make_max_pool(3, 2, padding)
+        self.pool = pool_layer(3, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.projection is not None:
@@ -202,6 +215,8 @@ class BiFPN(nn.Module):
         in_channels: widths of the backbone features given to ``forward`` (levels ``min_level`` upward).
         fpn_channels, num_layers: width and depth of the stack (W_bifpn, D_bifpn in the paper).
         min_level, max_level: pyramid levels produced (P3–P7 by default).
+        conv_layer, pool_layer, norm_layer, act_layer: the layer factories (module docstring); defaults: symmetric
+            padding, batch norm with eps 1e-3 and momentum 0.01, swish.
 
     ``forward(features)`` takes [B, C_i, H/2^l, W/2^l] backbone maps and returns
     ``max_level - min_level + 1`` maps [B, fpn_channels, ⌈H/2^l⌉, ⌈W/2^l⌉], finest first.
@@ -215,26 +230,30 @@ class BiFPN(nn.Module):
         min_level: int = 3,
         max_level: int = 7,
         fusion: str = "fast",
-        act: str = "swish",
-        padding: str = "symmetric",
         conv_bias: bool = False,
-        bn_eps: float = 1e-3,
-        bn_momentum: float = 0.01,
+        *,
+        conv_layer: Optional[ConvLayer] = None,
+        pool_layer: Optional[PoolLayer] = None,
+        norm_layer: Optional[NormLayer] = None,
+        act_layer: Optional[ActLayer] = None,
     ):
         super().__init__()
         num_levels = max_level - min_level + 1
         if len(in_channels) > num_levels:
             raise ValueError(f"{len(in_channels)} backbone levels given for {num_levels} pyramid levels")
         self.num_backbone_levels = len(in_channels)
-        norm = dict(conv_bias=conv_bias, bn_eps=bn_eps, bn_momentum=bn_momentum)
+        layers = dict(conv_layer=conv_layer or conv_layer_for("symmetric"),
+                      pool_layer=pool_layer or pool_layer_for("symmetric"),
+                      norm_layer=norm_layer or norm_layer_for(1e-3, 0.01))
         self.extra_levels = nn.ModuleList()
         channels = list(in_channels)
         for _ in range(num_levels - len(in_channels)):
-            self.extra_levels.append(ExtraLevel(channels[-1], fpn_channels, padding, **norm))
+            self.extra_levels.append(ExtraLevel(channels[-1], fpn_channels, conv_bias, **layers))
             channels.append(fpn_channels)
+        layers["act_layer"] = act_layer or act_layer_for("swish")
         self.layers = nn.ModuleList()
         for _ in range(num_layers):
-            self.layers.append(BiFPNLayer(min_level, max_level, channels, fpn_channels, fusion, act, padding, **norm))
+            self.layers.append(BiFPNLayer(min_level, max_level, channels, fpn_channels, fusion, conv_bias, **layers))
             channels = [fpn_channels] * num_levels
 
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:

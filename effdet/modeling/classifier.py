@@ -21,7 +21,7 @@ import torch
 
 from backbones.efficientnet import EFFICIENTNET_VARIANTS, create_backbone
 
-from ..inference.preprocess import load_image, normalize, to_rgb
+from ..data.preprocess import load_image, normalize, to_rgb
 
 CLASSIFIER_MODELS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 MEAN, STD = (127.0, 127.0, 127.0), (128.0, 128.0, 128.0)

@@ -11,8 +11,8 @@ from .anchors import anchors_for
 from .variants import ModelConfig
 from ..ops.boxes import flip_boxes_horizontal
 from ..ops.nms import merge_detections, postprocess, scale_boxes_to_original
-from ..inference.settings import PostprocessSettings
-from ..inference.preprocess import normalize
+from .postprocess_settings import PostprocessSettings
+from ..data.preprocess import normalize
 from ..types import Detections
 
 __all__ = ["detect_batch", "valid_image_sizes"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..checkpoint.load import config_for_checkpoint, load_weights, read_weights
+from .layers import LayerFactories
 from .variants import list_models, model_config
 from .model import EfficientDet
 
@@ -19,6 +20,8 @@ def create_model(
     *,
     reset_class_head: bool = False,
     trust_checkpoint: bool = False,
+    layers: Optional[LayerFactories] = None,
+    backbone_layers: Optional[LayerFactories] = None,
     **overrides: Any,
 ) -> EfficientDet:
     """Build an EfficientDet variant by name (see :func:`list_models`) or by φ (0–7 → D0–D7).
@@ -34,14 +37,17 @@ def create_model(
     the checkpoint's sizes. ``num_classes`` different from the checkpoint's needs ``reset_class_head=True``
     (the class head is then re-initialised, everything else loaded). ``trust_checkpoint`` allows files that
     need full unpickling (they can run code).
+
+    ``layers`` / ``backbone_layers`` (:class:`~effdet.modeling.layers.LayerFactories`) build the BiFPN and heads /
+    the backbone with other layer factories than the ones the config's settings give (padding, BN, activation).
     """
     if weights is None:
         config = model_config("efficientdet_d0" if name_or_phi is None else name_or_phi,
                               num_classes=90 if num_classes is None else num_classes, **overrides)
-        return EfficientDet(config)
+        return EfficientDet(config, layers, backbone_layers)
     info = read_weights(weights, trust=trust_checkpoint)
     config = config_for_checkpoint(info, name_or_phi, num_classes=num_classes, **overrides)
-    model = EfficientDet(config)
+    model = EfficientDet(config, layers, backbone_layers)
     load_weights(model, info, reset_class_head=reset_class_head)
     return model
 

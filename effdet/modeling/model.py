@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
@@ -12,13 +12,14 @@ from backbones import create_backbone
 from heads import box_head, class_head
 
 from .bifpn import BiFPN
+from .layers import LayerFactories, resolve_backbone_layers, resolve_detector_layers
 from .variants import ModelConfig
 
 
 class EfficientDet(nn.Module):
     """The raw detector network.
 
-    ``forward(images)`` takes **normalised** images [B, 3, H, W] (see ``effdet.inference.preprocess.normalize``; the
+    ``forward(images)`` takes **normalised** images [B, 3, H, W] (see ``effdet.data.preprocess.normalize``; the
     network never normalises) and returns ``(class_outputs, box_outputs)``: lists over levels
     ``min_level .. max_level`` of class logits [B, A·num_classes, H_l, W_l] and box regressions
     [B, A·4, H_l, W_l], anchor-major channels (A = 9 anchors), with H_l = ⌈H / 2^l⌉.
@@ -26,28 +27,34 @@ class EfficientDet(nn.Module):
     H and W must be multiples of 2^min_level (8); the coarser levels then follow ⌈size / stride⌉ exactly
     as the official TF models (Lite0 at 320: 40, 20, 10, 5, 3). Letterboxing in pre-processing always
     produces the configured ``image_size``.
+
+    The layers are built by factories (:mod:`effdet.modeling.layers`): ``layers`` for the BiFPN and both heads,
+    ``backbone_layers`` for the backbone, each resolved from ``config`` when not given (padding, BN eps/momentum,
+    activation). Other factories (a ``GroupNorm``, another activation) replace those of the config's settings.
     """
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, layers: Optional[LayerFactories] = None,
+                 backbone_layers: Optional[LayerFactories] = None):
         super().__init__()
         self.config = config
+        layers = layers or resolve_detector_layers(config)
+        backbone_factories = backbone_layers or resolve_backbone_layers(config)
         self.backbone = create_backbone(
             config.backbone,
-            padding=config.padding,
-            bn_eps=config.backbone_bn_eps,
-            bn_momentum=config.backbone_bn_momentum,
+            conv_layer=backbone_factories.conv_layer,
+            norm_layer=backbone_factories.norm_layer,
+            act_layer=backbone_factories.act_layer,
             drop_path_rate=config.drop_path_rate,
-            act=config.backbone_act,
             out_strides=tuple(2 ** level for level in range(config.min_level, 6)),
             **{key: value for key, value in (("width", config.backbone_width), ("depth", config.backbone_depth))
                if value is not None},  # fractional φ: interpolated coefficients (effdet.modeling.scaling)
         )
-        # settings the BiFPN and both heads share
-        common: dict[str, Any] = dict(act=config.act, padding=config.padding, bn_eps=config.bn_eps,
-                                      bn_momentum=config.bn_momentum)
+        # the layer factories the BiFPN and both heads share
+        common: dict[str, Any] = dict(conv_layer=layers.conv_layer, norm_layer=layers.norm_layer,
+                                      act_layer=layers.act_layer)
         self.fpn = BiFPN(self.backbone.feature_channels, config.fpn_channels, config.fpn_layers,
                          min_level=config.min_level, max_level=config.max_level, fusion=config.fusion,
-                         conv_bias=config.conv_bias, **common)
+                         conv_bias=config.conv_bias, pool_layer=layers.pool_layer, **common)
         head_kwargs: dict[str, Any] = dict(num_anchors=config.num_anchors, num_layers=config.head_layers,
                                            num_levels=config.num_levels, pointwise_bias=config.conv_bias, **common)
         self.class_net = class_head(config.fpn_channels, config.num_classes, **head_kwargs)
@@ -86,7 +93,7 @@ class EfficientDet(nn.Module):
             raise ValueError(
                 f"input size {height}x{width} is not a multiple of {multiple} (2**min_level); pad the image to "
                 f"{fit[0]}x{fit[1]} or letterbox it to the model's image_size {self.config.image_size} "
-                f"(effdet.inference.preprocess.letterbox does both)")
+                f"(effdet.data.preprocess.letterbox does both)")
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         self.check_input(images)

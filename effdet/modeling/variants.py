@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..inference.preprocess import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD  # 0..255 pixel units
+from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD, LITE_MEAN, LITE_STD  # 0..255 pixel units
 
 DEFAULT_ASPECT_RATIOS = ((1.0, 1.0), (1.4, 0.7), (0.7, 1.4))
 

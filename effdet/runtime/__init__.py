@@ -5,7 +5,7 @@
     for det in detector.predict(["a.jpg", bgr_image]):
         det["boxes"], det["scores"], det["labels"], det["names"], det["category_ids"]
 
-Nothing in this package imports torch (``effdet/__init__`` is lazy and ``effdet.inference.preprocess`` imports torch only
+Nothing in this package imports torch (``effdet/__init__`` is lazy and ``effdet.data.preprocess`` imports torch only
 inside its tensor functions), so ``pip install --no-deps effdet-lightning`` plus the ``deploy`` extra's
 packages (onnxruntime, numpy, opencv-python-headless) is enough to run it.
 

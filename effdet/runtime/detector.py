@@ -1,9 +1,9 @@
 """Detect objects with an exported detections-form ONNX file: letterbox, normalise, run, undo the letterbox.
 
-Pre-processing is :func:`effdet.inference.preprocess.letterbox` / :func:`~effdet.inference.preprocess.load_image` /
-:func:`~effdet.inference.preprocess.to_rgb` (the functions training and the Predictor use; that module imports torch
+Pre-processing is :func:`effdet.data.preprocess.letterbox` / :func:`~effdet.data.preprocess.load_image` /
+:func:`~effdet.data.preprocess.to_rgb` (the functions training and the Predictor use; that module imports torch
 only inside its tensor functions); normalisation and the mapping back to original pixels are the numpy
-forms of ``effdet.inference.preprocess.normalize`` and ``effdet.ops.nms.scale_boxes_to_original``.
+forms of ``effdet.data.preprocess.normalize`` and ``effdet.ops.nms.scale_boxes_to_original``.
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..deprecation import renamed_keyword
-from ..inference.preprocess import fill_from_mean, letterbox, load_image, normalize_to_chw, to_rgb
-from ..inference.settings import PostprocessSettings, check_graph_settings, make_postprocess_settings
-from ..inference.slicing import detect_images
+from ..data.preprocess import fill_from_mean, letterbox, load_image, normalize_to_chw, to_rgb
+from ..modeling.postprocess_settings import PostprocessSettings, check_graph_settings, make_postprocess_settings
+from ..ops.slicing import detect_images
 from ..types import ImageInput, PathLike
 from .sessions import open_session
 
@@ -49,12 +49,12 @@ class OnnxDetector:
         postprocess: post-processing overrides (``slice_size=640``, ``merge="nmm"``, ``max_detections=50`` ...;
             strings are converted as on the command line) on the settings stored at export (the metadata's
             ``postprocess``). Sliced inference (``slice_size`` ... ``slice_batch_size``, see
-            :mod:`effdet.inference.slicing`) runs around the graph and can be set freely; what the graph fixed at
+            :mod:`effdet.ops.slicing`) runs around the graph and can be set freely; what the graph fixed at
             export (its NMS, thresholds) cannot be changed (``ValueError``), and ``max_detections`` can only fall.
 
     Attributes:
         image_size: network input (h, w); class_names, category_ids, mean, std: from the file's metadata.
-        settings: the post-processing in use (:class:`~effdet.inference.settings.PostprocessSettings`): the export's
+        settings: the post-processing in use (:class:`~effdet.modeling.postprocess_settings.PostprocessSettings`): the export's
             with ``postprocess`` applied. With ``settings.slice_size`` set, images with a longer side are detected
             slice by slice (in batches of ``slice_batch_size`` slices) and the slices' detections merged.
     """
@@ -108,7 +108,7 @@ class OnnxDetector:
 
     def predict_rgb(self, rgb_images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
         """One batch of RGB uint8 images -> detections (see :meth:`predict`); images larger than
-        ``settings.slice_size`` (when set) slice by slice (:func:`effdet.inference.slicing.detect_images`)."""
+        ``settings.slice_size`` (when set) slice by slice (:func:`effdet.ops.slicing.detect_images`)."""
         results = []
         for found in detect_images(list(rgb_images), self.detect_rgb, self.settings):
             labels = np.asarray(found["labels"], np.int64)

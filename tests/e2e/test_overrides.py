@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.env import REPO, tool_env
-from effdet.inference.settings import PostprocessSettings, postprocess_setting_names
+from effdet.modeling.postprocess_settings import PostprocessSettings, postprocess_setting_names
 from effdet.engine.schema import (ConfigError, EvalConfig, Override, flag_wins, load_train_config, postprocess_options,
                            split_overrides)
 from tests.e2e.test_tools import small_set, untrained_ckpt  # noqa: F401  (module fixtures: 3 demo images, a Lite0 checkpoint)

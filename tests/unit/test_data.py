@@ -23,7 +23,7 @@ from effdet.data import (
     train_transforms,
     worker_init_fn,
 )
-from effdet.inference.preprocess import (
+from effdet.data.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     LITE_MEAN,
@@ -295,7 +295,7 @@ def test_to_rgb_and_normalize():
 
 def test_numpy_normalize_to_chw_equals_torch_normalize():
     """The torch-free runtime's normalisation (per-plane multiply-add) equals normalize() on the same pixels."""
-    from effdet.inference.preprocess import normalize_to_chw
+    from effdet.data.preprocess import normalize_to_chw
 
     rng = np.random.default_rng(0)
     hwc = [rng.integers(0, 256, (6, 7, 3), dtype=np.uint8) for _ in range(2)]

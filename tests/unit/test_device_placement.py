@@ -11,7 +11,7 @@ import torch
 
 import effdet
 from effdet.modeling.assign import AnchorMatcher
-from effdet.inference.settings import PostprocessSettings
+from effdet.modeling.postprocess_settings import PostprocessSettings
 from effdet.modeling.anchors import anchors_for
 from effdet.modeling.decode import detect_batch
 from effdet.modeling.loss import DetectionLoss

@@ -69,7 +69,7 @@ def coco_file(folder: Path, width: int, height: int, box_xyxy: tuple) -> Path:
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_load_image_applies_every_orientation_as_opencv_default_reading_shows_it(tmp_path, orientation):
-    from effdet.inference.preprocess import load_image
+    from effdet.data.preprocess import load_image
 
     path = tmp_path / f"o{orientation}.jpg"
     phone_jpeg(path, orientation)

@@ -14,7 +14,7 @@ import effdet
 from effdet.export.verify import ExportMismatchError
 from effdet.export.onnx import export_onnx
 from effdet.export.metadata import read_metadata
-from effdet.inference.settings import PostprocessSettings
+from effdet.modeling.postprocess_settings import PostprocessSettings
 from effdet.modeling.anchors import anchors_for
 from effdet.ops.nms import postprocess
 from effdet.runtime import open_session

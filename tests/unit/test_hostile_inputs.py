@@ -24,7 +24,7 @@ from effdet.cli.check_data import main as check_data_main
 from effdet.engine.schema import ConfigError, load_train_config
 from effdet.data import CocoDetection, eval_transforms, train_transforms
 from effdet.imageinfo import ENV_MAX_IMAGE_PIXELS, read_image_header, set_max_image_pixels
-from effdet.inference.preprocess import ImageReadError, load_image
+from effdet.data.preprocess import ImageReadError, load_image
 from effdet.checkpoint.io import UntrustedCheckpointError
 from effdet.checkpoint.load import WeightsMismatchError
 

@@ -104,6 +104,53 @@ def test_the_installed_packages_import_nothing_that_only_the_checkout_has():
     assert not found, found
 
 
+def _in(module: str, rooms: tuple[str, ...]) -> bool:
+    return any(module == room or module.startswith(room + ".") for room in rooms)
+
+
+def import_chain(graph: dict[str, set[str]], start: str, rooms: tuple[str, ...]) -> list[str] | None:
+    """The shortest chain of imports from ``start`` to a module of ``rooms`` (``[start, ..., that module]``), else None."""
+    previous: dict[str, str] = {start: ""}
+    frontier = [start]
+    while frontier:
+        following = []
+        for module in frontier:
+            for target in sorted(graph.get(module, ())):
+                if target in previous:
+                    continue
+                previous[target] = module
+                if _in(target, rooms):
+                    chain = [target]
+                    while chain[-1] != start:
+                        chain.append(previous[chain[-1]])
+                    return chain[::-1]
+                following.append(target)
+        frontier = following
+    return None
+
+
+TRAINING_SIDE = ("effdet.engine", "effdet.modeling", "effdet.data", "effdet.ops")
+
+
+def test_training_never_imports_inference_and_modeling_never_imports_the_engine():
+    """Follow the data (issue 22): training (engine), the model (modeling), the data pipeline (data) and the box ops
+    (ops) never import effdet.inference, directly or through another module, at module or function level; modeling
+    never imports the training engine. What both sides use lives below both: pre-processing and drawing boxes in
+    effdet.data, the post-processing settings in effdet.modeling; the α·β·γ search, which trains, in effdet.engine."""
+    graph = import_graph()
+    offenders = [" -> ".join(chain) for module in sorted(graph) if _in(module, TRAINING_SIDE)
+                 and (chain := import_chain(graph, module, ("effdet.inference",)))]
+    offenders += [" -> ".join(chain) for module in sorted(graph) if _in(module, ("effdet.modeling",))
+                  and (chain := import_chain(graph, module, ("effdet.engine",)))]
+    assert offenders == []
+
+
+def test_the_import_chain_is_found_through_other_modules():
+    graph = {"a.x": {"b.y"}, "b.y": {"c.z"}, "c.z": set()}
+    assert import_chain(graph, "a.x", ("c",)) == ["a.x", "b.y", "c.z"]
+    assert import_chain(graph, "c.z", ("a",)) is None
+
+
 def test_model_holds_modules_only_and_does_not_import_the_checkpoint_code():
     graph = import_graph()
     assert not {m for m in graph["effdet.modeling.model"] if m.startswith(("effdet.checkpoint", "effdet.modeling.factory"))}
@@ -158,13 +205,13 @@ def test_benchmark_tool_runs_the_checkout_benchmarks_over_the_package_command_li
     assert set(benchmark.SUBCOMMANDS) == {"model", "predict", "postprocess", "loader", "scaling"}
     assert set(benchmark.SUBCOMMANDS) < set(cli.SUBCOMMANDS)
     assert all(module.startswith("effdet.benchmark.") for module in benchmark.SUBCOMMANDS.values())
-    assert not benchmark.STANDALONE and "convergence" in cli.STANDALONE
+    assert not benchmark.STANDALONE and {"convergence", "slicing"} <= set(cli.STANDALONE)
     # every subcommand tools/benchmark.py had before the split, from the checkout alone (no PYTHONPATH, another cwd)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run([sys.executable, str(REPO / "tools" / "benchmark.py"), "--help"], capture_output=True,
                           text=True, env=env, cwd=tempfile.gettempdir(), timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "{model,train,predict,postprocess,loader,cocoeval,scaling,convergence,all}" in done.stdout
+    assert "{model,train,predict,postprocess,loader,cocoeval,scaling,convergence,slicing,all}" in done.stdout
 
 
 def package_files(*excluded: str) -> list[Path]:
@@ -175,8 +222,9 @@ def package_files(*excluded: str) -> list[Path]:
     (r"^PathLike\s*=", "effdet/types.py"),
     (r"^ImageInput\s*=", "effdet/types.py"),
     (r"^METADATA_KEY\s*=", "effdet/runtime/sessions.py"),  # torch-free: the runtime reads it, effdet.export writes it
-    (r"^class PostprocessSettings\b", "effdet/inference/settings.py"),
-    (r"^def (_coerce|settings_problems|make_postprocess_settings)\b", "effdet/inference/settings.py"),
+    (r"^class PostprocessSettings\b", "effdet/modeling/postprocess_settings.py"),
+    (r"^def (_coerce|settings_problems|make_postprocess_settings)\b", "effdet/modeling/postprocess_settings.py"),
+    (r"^def (load_image|letterbox|normalize)\b", "effdet/data/preprocess.py"),  # training, Predictor and runtime
     (r"^def split_overrides\b", "effdet/engine/schema.py"),  # the one override parser of every command
     (r"^def check_runtime\b", "effdet/runtime/sessions.py"),
     (r"^MIN_BOX_SIZE\s*=", "effdet/data/checks/boxes.py"),  # the dataset and the checker judge boxes alike

@@ -279,3 +279,77 @@ def test_fused_batchnorm_keeps_outputs(name):
             assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
     with pytest.raises(RuntimeError, match="eval mode"):
         fuse_batchnorm(model.train())
+
+
+# ------------------------------------------------------------------------------- layer factories, resolved once
+
+
+class _MarkedBatchNorm(torch.nn.BatchNorm2d):
+    pass
+
+
+class _MarkedReLU6(torch.nn.ReLU6):
+    pass
+
+
+class _MarkedConv(torch.nn.Conv2d):
+    pass
+
+
+def test_custom_layer_factories_reach_every_block_of_the_detector():
+    """The blocks take layer factories resolved once (effdet.modeling.layers), not settings: a GroupNorm and a GELU
+    given for the BiFPN and heads, and marked norm/act/conv classes given for the backbone, are every norm, activation
+    and conv of the model; no scalar setting (bn_eps, act name, padding) could express them."""
+    from backbones.layers import conv_layer_for
+    from effdet.modeling.layers import LayerFactories, resolve_backbone_layers, resolve_detector_layers
+
+    config = model_config("efficientdet_lite0", num_classes=3, image_size=64)
+    made = []
+
+    def marked_conv(in_channels, out_channels, kernel_size, stride=1, groups=1, bias=False):
+        made.append((in_channels, out_channels, kernel_size, stride, groups))
+        return _MarkedConv(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=bias)
+
+    layers = resolve_detector_layers(config).replace(norm_layer=lambda channels: torch.nn.GroupNorm(4, channels),
+                                                     act_layer=torch.nn.GELU)
+    backbone_layers = LayerFactories(conv_layer=marked_conv, pool_layer=resolve_backbone_layers(config).pool_layer,
+                                     norm_layer=_MarkedBatchNorm, act_layer=_MarkedReLU6)
+    model = effdet.create_model("efficientdet_lite0", num_classes=3, image_size=64, layers=layers,
+                                backbone_layers=backbone_layers).eval()
+
+    def kinds(module, base):
+        return {type(m) for m in module.modules() if isinstance(m, base)}
+
+    norm_types = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.GroupNorm)
+    act_types = (torch.nn.ReLU, torch.nn.ReLU6, torch.nn.SiLU, torch.nn.GELU)
+    for part in (model.fpn, model.class_net, model.box_net):
+        assert kinds(part, norm_types) == {torch.nn.GroupNorm} and kinds(part, act_types) == {torch.nn.GELU}
+    nodes = [node for layer in model.fpn.layers for node in layer.nodes]
+    assert nodes and all(isinstance(node.act, torch.nn.GELU) and isinstance(node.conv.bn, torch.nn.GroupNorm)
+                         for node in nodes)
+    assert kinds(model.backbone, norm_types) == {_MarkedBatchNorm}
+    assert kinds(model.backbone, act_types) == {_MarkedReLU6}
+    assert kinds(model.backbone, torch.nn.Conv2d) == {_MarkedConv}
+    assert len(made) == sum(isinstance(m, torch.nn.Conv2d) for m in model.backbone.modules())
+    with torch.no_grad():
+        classes, boxes = model(torch.randn(1, 3, 64, 64))
+    assert [c.shape[-1] for c in classes] == [8, 4, 2, 1, 1] and boxes[0].shape[1] == 36
+    model.reset_class_head(5)  # the new class head is built with the same factories
+    assert kinds(model.class_net, norm_types) == {torch.nn.GroupNorm}
+
+    # the config's own settings: padding 'same' gives Conv2dSame where stride > 1, everywhere
+    same = effdet.create_model("efficientdet_lite0", num_classes=3, image_size=64, padding="same", bn_eps=1e-2)
+    assert any(isinstance(m, Conv2dSame) for m in same.backbone.modules())
+    assert {m.eps for m in same.fpn.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {1e-2}
+    assert resolve_detector_layers(same.config).conv_layer.keywords == conv_layer_for("same").keywords
+
+
+def test_create_backbone_turns_settings_into_factories_and_refuses_both_forms():
+    backbone = create_backbone("efficientnet_b0", bn_eps=1e-5, bn_momentum=0.2, act="relu")
+    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and {(m.eps, m.momentum) for m in norms} == {(1e-5, 0.2)}
+    assert {type(m) for m in backbone.modules() if isinstance(m, (torch.nn.SiLU, torch.nn.ReLU))} == {torch.nn.ReLU}
+    gn = create_backbone("efficientnet_lite0", norm_layer=lambda c: torch.nn.GroupNorm(1, c))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in gn.modules())
+    with pytest.raises(ValueError, match="both norm_layer"):
+        create_backbone("efficientnet_b0", bn_eps=1e-5, norm_layer=torch.nn.BatchNorm2d)

@@ -15,8 +15,10 @@ from effdet._moved import MOVED_MODULES, MOVED_NAMES, new_location
 from tests.helpers.env import REPO, tool_env
 
 # an old package path covers its submodules: effdet.scaling.budget is effdet.modeling.scaling.budget
-OLD_SUBMODULES = ["effdet.scaling.budget", "effdet.scaling.search", "effdet.analysis.confusion", "effdet.analysis.errors",
+# (effdet.scaling.search moved on, to effdet.engine.scaling_search: it has an entry of its own in the table)
+OLD_SUBMODULES = ["effdet.scaling.budget", "effdet.analysis.confusion", "effdet.analysis.errors",
                   "effdet.analysis.figures"]
+assert not set(OLD_SUBMODULES) & set(MOVED_MODULES)  # each path is imported once: its first import warns
 
 _CHECK = r"""
 import importlib, json, sys, warnings

@@ -10,7 +10,7 @@ import torch.nn as nn
 from effdet import Predictor, create_model
 from effdet.ops.box_coder import BoxCoder
 from effdet.modeling.variants import model_config
-from effdet.inference.settings import PostprocessSettings
+from effdet.modeling.postprocess_settings import PostprocessSettings
 from effdet.modeling.anchors import anchors_for
 from effdet.inference.predictor import make_postprocess_settings, parse_overrides
 
@@ -157,7 +157,7 @@ def test_hflip_tta_on_a_real_network_keeps_boxes_inside_the_image():
 
 
 def test_predict_rejects_unreadable_paths_and_unknown_types(tmp_path):
-    from effdet.inference.preprocess import ImageReadError
+    from effdet.data.preprocess import ImageReadError
 
     predictor = Predictor(BrightBoxLocalizer(image_size=64), ["a", "b", "c"])
     (tmp_path / "notes.txt").write_text("not an image")

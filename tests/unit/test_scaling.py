@@ -252,7 +252,7 @@ def test_scale_tool_runtime_flag_and_its_deprecated_name(flag):
 
 
 def test_coefficient_grid_keeps_the_flops_factor():
-    from effdet.modeling.scaling.search import coefficient_grid
+    from effdet.engine.scaling_search import coefficient_grid
 
     grid = coefficient_grid((1.1, 1.2, 1.3), (1.05, 1.1, 1.2, 1.4))
     assert all(abs(c.flops_factor - 2.0) < 1e-3 and c.gamma >= 1.0 for c in grid)

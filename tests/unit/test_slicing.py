@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 
 from effdet import Predictor
-from effdet.inference.settings import PostprocessSettings, make_postprocess_settings
-from effdet.inference.slicing import detect_images, detect_sliced, is_sliced, slice_grid, slice_starts
+from effdet.modeling.postprocess_settings import PostprocessSettings, make_postprocess_settings
+from effdet.ops.slicing import detect_images, detect_sliced, is_sliced, slice_grid, slice_starts
 from effdet.modeling.anchors import anchors_for
 from effdet.modeling.variants import model_config
 from effdet.ops.box_coder import BoxCoder
@@ -326,7 +326,7 @@ def test_training_validation_slices_with_eval_slice_size(tmp_path):
 
 
 def test_drawings_grow_with_the_image_so_large_images_stay_readable():
-    from effdet.inference.visualize import draw_boxes, drawing_sizes
+    from effdet.data.visualize import draw_boxes, drawing_sizes
 
     assert drawing_sizes(480, 640) == (2, pytest.approx(640 / 1200), 1)
     assert drawing_sizes(100, 120) == (1, 0.35, 1)

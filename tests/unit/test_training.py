@@ -432,7 +432,7 @@ def test_one_non_finite_step_poisons_neither_the_model_nor_the_ema(tmp_path, tin
 
     from effdet.engine import module as training_module, runner
     from effdet.modeling.factory import create_model
-    from effdet.inference.preprocess import normalize
+    from effdet.data.preprocess import normalize
 
     calls = []
 

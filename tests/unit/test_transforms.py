@@ -16,7 +16,7 @@ from effdet.data.transforms import (
     torch_seeded_rng,
     train_transforms,
 )
-from effdet.inference.preprocess import IMAGENET_MEAN, fill_from_mean, letterbox
+from effdet.data.preprocess import IMAGENET_MEAN, fill_from_mean, letterbox
 
 MAGENTA = (255, 0, 255)
 BACKGROUND = (90, 110, 100)

@@ -77,7 +77,7 @@ def check_images(report: DataReport, images_dir: PathLike, image_by_id: dict[Any
 
 def decode(report: DataReport, path: Path, image_id: Any, name: str, exif_orientation: str) -> None:
     """Decode the whole image as training does; a failure is an ``unreadable_image`` or ``image_too_large`` error."""
-    from ...inference.preprocess import ImageReadError, load_image
+    from ..preprocess import ImageReadError, load_image
 
     try:
         load_image(path, exif_orientation)

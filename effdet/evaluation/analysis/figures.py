@@ -159,8 +159,8 @@ def write_gallery(gt: Any, confusion: Mapping[str, Any], images_dir: PathLike, o
     import cv2
 
     from ...data.checks import PathOutsideImagesError, resolve_image_path
-    from ...inference.preprocess import ImageReadError, load_image
-    from ...inference.visualize import draw_boxes, side_by_side
+    from ...data.preprocess import ImageReadError, load_image
+    from ...data.visualize import draw_boxes, side_by_side
 
     ranked = sorted(((n, i) for i, n in confusion["errors_per_image"].items() if n > 0), key=lambda x: (-x[0], x[1]))
     out.mkdir(parents=True, exist_ok=True)

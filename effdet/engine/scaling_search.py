@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from . import Coefficients, round_size
+from ..modeling.scaling import Coefficients, round_size
 
 DEFAULT_ALPHAS = (1.1, 1.2, 1.3)
 DEFAULT_BETAS = (1.05, 1.1, 1.2)
@@ -56,7 +56,7 @@ def candidate_config(recipe: Any, coefficients: Coefficients, budget_steps: int,
     """The recipe scaled to φ = 1 by ``coefficients``, trained from scratch for ``budget_steps`` steps."""
     from omegaconf import OmegaConf
 
-    from ...engine.schema import resolve_model_config
+    from .schema import resolve_model_config
 
     base = resolve_model_config(recipe.model, num_classes=1)
     cfg = OmegaConf.create(OmegaConf.to_container(recipe, resolve=True))
@@ -78,13 +78,13 @@ def run_search(recipe: Any, budget_steps: int, output_dir: str, grid: Optional[S
     """Train every candidate of ``grid`` (default :func:`coefficient_grid`) for ``budget_steps`` steps; rows
     sorted by val AP, best first. Writes ``search.json``, ``search.md`` (the table) and ``search.png`` (when
     matplotlib is installed) to ``output_dir``; each run has its own ``run_<i>/`` directory."""
-    from ...engine.schema import load_train_config, resolve_model_config
-    from .budget import count_macs
+    from .schema import load_train_config, resolve_model_config
+    from ..modeling.scaling.budget import count_macs
 
     if budget_steps < 1:
         raise ValueError(f"budget_steps must be >= 1, got {budget_steps}")
     if train is None:
-        from ...engine.runner import train
+        from .runner import train
     grid = list(grid or coefficient_grid())
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

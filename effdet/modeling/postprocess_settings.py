@@ -30,7 +30,7 @@ class PostprocessSettings:
     soft_nms_sigma: float = 0.5
     max_detections: int = 100  # per image
     hflip_tta: bool = False  # also run the mirrored image and merge the detections
-    # Sliced inference of large images (effdet/inference/slicing.py): an image with a side above slice_size is cut
+    # Sliced inference of large images (effdet/ops/slicing.py): an image with a side above slice_size is cut
     # into slice_size x slice_size windows (source pixels) overlapping by slice_overlap, each letterboxed and detected
     # like an image (slice_batch_size windows per forward); the detections, in source pixels, are merged per class.
     slice_size: Optional[int] = None  # slice side in source pixels; null: no slicing

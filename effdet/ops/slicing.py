@@ -1,6 +1,6 @@
 """Sliced inference of large images: the window grid, and detecting an image slice by slice.
 
-An image with a side longer than ``slice_size`` (:class:`~effdet.inference.settings.PostprocessSettings`, config
+An image with a side longer than ``slice_size`` (:class:`~effdet.modeling.postprocess_settings.PostprocessSettings`, config
 ``eval.slice_size``) is cut into ``slice_size x slice_size`` windows of the source image (:func:`slice_grid`); each
 window is letterboxed and detected like a whole image, ``slice_batch_size`` windows per forward pass; the detections
 are shifted to source pixels, joined (with those of the whole image when ``slice_full_image``), merged per class
@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..ops.merge import merge_boxes
+from .merge import merge_boxes
 
 __all__ = ["DetectFunction", "detect_images", "detect_sliced", "is_sliced", "slice_grid", "slice_starts"]
 

@@ -2,7 +2,7 @@
 
 Images are ``H x W x 3`` uint8 numpy arrays; the functions do not care about the channel order except
 for the colours, which are given in the image's own order (RGB for images from
-:func:`effdet.inference.preprocess.load_image`). Boxes are absolute pixel ``xyxy`` in the image's pixels.
+:func:`effdet.data.preprocess.load_image`). Boxes are absolute pixel ``xyxy`` in the image's pixels.
 """
 from __future__ import annotations
 
