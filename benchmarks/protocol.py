@@ -26,7 +26,7 @@ Output, under ``--out RESULTS``:
   whose file exists, so a long protocol resumes where it stopped and can be read partway; it refuses to mix in a
   file whose recorded settings differ from this run's.
 * ``RESULTS/summary.json``, rewritten after every seed, from every seed file under RESULTS (see
-  :func:`summarize_protocol`), also printed as a markdown table (and written to ``RESULTS/summary.md``).
+  :func:`summarize_protocol`), also printed as a markdown table (and written beside it as ``summary.md``).
 * ``RESULTS/data/<kind>/`` the generated data, ``RESULTS/work/<kind>/<arm>/seed<k>/`` each training's folder and log.
 
 The summary, per kind: per arm, ``n``, ``mean``, ``std`` (sample standard deviation, ddof=1; null for n < 2),
