@@ -252,7 +252,8 @@ def run_one(arm: str, seed: int, root: Path, work: Path, settings: dict[str, Any
             ref = write_reference_spec(data, work / "reference_init", args.epochs, seed, folder, args.threads,
                                        args.workers, args.image_size, weights)
             overrides.append(f"model.weights={reference_initial_weights(ref, folder)}")
-        code = start_ours(root, work, args.epochs, seed, args.config, overrides, args.threads, args.workers).wait()
+        code = start_ours(root, work, args.epochs, seed, str(Path(args.config).resolve()), overrides, args.threads,
+                          args.workers).wait()
         curve, log = ours_curve(work), work / "train.log"
     if code != 0 or not curve or curve[-1]["epoch"] != args.epochs:
         print(f"error: {arm} seed {seed} on {root.name} failed (exit code {code}, {len(curve)} of {args.epochs} "
@@ -343,8 +344,13 @@ def run(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     failed = []
     for index, (root, seed, arm, settings) in enumerate(todo, 1):
         print(f"[{index}/{len(todo)}] {root.name} {arm} seed {seed} ...", flush=True)
-        result = run_one(arm, seed, root, out / "work" / root.name / arm / f"seed{seed}", settings, args,
-                         folder, weights)
+        try:
+            result = run_one(arm, seed, root, out / "work" / root.name / arm / f"seed{seed}", settings, args,
+                             folder, weights)
+        except subprocess.CalledProcessError as error:  # reference_train.py init (ours_reference_init)
+            print(f"error: {arm} seed {seed} on {root.name}: {error}\n{(error.stderr or '')[-2000:]}",
+                  file=sys.stderr, flush=True)
+            result = None
         if result is None:
             failed.append(f"{root.name} {arm} seed {seed}")
             continue

@@ -100,3 +100,51 @@ def test_protocol_sizes_per_kind():
     assert kind_sizes("similar", parse_sizes(["similar=16/8"]), num_train=50) == (16, 8)
     with pytest.raises(ValueError):
         parse_sizes(["small=16"])
+
+
+def test_protocol_runs_seed_by_seed_skips_finished_seeds_and_reports_failures(tmp_path, monkeypatch, capsys):
+    """The protocol's bookkeeping with the trainings faked: one seed file per finished training, a failed seed
+    leaves none (exit code 1, the others still run), a rerun trains only the missing seeds, other settings are
+    refused."""
+    import json
+
+    from benchmarks import convergence, protocol
+
+    trained = []
+
+    class Done:
+        def __init__(self, code):
+            self.code = code
+
+        def wait(self):
+            return self.code
+
+    def start_ours(root, out, epochs, seed, *args):
+        trained.append(seed)
+        return Done(1 if seed == 1 and trained.count(1) == 1 else 0)  # seed 1 fails the first time
+
+    monkeypatch.setattr(protocol, "start_ours", start_ours)
+    monkeypatch.setattr(protocol, "ours_curve", lambda out: [
+        {"epoch": e, "AP": 0.1 * e + 0.01 * int(out.name[4:]), "AP50": 0.5} for e in (1, 2)])
+    monkeypatch.setattr(convergence, "make_datasets", lambda kinds, out, *a, **k: [_tiny_set(out / "data" / "small")])
+    monkeypatch.setattr(protocol, "make_datasets", convergence.make_datasets)
+    out = tmp_path / "results"
+    argv = ["--seeds", "3", "--arms", "ours", "--kinds", "small", "--epochs", "2", "--out", str(out)]
+    assert convergence.main(argv) == 1
+    assert trained == [0, 1, 2] and sorted(p.name for p in (out / "small" / "ours").iterdir()) == [
+        "seed0.json", "seed2.json"]
+    result = json.loads((out / "small" / "ours" / "seed2.json").read_text())
+    assert math.isclose(result["final_AP"], 0.22) and result["AP_epoch8"] is None
+    assert result["settings"]["seed"] == 2 and "seed=2" in result["settings"]["command"]
+    assert json.loads((out / "summary.json").read_text())["kinds"]["small"]["arms"]["ours"]["final_AP"]["n"] == 2
+    assert convergence.main(argv) == 0 and trained == [0, 1, 2, 1]  # only the missing seed
+    assert "3 trainings, 2 already done, 1 to run" in capsys.readouterr().out
+    assert convergence.main([*argv[:-4], "--epochs", "3", "--out", str(out)]) == 2 and trained == [0, 1, 2, 1]
+
+
+def _tiny_set(root):
+    from effdet.data.synthetic import make_synthetic_dataset
+
+    if not root.exists():
+        make_synthetic_dataset("small", root, num_train=2, num_val=1, seed=0)
+    return root
