@@ -9,6 +9,7 @@ the reference effdet and other tools (this package).
     python tools/benchmark.py all [--out FILE]
     python tools/benchmark.py scaling --plot scaling.png [--step 0.5] [--time-up-to 3]   # not part of `all`
     python tools/benchmark.py convergence --compare-reference [--epochs 16] [--data DIR ...]   # val AP per epoch
+    python tools/benchmark.py convergence --seeds 5 --arms ours reference --kinds small --out RESULTS  # seeds, paired
     python tools/benchmark.py slicing --weights CKPT [--sahi] [--big 12000]   # large images: whole vs sliced vs SAHI
 
 Every figure is a median over --runs runs after warm-up, with the spread (min–max). Each measurement

@@ -2,6 +2,8 @@
 
     python tools/benchmark.py convergence --compare-reference [--epochs 16] [--data DIR ...] [--kinds shapes small similar]
                                           [section.key=value ...]
+    python tools/benchmark.py convergence --seeds N [--arms ours ours_reference_init reference] [--kinds small similar]
+                                          --out RESULTS      # the seed protocol: benchmarks/protocol.py
 
 For every dataset (a folder made by ``tools/make_demo_data.py``: ``train/``, ``val/``,
 ``annotations/instances_{train,val}.json``; by default the three generated kinds are written under ``--out``):
@@ -25,6 +27,14 @@ pipelines differ; ``--seed`` picks another draw for both.
 It prints val AP after every epoch for both, the final table (final AP, and the first epoch at which each
 side reaches the reference's final AP), writes ``convergence.json`` and a plot ``convergence.png``
 (matplotlib) under ``--out``.
+
+Generated kinds have their own sizes (``KIND_SIZES``: shapes and small 200 / 60, similar 400 / 100 train / val
+images); ``--sizes KIND=TRAIN/VAL`` sets one kind's, ``--num-train`` / ``--num-val`` every kind's. A data folder
+already under ``--out`` is reused only if it holds that many images.
+
+Seed protocol: ``--seeds N`` (or ``--seed-list K ...``) runs N seeds of each arm (``--arms``: ours,
+ours_reference_init, reference), one training at a time, and writes per-seed results and a paired summary
+(:mod:`benchmarks.protocol`).
 """
 from __future__ import annotations
 
@@ -112,12 +122,16 @@ def reference_backbone_weights(folder: Path, work: Path, backbone: str = "effici
 
 
 def write_reference_spec(data: dict[str, str], out: Path, epochs: int, seed: int, folder: Path, threads: int,
-                         workers: int) -> Path:
-    """The reference run's SPEC.json (see :mod:`benchmarks.reference_train`) in ``out``."""
-    weights = reference_backbone_weights(folder, out.parent.parent / "weights")
+                         workers: int, image_size: Optional[int] = None, weights: Optional[Path] = None) -> Path:
+    """The reference run's SPEC.json (see :mod:`benchmarks.reference_train`) in ``out``: :data:`RECIPE`, with
+    ``image_size`` instead of the recipe's when given; ``weights``: the converted backbone weights (default: made
+    by :func:`reference_backbone_weights` in ``out/../../weights``)."""
+    weights = weights or reference_backbone_weights(folder, out.parent.parent / "weights")
     out.mkdir(parents=True, exist_ok=True)
     spec = dict(RECIPE, **data, epochs=epochs, seed=seed, backbone_weights=str(weights), out=str(out),
                 threads=threads, num_workers=workers)
+    if image_size is not None:
+        spec["image_size"] = int(image_size)
     (out / "spec.json").write_text(json.dumps(spec, indent=1))
     return out / "spec.json"
 
@@ -238,14 +252,64 @@ def plot(results: Sequence[dict[str, Any]], path: Path) -> Optional[Path]:
 # ----------------------------------------------------------------------------------------------------- CLI
 
 
-def make_datasets(kinds: Sequence[str], out: Path, num_train: int, num_val: int, seed: int) -> list[Path]:
+# Each generated kind's default size, (train, val) images: the sizes of the issue's runs. ``--sizes KIND=TRAIN/VAL``
+# sets one kind's; ``--num-train`` / ``--num-val`` set every kind's (``--sizes`` wins).
+KIND_SIZES: dict[str, tuple[int, int]] = {"shapes": (200, 60), "small": (200, 60), "similar": (400, 100)}
+
+
+def parse_sizes(items: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """``["small=16/8", ...]`` -> ``{"small": (16, 8)}``."""
+    sizes = {}
+    for item in items or []:
+        kind, _, counts = item.partition("=")
+        train, _, val = counts.partition("/")
+        try:
+            sizes[kind] = (int(train), int(val))
+        except ValueError:
+            raise ValueError(f"--sizes {item!r}: expected KIND=TRAIN/VAL, e.g. small=200/60") from None
+        if not kind or min(sizes[kind]) < 1:
+            raise ValueError(f"--sizes {item!r}: expected KIND=TRAIN/VAL with at least one image each")
+    return sizes
+
+
+def kind_sizes(kind: str, sizes: Optional[dict[str, tuple[int, int]]] = None, num_train: Optional[int] = None,
+               num_val: Optional[int] = None) -> tuple[int, int]:
+    """(train, val) images of the generated ``kind``: ``sizes[kind]``, else ``num_train`` / ``num_val`` where
+    given, else :data:`KIND_SIZES`."""
+    if sizes and kind in sizes:
+        return sizes[kind]
+    train, val = KIND_SIZES.get(kind, (200, 60))
+    return (train if num_train is None else num_train, val if num_val is None else num_val)
+
+
+def dataset_counts(root: Path) -> tuple[int, int]:
+    """Number of (train, val) images listed in a dataset folder's annotation files."""
+    return tuple(len(json.loads((root / "annotations" / f"instances_{split}.json").read_text())["images"])
+                 for split in ("train", "val"))
+
+
+def make_datasets(kinds: Sequence[str], out: Path, num_train: Optional[int] = None, num_val: Optional[int] = None,
+                  seed: int = 0, sizes: Optional[dict[str, tuple[int, int]]] = None,
+                  check_seed: bool = False) -> list[Path]:
+    """Generate each kind under ``out/data/KIND`` (sizes: :func:`kind_sizes`), or reuse the folder already there if
+    it holds that many images (else ValueError: a stale set of another size is never reused silently). The
+    generation is recorded in ``generated.json``; with ``check_seed`` a folder made from another seed is refused."""
     from effdet.data.synthetic import make_synthetic_dataset
 
     roots = []
     for kind in kinds:
         root = out / "data" / kind
+        train, val = kind_sizes(kind, sizes, num_train, num_val)
+        record = root / "generated.json"
         if not (root / "annotations" / "instances_val.json").exists():
-            make_synthetic_dataset(kind, root, num_train=num_train, num_val=num_val, seed=seed)
+            make_synthetic_dataset(kind, root, num_train=train, num_val=val, seed=seed)
+            record.write_text(json.dumps(dict(kind=kind, num_train=train, num_val=val, seed=seed)))
+        elif dataset_counts(root) != (train, val):
+            raise ValueError(f"{root} holds {dataset_counts(root)} (train, val) images, not the {(train, val)} asked "
+                             "for: use another --out, or the sizes it was made with (--sizes)")
+        elif check_seed and record.exists() and json.loads(record.read_text()).get("seed") != seed:
+            raise ValueError(f"{root} was generated with seed {json.loads(record.read_text()).get('seed')}, not "
+                             f"{seed}: use another --out, or that --data-seed")
         roots.append(root)
     return roots
 
@@ -257,15 +321,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", nargs="*", default=None, help="dataset folders (default: generate --kinds)")
     parser.add_argument("--kinds", nargs="*", default=["shapes", "small", "similar"],
                         help="generated datasets when --data is not given")
-    parser.add_argument("--num-train", type=int, default=200)
-    parser.add_argument("--num-val", type=int, default=60)
+    parser.add_argument("--num-train", type=int, default=None, help="train images of every generated kind "
+                        f"(default: per kind, {', '.join(f'{k} {v[0]}' for k, v in KIND_SIZES.items())})")
+    parser.add_argument("--num-val", type=int, default=None, help="val images of every generated kind (default: "
+                        f"per kind, {', '.join(f'{k} {v[1]}' for k, v in KIND_SIZES.items())})")
+    parser.add_argument("--sizes", nargs="*", default=[], metavar="KIND=TRAIN/VAL",
+                        help="one generated kind's size, e.g. small=200/60 (wins over --num-train/--num-val)")
+    parser.add_argument("--image-size", type=int, default=None, help="train and evaluate both programs at this "
+                        f"size instead of the recipe's {RECIPE['image_size']} (for quick checks)")
     parser.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"), help="our training config")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value",
                         help="overrides of our config, as for tools/train.py (e.g. model.padding=symmetric)")
     parser.add_argument("--override", action="append", default=[], help="deprecated: give section.key=value "
                         "overrides as arguments")
     parser.add_argument("--out", default="runs/convergence")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="training seed of both sides (and, without --seeds, "
+                        "the generated data's)")
+    protocol = parser.add_argument_group(
+        "seed protocol", "several seeds per arm, one training at a time, paired comparisons (benchmarks/protocol.py)")
+    protocol.add_argument("--seeds", type=int, default=None, metavar="N", help="run seeds 0..N-1 of every arm")
+    protocol.add_argument("--seed-list", type=int, nargs="+", default=None, metavar="K", help="run these seeds")
+    protocol.add_argument("--arms", nargs="+", default=None, metavar="ARM",
+                          help="arms of benchmarks/protocol.py ARMS (default: all: ours ours_reference_init reference)")
+    protocol.add_argument("--data-seed", type=int, default=0, help="seed of the generated data (fixed across seeds)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training process")
     parser.add_argument("--workers", type=int, default=1, help="data-loader workers per training process")
     parser.add_argument("--sequential", action="store_true", help="train ours and the reference one after "
@@ -294,6 +372,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:  # ConfigError too
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.seeds is not None or args.seed_list is not None:
+        from benchmarks import protocol
+
+        return protocol.run(args, our_overrides)
+    if args.arms:
+        print("error: --arms needs --seeds N or --seed-list K ...", file=sys.stderr)
+        return 2
     out = Path(args.out).resolve()
     folder = reference_folder() if args.compare_reference else None
     if args.same_init and not args.compare_reference:
@@ -303,17 +388,21 @@ def run(args: argparse.Namespace) -> int:
         print("error: the reference effdet 0.4.1 was not found: run `make parity-env` or set EFFDET_PARITY_PATH",
               file=sys.stderr)
         return 2
-    roots = [Path(d).resolve() for d in args.data] if args.data else make_datasets(
-        args.kinds, out, args.num_train, args.num_val, args.seed)
+    try:
+        roots = [Path(d).resolve() for d in args.data] if args.data else make_datasets(
+            args.kinds, out, args.num_train, args.num_val, args.seed, parse_sizes(args.sizes))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     results = []
     for root in roots:
         data = dataset_paths(root)
         name = root.name
         started = time.time()
         ours_dir, ref_dir = out / name / "ours", out / name / "reference"
-        spec = (write_reference_spec(data, ref_dir, args.epochs, args.seed, folder, args.threads, args.workers)
-                if folder is not None else None)
-        overrides = list(our_overrides)
+        spec = (write_reference_spec(data, ref_dir, args.epochs, args.seed, folder, args.threads, args.workers,
+                                     args.image_size) if folder is not None else None)
+        overrides = list(our_overrides) + ([f"model.image_size={args.image_size}"] if args.image_size else [])
         if args.same_init and spec is not None:
             overrides += [f"model.name={RECIPE['model']}", f"model.weights={reference_initial_weights(spec, folder)}"]
         processes = [("ours", start_ours(root, ours_dir, args.epochs, args.seed, args.config, overrides,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from benchmarks.convergence import epochs_to_reach, format_table, summarize
@@ -33,3 +34,117 @@ def test_reference_init_reorders_class_channels_to_ours():
     assert out["class_net.predict.conv_pw.weight"].flatten().tolist() == [1, 2, 0, 4, 5, 3]
     assert out["class_net.predict.conv_pw.bias"].tolist() == [1, 2, 0, 4, 5, 3]
     assert torch.equal(out["box_net.predict.conv_pw.bias"], state["box_net.predict.conv_pw.bias"])
+
+
+def _result(kind, arm, seed, final, e8=None):
+    return {"kind": kind, "arm": arm, "seed": seed, "final_AP": final, "AP_epoch8": e8}
+
+
+def test_protocol_summary_statistics_per_arm():
+    """convergence --seeds: per kind and arm, n / mean / sample std (ddof=1) / min / max of the final and epoch-8 AP;
+    std is None for one seed, and seeds without an epoch-8 AP are left out of its statistics."""
+    import statistics
+
+    from benchmarks.protocol import summarize_protocol
+
+    finals = [0.61, 0.58, 0.64]
+    results = [_result("small", "ours", k, v, e8=0.3 + k / 10) for k, v in enumerate(finals)]
+    results += [_result("small", "reference", 0, 0.62, e8=None), _result("similar", "ours", 4, 0.3, e8=0.1)]
+    summary = summarize_protocol(results)["kinds"]
+    ours = summary["small"]["arms"]["ours"]
+    assert ours["seeds"] == [0, 1, 2] and ours["final_AP"]["n"] == 3
+    assert math.isclose(ours["final_AP"]["mean"], statistics.mean(finals))
+    assert math.isclose(ours["final_AP"]["std"], statistics.stdev(finals))
+    assert (ours["final_AP"]["min"], ours["final_AP"]["max"]) == (0.58, 0.64)
+    assert math.isclose(ours["AP_epoch8"]["mean"], 0.4) and math.isclose(ours["AP_epoch8"]["std"], 0.1)
+    ref = summary["small"]["arms"]["reference"]
+    assert ref["final_AP"] == {"n": 1, "mean": 0.62, "std": None, "min": 0.62, "max": 0.62}
+    assert ref["AP_epoch8"] == {"n": 0, "mean": None, "std": None, "min": None, "max": None}
+    assert list(summary) == ["similar", "small"] and list(summary["similar"]["pairs"]) == []
+
+
+def test_protocol_pairs_only_the_seeds_both_arms_have():
+    """Paired differences a - b (arms in the ARMS table's order) use only the seeds both arms finished; the rule:
+    |mean difference| > sample std of the differences (None for fewer than two pairs)."""
+    import statistics
+
+    from benchmarks.protocol import format_summary, paired, summarize_protocol
+
+    ours = {0: 0.60, 1: 0.58, 2: 0.64, 3: 0.61}
+    ref = {1: 0.55, 2: 0.60, 3: 0.57, 4: 0.70}  # seed 0 missing here, seed 4 missing in ours
+    results = ([_result("small", "reference", k, v) for k, v in ref.items()]
+               + [_result("small", "ours", k, v) for k, v in ours.items()])
+    pair = summarize_protocol(results)["kinds"]["small"]["pairs"]
+    assert list(pair) == ["ours - reference"]  # ARMS order, whatever the order of the results
+    diff = pair["ours - reference"]["final_AP"]
+    expected = [ours[k] - ref[k] for k in (1, 2, 3)]
+    assert diff["seeds"] == [1, 2, 3] and diff["n"] == 3
+    assert all(math.isclose(a, b) for a, b in zip(diff["differences"], expected))
+    assert math.isclose(diff["mean"], statistics.mean(expected))
+    assert math.isclose(diff["std"], statistics.stdev(expected))
+    assert math.isclose(diff["min"], min(expected)) and math.isclose(diff["max"], max(expected))
+    assert diff["exceeds_spread"] is True  # 0.0367 mean, 0.0058 std
+    assert paired({0: 0.5, 1: 0.7}, {0: 0.6, 1: 0.5})["exceeds_spread"] is False  # +0.05 mean, 0.21 std
+    assert paired({0: 0.5}, {0: 0.4, 1: 0.3})["exceeds_spread"] is None  # one common seed: no spread
+    assert paired({0: 0.5, 1: None}, {0: 0.4, 1: 0.3})["seeds"] == [0]  # a missing epoch-8 AP is not paired
+    assert paired({}, {1: 0.3})["n"] == 0
+    table = format_summary(summarize_protocol(results))
+    assert "| small | ours - reference | 3 | 1 2 3 | +0.037 ± 0.006 [+0.030, +0.040], yes | — |" in table
+
+
+def test_protocol_sizes_per_kind():
+    from benchmarks.convergence import kind_sizes, parse_sizes
+
+    assert kind_sizes("small") == (200, 60) and kind_sizes("similar") == (400, 100)
+    assert kind_sizes("similar", num_train=50) == (50, 100)
+    assert kind_sizes("similar", parse_sizes(["similar=16/8"]), num_train=50) == (16, 8)
+    with pytest.raises(ValueError):
+        parse_sizes(["small=16"])
+
+
+def test_protocol_runs_seed_by_seed_skips_finished_seeds_and_reports_failures(tmp_path, monkeypatch, capsys):
+    """The protocol's bookkeeping with the trainings faked: one seed file per finished training, a failed seed
+    leaves none (exit code 1, the others still run), a rerun trains only the missing seeds, other settings are
+    refused."""
+    import json
+
+    from benchmarks import convergence, protocol
+
+    trained = []
+
+    class Done:
+        def __init__(self, code):
+            self.code = code
+
+        def wait(self):
+            return self.code
+
+    def start_ours(root, out, epochs, seed, *args):
+        trained.append(seed)
+        return Done(1 if seed == 1 and trained.count(1) == 1 else 0)  # seed 1 fails the first time
+
+    monkeypatch.setattr(protocol, "start_ours", start_ours)
+    monkeypatch.setattr(protocol, "ours_curve", lambda out: [
+        {"epoch": e, "AP": 0.1 * e + 0.01 * int(out.name[4:]), "AP50": 0.5} for e in (1, 2)])
+    monkeypatch.setattr(convergence, "make_datasets", lambda kinds, out, *a, **k: [_tiny_set(out / "data" / "small")])
+    monkeypatch.setattr(protocol, "make_datasets", convergence.make_datasets)
+    out = tmp_path / "results"
+    argv = ["--seeds", "3", "--arms", "ours", "--kinds", "small", "--epochs", "2", "--out", str(out)]
+    assert convergence.main(argv) == 1
+    assert trained == [0, 1, 2] and sorted(p.name for p in (out / "small" / "ours").iterdir()) == [
+        "seed0.json", "seed2.json"]
+    result = json.loads((out / "small" / "ours" / "seed2.json").read_text())
+    assert math.isclose(result["final_AP"], 0.22) and result["AP_epoch8"] is None
+    assert result["settings"]["seed"] == 2 and "seed=2" in result["settings"]["command"]
+    assert json.loads((out / "summary.json").read_text())["kinds"]["small"]["arms"]["ours"]["final_AP"]["n"] == 2
+    assert convergence.main(argv) == 0 and trained == [0, 1, 2, 1]  # only the missing seed
+    assert "3 trainings, 2 already done, 1 to run" in capsys.readouterr().out
+    assert convergence.main([*argv[:-4], "--epochs", "3", "--out", str(out)]) == 2 and trained == [0, 1, 2, 1]
+
+
+def _tiny_set(root):
+    from effdet.data.synthetic import make_synthetic_dataset
+
+    if not root.exists():
+        make_synthetic_dataset("small", root, num_train=2, num_val=1, seed=0)
+    return root
