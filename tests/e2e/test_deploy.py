@@ -116,10 +116,18 @@ sys.meta_path.insert(0, _DeployOnly())
 def test_torch_free_runtime_detects_like_pytorch(shipped):
     """The runtime imports and detects with only the deploy extra's packages importable (torch among the blocked),
     and finds what the PyTorch Predictor finds."""
+    for ours, theirs in zip(_predict_without_torch(shipped), torch_predictions(shipped)):
+        assert_same(ours, theirs)
+        assert set(ours["category_ids"]) <= {7, 1, 3}
+
+
+def _predict_without_torch(shipped, detector_arguments: str = "") -> list[dict]:
+    """``OnnxDetector(shipped onnx, <detector_arguments>).predict(shipped images)`` in a process where only the deploy
+    extra's packages import (torch blocked), which must not have imported torch; its results as JSON values."""
     code = _DEPLOY_ONLY + (
         "import json\n"
         "from effdet.runtime import OnnxDetector\n"
-        f"detector = OnnxDetector({str(shipped['onnx'])!r})\n"
+        f"detector = OnnxDetector({str(shipped['onnx'])!r}{', ' + detector_arguments if detector_arguments else ''})\n"
         f"results = detector.predict({[str(p) for p in shipped['images']]!r})\n"
         "assert not any(name == 'torch' or name.startswith('torch.') for name in sys.modules if sys.modules[name])\n"
         "print(json.dumps([{k: (v.tolist() if hasattr(v, 'tolist') else v) for k, v in r.items()} for r in results]))\n"
@@ -127,10 +135,7 @@ def test_torch_free_runtime_detects_like_pytorch(shipped):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=REPO,
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr[-3000:]
-    runtime = json.loads(done.stdout.strip().splitlines()[-1])
-    for ours, theirs in zip(runtime, torch_predictions(shipped)):
-        assert_same(ours, theirs)
-        assert set(ours["category_ids"]) <= {7, 1, 3}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_the_runtime_abstraction_imports_without_torch():
@@ -558,17 +563,6 @@ def test_export_writes_the_slicing_keys_and_the_runtime_slices_like_pytorch(ship
 
 
 def test_torch_free_runtime_slices_without_torch(shipped):
-    code = _DEPLOY_ONLY + (
-        "import json\n"
-        "from effdet.runtime import OnnxDetector\n"
-        f"detector = OnnxDetector({str(shipped['onnx'])!r}, slice_size=64, merge='nmm')\n"
-        f"results = detector.predict({[str(p) for p in shipped['images']]!r})\n"
-        "assert not any(name == 'torch' or name.startswith('torch.') for name in sys.modules if sys.modules[name])\n"
-        "print(json.dumps([{k: (v.tolist() if hasattr(v, 'tolist') else v) for k, v in r.items()} for r in results]))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=REPO,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    runtime = json.loads(done.stdout.strip().splitlines()[-1])
+    runtime = _predict_without_torch(shipped, "slice_size=64, merge='nmm'")
     for ours, theirs in zip(runtime, torch_predictions(shipped, slice_size=64, merge="nmm")):
         assert_same(ours, theirs)
