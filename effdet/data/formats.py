@@ -24,12 +24,17 @@ from typing import Any, Optional
 from ..choices import DATA_FORMATS
 from .checks import preflight
 
-__all__ = ["DATA_FORMATS", "dataset_sources"]
+__all__ = ["DATA_FORMATS", "dataset_sources", "resolve_data_path"]
+
+
+def resolve_data_path(root: Optional[str], path: str) -> str:
+    """``path`` if absolute or no root is set, else ``root/path`` (config ``data.root``)."""
+    if root and not os.path.isabs(path):
+        return os.path.join(root, path)
+    return path
 
 
 def _resolve(root: Optional[str], path: Optional[str]) -> Optional[str]:
-    from ..engine.schema import resolve_data_path
-
     return resolve_data_path(root, str(path)) if path not in (None, "", "???") else None
 
 

@@ -238,7 +238,8 @@ def startup_check(coco: dict[str, Any], model: Any, threshold: float, mode: str 
 def config_report(cfg: Any) -> str:
     """The report (and suggestion) for a validated training config (:func:`effdet.engine.schema.load_train_config`): its
     training boxes (COCO annotations, ``data.train.annotations``) against its model's anchors."""
-    from .schema import resolve_data_path, resolve_model_config
+    from ..data.formats import resolve_data_path
+    from .schema import resolve_model_config
 
     path = resolve_data_path(cfg.data.root, cfg.data.train.annotations)
     with open(path) as handle:

@@ -347,13 +347,6 @@ def resolve_model_config(section: Any, num_classes: Optional[int] = None) -> Mod
     return model_config(section["name"], phi=section["phi"], scaling=section["scaling"], **overrides)
 
 
-def resolve_data_path(root: Optional[str], path: str) -> str:
-    """``path`` if absolute or no root is set, else ``root/path``."""
-    if root and not os.path.isabs(path):
-        return os.path.join(root, path)
-    return path
-
-
 # ------------------------------------------------------------------------------------------ command-line overrides
 
 logger = logging.getLogger(__name__)
