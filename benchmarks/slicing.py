@@ -91,23 +91,11 @@ def _predictor(weights: str, settings: dict[str, Any]) -> Any:
     return Predictor.from_checkpoint(weights, **settings)
 
 
-def _coco_results(detections: Sequence[dict[str, Any]], image_ids: Sequence[int], category_ids: Sequence[int]) -> list:
-    """COCO result dicts (xywh) of per-image ``{"boxes" xyxy, "scores", "labels"}``."""
-    results = []
-    for image_id, found in zip(image_ids, detections):
-        for (x1, y1, x2, y2), score, label in zip(np.asarray(found["boxes"]).reshape(-1, 4).tolist(),
-                                                  np.asarray(found["scores"]).tolist(),
-                                                  np.asarray(found["labels"]).tolist()):
-            results.append({"image_id": int(image_id), "category_id": int(category_ids[int(label)]),
-                            "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
-    return results
-
-
 def _measure(label: str, run: Callable[[np.ndarray], dict[str, Any]], images: list[np.ndarray],
              ground_truth: dict[str, Any], category_ids: Sequence[int], slices_per_pass: Optional[int],
              args: argparse.Namespace) -> dict[str, Any]:
     """AP of the first pass; median seconds over ``args.runs`` passes."""
-    from effdet.evaluation.report import evaluate_coco
+    from effdet.evaluation.report import detections_to_coco_results, evaluate_coco
 
     times, detections = [], None
     for _ in range(max(1, args.runs)):
@@ -116,7 +104,8 @@ def _measure(label: str, run: Callable[[np.ndarray], dict[str, Any]], images: li
         times.append(time.perf_counter() - start)
         detections = detections or found
     image_ids = [entry["id"] for entry in ground_truth["images"]]
-    metrics = evaluate_coco(ground_truth, _coco_results(detections, image_ids, category_ids), verbose=False,
+    metrics = evaluate_coco(ground_truth, detections_to_coco_results(image_ids, detections, category_ids),
+                            verbose=False,
                             max_dets=args.max_detections)
     seconds = statistics.median(times)
     row = {"pipeline": label, "AP": metrics["AP"], "AP50": metrics["AP50"], "APs": metrics["APs"],
