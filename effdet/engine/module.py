@@ -20,8 +20,9 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from ..checkpoint.fields import lightning_checkpoint_fields
 from ..evaluation.report import STAT_KEYS, CocoEvaluator
-from ..data.preprocess import normalize
+from ..data.preprocess import fill_from_mean, letterbox_batch, normalize
 from ..modeling.postprocess_settings import PostprocessSettings
+from ..ops.slicing import detect_images
 from ..modeling.anchors import anchors_for
 from ..modeling.assign import AnchorMatcher
 from ..modeling.decode import detect_batch
@@ -322,9 +323,6 @@ class DetectionModule(L.LightningModule):
         """Validation with sliced inference: each image larger than ``eval.slice_size`` slice by slice, the others
         letterboxed as usual (:func:`effdet.ops.slicing.detect_images`, the Predictor's function), all through
         :func:`detect_batch` with the eval settings. Detections as numpy arrays in source pixels."""
-        from ..data.preprocess import fill_from_mean, letterbox_batch
-        from ..ops.slicing import detect_images
-
         settings, fill = self.postprocess_settings, fill_from_mean(self.model_config.mean)
         image_size = list(self.model_config.image_size)
 
