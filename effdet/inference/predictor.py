@@ -33,7 +33,7 @@ from ..modeling.model import EfficientDet
 from ..modeling.postprocess_settings import (GRAPH_FIXED_SETTINGS, PostprocessSettings, check_graph_settings,
                                              check_settings, make_postprocess_settings)
 from ..data.preprocess import ImageReadError, fill_from_mean, letterbox_batch, load_image, to_rgb
-from ..ops.slicing import detect_images
+from ..ops.slicing import detect_images, detections_on_host
 from ..runtime.sessions import ONNX_RUNTIMES, check_runtime, open_session
 from ..types import ImageInput, PathLike
 from ..modeling.variants import ModelConfig
@@ -312,15 +312,10 @@ class Predictor:
         raise TypeError(f"expected an image file path or a numpy image, got {type(image).__name__}")
 
     def _as_numpy(self, detections: dict[str, Any]) -> dict[str, Any]:
-        labels = np.asarray(detections["labels"].cpu() if isinstance(detections["labels"], torch.Tensor)
-                            else detections["labels"]).astype(np.int64)
-        boxes, scores = detections["boxes"], detections["scores"]
-        if isinstance(boxes, torch.Tensor):
-            boxes, scores = boxes.float().cpu().numpy(), scores.float().cpu().numpy()
+        found = detections_on_host(detections)
+        labels = found["labels"]
         return {
-            "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
-            "scores": np.asarray(scores, np.float32),
-            "labels": labels,
+            **found,
             "names": [self.class_names[i] for i in labels.tolist()],
             "category_ids": np.asarray([self.category_ids[i] for i in labels.tolist()], dtype=np.int64),
         }

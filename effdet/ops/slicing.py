@@ -21,7 +21,8 @@ import numpy as np
 
 from .merge import merge_boxes
 
-__all__ = ["DetectFunction", "detect_images", "detect_sliced", "is_sliced", "slice_grid", "slice_starts"]
+__all__ = ["DetectFunction", "detect_images", "detect_sliced", "detections_on_host", "is_sliced", "slice_grid",
+           "slice_starts"]
 
 DetectFunction = Callable[[Sequence[np.ndarray]], Sequence[dict[str, Any]]]
 
@@ -64,8 +65,9 @@ def _empty() -> dict[str, np.ndarray]:
             "labels": np.zeros(0, np.int64)}
 
 
-def _host(detections: dict[str, Any]) -> dict[str, np.ndarray]:
-    """``boxes``/``scores``/``labels`` as numpy arrays (tensors are moved to the host)."""
+def detections_on_host(detections: dict[str, Any]) -> dict[str, np.ndarray]:
+    """``boxes`` float32 ``[K, 4]`` / ``scores`` float32 ``[K]`` / ``labels`` int64 ``[K]`` as numpy arrays (tensors,
+    on any device, are moved to the host; arrays are kept)."""
     out = {}
     for key, dtype in (("boxes", np.float32), ("scores", np.float32), ("labels", np.int64)):
         value = detections[key]
@@ -97,11 +99,11 @@ def detect_sliced(image: np.ndarray, detect: DetectFunction, settings: Any) -> d
     for batch in _batches(windows, int(settings.slice_batch_size)):
         crops = [image[y1:y2, x1:x2] for x1, y1, x2, y2 in batch.tolist()]
         for (x1, y1, _, _), found in zip(batch.tolist(), detect(crops)):
-            found = _host(found)
+            found = detections_on_host(found)
             found["boxes"] = found["boxes"] + np.asarray([x1, y1, x1, y1], np.float32)
             parts.append(found)
     if settings.slice_full_image:
-        parts.append(_host(detect([image])[0]))
+        parts.append(detections_on_host(detect([image])[0]))
     parts = [p for p in parts if len(p["scores"])]
     if not parts:
         return _empty()
