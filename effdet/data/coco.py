@@ -361,6 +361,11 @@ class CocoDetection(Dataset):
     def __len__(self) -> int:
         return len(self._image_ids)
 
+    def source_size(self, index: int) -> tuple[int, int]:
+        """``(height, width)`` of image ``index`` as the annotation file gives it."""
+        height, width = self._sizes[index]
+        return int(height), int(width)
+
     def image_path(self, index: int) -> Path:
         return self.images_dir / str(self._file_names[index])
 

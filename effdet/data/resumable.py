@@ -34,7 +34,9 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 class SeededSamples(Dataset):
     """``dataset[index]`` made under torch's default generator seeded by :func:`sample_seed`.
 
-    Indexed by ``(epoch, index)`` keys (from :class:`EpochSampler`); a plain ``int`` index means epoch 0.
+    Indexed by ``(epoch, index)`` keys (from :class:`EpochSampler`); a plain ``int`` index means epoch 0. A dataset
+    with an ``epoch_item(epoch, index)`` method (:class:`effdet.data.tiles.TiledDetection`, whose tile list depends
+    on the epoch) is asked through it.
     The caller's generator state is left untouched (``torch.random.fork_rng``).
     """
 
@@ -47,9 +49,10 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, key: Any) -> Any:
         epoch, index = key if isinstance(key, tuple) else (0, key)
+        epoch_item = getattr(self.dataset, "epoch_item", None)  # datasets whose items depend on the epoch (tiles)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed(self.seed, epoch, index))
-            return self.dataset[index]
+            return epoch_item(epoch, index) if epoch_item is not None else self.dataset[index]
 
 
 class EpochSampler(DistributedSampler):

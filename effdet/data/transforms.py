@@ -49,6 +49,7 @@ __all__ = [
     "eval_transforms",
     "torch_seeded_rng",
     "train_transforms",
+    "visible_boxes_mask",
 ]
 
 FillLike = Union[int, Sequence[int], None]
@@ -85,10 +86,12 @@ def _fill_value(fill: FillLike) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
-def _filter_boxes(
+def visible_boxes_mask(
     boxes: np.ndarray, full_area: np.ndarray, min_size: float, min_visible: float
 ) -> np.ndarray:
-    """Mask of clipped boxes to keep: both sides >= min_size px and visible area >= min_visible of full."""
+    """Mask ``[N]`` of clipped boxes (xyxy ``[N, 4]``) to keep: both sides >= ``min_size`` px and the visible area
+    >= ``min_visible`` of ``full_area`` ``[N]`` (the box's area before clipping, in the same pixels). The one rule of
+    the random crop, the tiles of tiled training (:mod:`effdet.data.tiles`) and the data checker's tile figures."""
     width = boxes[:, 2] - boxes[:, 0]
     height = boxes[:, 3] - boxes[:, 1]
     keep = (width >= min_size) & (height >= min_size)
@@ -169,10 +172,10 @@ class RandomScaleCrop:
         boxes = sample.boxes.astype(np.float32, copy=False) * np.float32(scale) - shift
         full_area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         boxes = np.clip(boxes, 0, limits)
-        keep = _filter_boxes(boxes, full_area, self.min_size, self.min_visible)
+        keep = visible_boxes_mask(boxes, full_area, self.min_size, self.min_visible)
         crowd = sample.crowd_boxes.astype(np.float32, copy=False) * np.float32(scale) - shift
         crowd = np.clip(crowd, 0, limits)
-        crowd_keep = _filter_boxes(crowd, np.zeros(len(crowd), np.float32), self.min_size, 0.0)
+        crowd_keep = visible_boxes_mask(crowd, np.zeros(len(crowd), np.float32), self.min_size, 0.0)
         return replace(
             sample,
             image=canvas,

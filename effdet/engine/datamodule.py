@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from ..data import CocoDetection, collate_detection, eval_transforms, train_transforms, worker_init_fn
 from ..data.collate import collate_source_images
 from ..data.resumable import EpochSampler, SeededSamples
+from ..data.tiles import TileSettings, TiledDetection, tile_coco
 from ..data.preprocess import fill_from_mean
 from .schema import ConfigError
 
@@ -30,6 +31,9 @@ class DetectionDataModule(L.LightningDataModule):
     functions of ``(seed, epoch, sample)`` (see ``effdet.data.resumable``), so a resumed run sees the same
     batches as an uninterrupted one, with any number of processes or loader workers.
 
+    With ``data.tile_size`` set, ``train_set`` is the tiles of the training images (:class:`effdet.data.tiles.TiledDetection`):
+    each epoch's tile list is a function of ``(seed, epoch)``, so tiles shard and resume like images.
+
     ``source_val``: the validation images as read, not letterboxed (``collate_source_images`` batches), for
     validation with sliced inference (``eval.slice_size``; the runner sets it then).
     """
@@ -46,10 +50,14 @@ class DetectionDataModule(L.LightningDataModule):
         from ..data.formats import dataset_sources  # COCO as is, VOC/YOLO converted; the fast data checks run here
 
         sources = dataset_sources(data_cfg)
-        self.train_set = CocoDetection(
-            **sources["train"], transform=train_transforms(image_size, tuple(data_cfg.scale_range), fill, data_cfg.hflip,
-                                                           min_visible=data_cfg.crop_min_visible),
-            check_files=data_cfg.check_files)
+        augment = train_transforms(image_size, tuple(data_cfg.scale_range), fill, data_cfg.hflip,
+                                   min_visible=data_cfg.crop_min_visible)
+        self.tiles = TileSettings.from_config(data_cfg)
+        # the training images; with tiles, read whole (no transform) and cut into tiles that are then augmented
+        self.train_images = CocoDetection(**sources["train"], transform=None if self.tiles else augment,
+                                          check_files=data_cfg.check_files)
+        self.train_set = (self.train_images if self.tiles is None
+                          else TiledDetection(self.train_images, self.tiles, augment, seed=self.seed))
         self.val_set = CocoDetection(
             **sources["val"], transform=None if self.source_val else eval_transforms(image_size, fill),
             check_files=data_cfg.check_files)
@@ -60,6 +68,18 @@ class DetectionDataModule(L.LightningDataModule):
                 f"('{data_cfg.train.annotations}' vs '{data_cfg.val.annotations}')")
         if self.train_set.class_names != self.val_set.class_names:
             logger.warning("train and val category names differ; using the train names %s", self.train_set.class_names)
+
+    def training_annotations(self) -> dict:
+        """The training boxes as training presents them, as a COCO dict (for the start-up anchor check): the
+        annotation file's (cleaned) images and boxes, or with tiles on their tiles and the boxes each keeps
+        (:func:`effdet.data.tiles.tile_coco`)."""
+        coco = self.train_images.coco.dataset
+        return coco if self.tiles is None else tile_coco(coco, self.tiles)
+
+    def drop_annotation_index(self) -> None:
+        """Drop the training set's COCO index after its last reader (the anchor check), so that loader workers of
+        every rank get the dataset without it."""
+        self.train_images.coco = self.train_images.ground_truth = None
 
     @property
     def class_names(self) -> list[str]:

@@ -229,7 +229,7 @@ def check_anchors(cfg: DictConfig, datamodule: DetectionDataModule, model_config
     (so config.yaml and the checkpoints carry them). Every process computes the same result from the same data."""
     from .anchor_fit import startup_check
 
-    text, overrides = startup_check(datamodule.train_set.coco.dataset, model_config, cfg.loss.match_threshold,
+    text, overrides = startup_check(datamodule.training_annotations(), model_config, cfg.loss.match_threshold,
                                     cfg.data.anchor_fit, seed=cfg.seed)
     if text and _is_global_zero():
         for line in text.splitlines():
@@ -251,7 +251,7 @@ def prepare_data(cfg: DictConfig) -> DetectionDataModule:
     datamodule = DetectionDataModule(cfg.data, provisional.image_size, provisional.mean, seed=cfg.seed,
                                      source_val=cfg.eval.get("slice_size") is not None)  # sliced validation
     check_anchors(cfg, datamodule, provisional)
-    datamodule.train_set.coco = datamodule.train_set.ground_truth = None
+    datamodule.drop_annotation_index()
     return datamodule
 
 
