@@ -5,15 +5,15 @@ with: a second identical run (determinism), a run killed with SIGKILL mid-epoch 
 stopped with SIGTERM and started again. Resumed runs must end with the reference's weights.
 """
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.helpers.runs import max_difference, start_and_wait_for_checkpoint, step_of, train_env
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 2
@@ -38,12 +38,8 @@ def _command(data_root, out, **extra):
             *[f"{k}={v}" for k, v in values.items()]]
 
 
-def _env():
-    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-
-
 def _run(command):
-    result = subprocess.run(command, capture_output=True, text=True, timeout=3000, env=_env(), cwd=str(ROOT))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=3000, env=train_env(), cwd=str(ROOT))
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
@@ -61,30 +57,6 @@ def _final_state(out: Path, steps: int) -> dict:
     return ckpt["state_dict"]
 
 
-def _max_difference(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
-
-
-def _step_of(path: Path) -> int:
-    return int(torch.load(path, weights_only=True, mmap=True)["global_step"])
-
-
-def _start_and_wait_for_checkpoint(command, out: Path, min_step: int) -> subprocess.Popen:
-    """Start a run; return once checkpoints/last.ckpt holds step >= min_step (written mid-epoch)."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-                               cwd=str(ROOT))
-    last = out / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 3000
-    while time.time() < deadline:
-        if last.exists() and _step_of(last) >= min_step:
-            return process
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        time.sleep(0.05)
-    process.kill()
-    raise AssertionError("no mid-epoch checkpoint appeared")
-
-
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, data_root):
     out = tmp_path_factory.mktemp("reference") / "run"
@@ -94,7 +66,7 @@ def reference_run(tmp_path_factory, data_root):
 
 def _total_steps(reference: Path) -> int:
     # images without objects are left out of training by the dataset, so count the steps the reference made
-    return _step_of(reference / "checkpoints" / "last.ckpt")
+    return step_of(reference / "checkpoints" / "last.ckpt")
 
 
 @pytest.mark.slow
@@ -110,7 +82,7 @@ def test_seeded_deterministic_runs_are_identical(tmp_path, data_root, reference_
         m.pop("checkpoint")  # the path of best.ckpt, inside each run's own directory
     assert metrics[0] == metrics[1]
     steps = _total_steps(reference_run)
-    assert _max_difference(_final_state(reference_run, steps), _final_state(again, steps)) == 0.0
+    assert max_difference(_final_state(reference_run, steps), _final_state(again, steps)) == 0.0
 
 
 @pytest.mark.slow
@@ -120,17 +92,17 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tmp_path, data_root,
     must not matter: order and augmentation are functions of (seed, epoch, image))."""
     out = tmp_path / "run"
     command = _command(data_root, out, **{"data.num_workers": 1})
-    process = _start_and_wait_for_checkpoint(command, out, min_step=3)
+    process = start_and_wait_for_checkpoint(command, out, min_step=3)
     process.send_signal(signal.SIGKILL)
     process.communicate()
     assert process.returncode == -signal.SIGKILL
-    step, total = _step_of(out / "checkpoints" / "last.ckpt"), _total_steps(reference_run)
+    step, total = step_of(out / "checkpoints" / "last.ckpt"), _total_steps(reference_run)
     assert 0 < step < total and step % (total // EPOCHS) != 0, step  # killed mid-epoch
 
     resumed = _run(command)
     log = resumed.stdout + resumed.stderr
     assert f"global step {step}" in log and "resuming from" in log
-    difference = _max_difference(_final_state(reference_run, total), _final_state(out, total))
+    difference = max_difference(_final_state(reference_run, total), _final_state(out, total))
     print(f"killed at step {step}; max |resumed - uninterrupted| = {difference:.3g}")
     assert difference <= 1e-6
 
@@ -141,12 +113,12 @@ def test_sigterm_saves_a_checkpoint_exits_and_resumes(tmp_path, data_root, refer
     the same command resumes from that step and ends with the uninterrupted run's weights."""
     out = tmp_path / "run"
     command = _command(data_root, out)
-    process = _start_and_wait_for_checkpoint(command, out, min_step=3)
+    process = start_and_wait_for_checkpoint(command, out, min_step=3)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=1800)
     assert process.returncode == 143, stderr[-3000:]
     assert "Traceback" not in stderr
-    step = _step_of(out / "checkpoints" / "last.ckpt")
+    step = step_of(out / "checkpoints" / "last.ckpt")
     assert f"SIGTERM: saved {out / 'checkpoints' / 'last.ckpt'} at epoch" in stderr
     total = _total_steps(reference_run)
     assert f"global step {step};" in stderr and 3 <= step < total
@@ -154,7 +126,7 @@ def test_sigterm_saves_a_checkpoint_exits_and_resumes(tmp_path, data_root, refer
 
     resumed = _run(command)
     assert f"global step {step}" in resumed.stdout + resumed.stderr
-    difference = _max_difference(_final_state(reference_run, total), _final_state(out, total))
+    difference = max_difference(_final_state(reference_run, total), _final_state(out, total))
     print(f"max |resumed after SIGTERM - uninterrupted| = {difference:.3g}")
     assert difference <= 1e-6
 
@@ -239,7 +211,7 @@ def test_last_checkpoint_holds_the_last_step(tmp_path, monkeypatch, every_n_step
 
     class Observer(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            seen.append((trainer.global_step, _step_of(last) if last.exists() else 0))
+            seen.append((trainer.global_step, step_of(last) if last.exists() else 0))
 
     build_trainer = runner.build_trainer
 
@@ -255,9 +227,9 @@ def test_last_checkpoint_holds_the_last_step(tmp_path, monkeypatch, every_n_step
     for step, saved in seen:
         expected = max(per_epoch * (step // per_epoch), every_n_steps * (step // every_n_steps) if every_n_steps else 0)
         assert saved == expected, (step, saved, expected, seen)
-    assert _step_of(last) == total
+    assert step_of(last) == total
     assert torch.load(last, weights_only=True, mmap=True)["epoch"] == (total - 1) // per_epoch
 
     seen.clear()
     runner.train(cfg)  # the same command again: resumes from the finished run's last.ckpt, trains nothing
-    assert seen == [] and _step_of(last) == total
+    assert seen == [] and step_of(last) == total

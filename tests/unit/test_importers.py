@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from effdet.cli.convert_dataset import main as convert_main
 from effdet.data.voc import read_voc_xml, voc_sources, voc_to_coco
 from effdet.data.yolo import coco_to_yolo, labels_dir_for, read_class_names, yolo_to_coco
+from tests.helpers.datasets import write_voc, write_yolo
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,38 +50,6 @@ def assert_same_boxes(original: dict, converted: dict, tolerance: float = 0.5) -
             worst = max(worst, float(difference))
     assert worst <= tolerance
     return worst
-
-
-def write_voc(coco: dict, images_dir: Path, root: Path, split: str) -> None:
-    """VOC layout from a COCO dict: Annotations/*.xml (1-based inclusive pixels), JPEGImages/, ImageSets/Main."""
-    for folder in ("Annotations", "JPEGImages", "ImageSets/Main"):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    names = {c["id"]: c["name"] for c in coco["categories"]}
-    stems = []
-    for image in coco["images"]:
-        shutil.copy(images_dir / image["file_name"], root / "JPEGImages" / image["file_name"])
-        objects = ""
-        for ann in (a for a in coco["annotations"] if a["image_id"] == image["id"]):
-            x, y, w, h = ann["bbox"]
-            objects += (f"<object><name>{escape(names[ann['category_id']])}</name><difficult>0</difficult>"
-                        f"<bndbox><xmin>{x + 1:g}</xmin><ymin>{y + 1:g}</ymin><xmax>{x + w:g}</xmax>"
-                        f"<ymax>{y + h:g}</ymax></bndbox></object>")
-        stem = Path(image["file_name"]).stem
-        (root / "Annotations" / f"{stem}.xml").write_text(
-            f"<annotation><filename>{image['file_name']}</filename><size><width>{image['width']}</width>"
-            f"<height>{image['height']}</height><depth>3</depth></size>{objects}</annotation>")
-        stems.append(stem)
-    with open(root / "ImageSets" / "Main" / f"{split}.txt", "a") as handle:
-        handle.write("".join(s + "\n" for s in stems))
-
-
-def write_yolo(coco: dict, images_dir: Path, root: Path, split: str) -> None:
-    """Ultralytics layout: images/<split>/, labels/<split>/, data.yaml with names."""
-    shutil.copytree(images_dir, root / "images" / split)
-    names = coco_to_yolo(coco, root / "labels" / split)
-    (root / "labels" / split / "classes.txt").unlink()
-    (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n"
-                                    + "".join(f"  {k}: {n}\n" for k, n in enumerate(names)))
 
 
 def load(path) -> dict:
