@@ -11,6 +11,7 @@ the reference effdet and other tools (this package).
     python tools/benchmark.py convergence --compare-reference [--epochs 16] [--data DIR ...]   # val AP per epoch
     python tools/benchmark.py convergence --seeds 5 --arms ours reference --kinds small --out RESULTS  # seeds, paired
     python tools/benchmark.py slicing --weights CKPT [--sahi] [--big 12000]   # large images: whole vs sliced vs SAHI
+    python tools/benchmark.py tiling [--seeds 0 1] [--steps 300] [--out runs/tiling]   # whole-image vs tiled training
 
 Every figure is a median over --runs runs after warm-up, with the spread (min–max). Each measurement
 runs in a fresh subprocess so its peak memory (max RSS) is its own. The reference package is imported
@@ -40,6 +41,7 @@ STANDALONE: dict[str, str] = {
     **library.STANDALONE,
     "convergence": "benchmarks.convergence",  # training quality per epoch, ours vs the reference
     "slicing": "benchmarks.slicing",  # large images: whole image vs sliced vs SAHI, AP and speed
+    "tiling": "benchmarks.tiling",  # large images: whole-image vs tiled training, scored whole / sliced / sliced + full
 }
 
 

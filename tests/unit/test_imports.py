@@ -205,13 +205,13 @@ def test_benchmark_tool_runs_the_checkout_benchmarks_over_the_package_command_li
     assert set(benchmark.SUBCOMMANDS) == {"model", "predict", "postprocess", "loader", "scaling"}
     assert set(benchmark.SUBCOMMANDS) < set(cli.SUBCOMMANDS)
     assert all(module.startswith("effdet.benchmark.") for module in benchmark.SUBCOMMANDS.values())
-    assert not benchmark.STANDALONE and {"convergence", "slicing"} <= set(cli.STANDALONE)
+    assert not benchmark.STANDALONE and {"convergence", "slicing", "tiling"} <= set(cli.STANDALONE)
     # every subcommand tools/benchmark.py had before the split, from the checkout alone (no PYTHONPATH, another cwd)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run([sys.executable, str(REPO / "tools" / "benchmark.py"), "--help"], capture_output=True,
                           text=True, env=env, cwd=tempfile.gettempdir(), timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "{model,train,predict,postprocess,loader,cocoeval,scaling,convergence,slicing,all}" in done.stdout
+    assert "{model,train,predict,postprocess,loader,cocoeval,scaling,convergence,slicing,tiling,all}" in done.stdout
 
 
 def package_files(*excluded: str) -> list[Path]:
