@@ -87,10 +87,7 @@ class DataConfig:
     # and suggest anchor_scale/aspect_ratios when boxes fall outside the anchors) | apply (train with the suggestion)
     # | off
     anchor_fit: str = "report"
-    # Tiled training of large images (effdet/data/tiles.py): an image with a side above tile_size (source pixels) is
-    # learnt from as the windows of a grid (the grid of sliced inference), cut on the fly; null: whole images.
-    # Validation then scores whole images by sliced inference (eval.slice_size defaults to tile_size).
-    tile_size: Optional[int] = None
+    tile_size: Optional[int] = None  # tiled training (effdet/data/tiles.py): tile side in source px; null: off
     tile_overlap: float = 0.2  # fraction of tile_size that neighbouring tiles share, in [0, 1)
     tile_min_visible: float = 0.5  # a box cut by a tile's edge is kept (clipped) when this share of its area is inside
     tile_empty_fraction: float = 0.1  # share of the tiles without any box that each epoch keeps, in [0, 1]
@@ -315,9 +312,8 @@ def _validate(cfg: Any) -> None:
     backbone = cfg.model.get("pretrained_backbone")
     if backbone in HUB_BACKBONES and not cfg.model.get("weights"):
         raise ConfigError(f"config key 'model.pretrained_backbone' {unavailable_backbone_message(backbone)}")
-    from ..data.tiles import tile_problems
-
-    for name, rule in tile_problems(cfg.data).items():  # the tiles' rules (data.tiles)
+    from ..data.tiles import tile_problems  # (imports torch: only when a config is validated)
+    for name, rule in tile_problems(cfg.data).items():
         raise ConfigError(f"config key 'data.{name}' {rule}")
     if cfg.data.tile_size is not None and cfg.eval.slice_size is None:
         cfg.eval.slice_size = cfg.data.tile_size  # validate whole images as a user will predict them: by slices
