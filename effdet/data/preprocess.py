@@ -39,6 +39,7 @@ __all__ = [
     "image_to_tensor",
     "letterbox",
     "letterbox_batch",
+    "letterbox_scale",
     "load_image",
     "normalize",
     "normalize_to_chw",
@@ -162,6 +163,13 @@ def resize_interpolation(scale: float) -> int:
     return cv2.INTER_AREA if scale < AREA_INTERPOLATION_BELOW else cv2.INTER_LINEAR
 
 
+def letterbox_scale(height: float, width: float, size: SizeLike) -> float:
+    """Output pixels per source pixel when :func:`letterbox` fits an image of ``height x width`` px into ``size``
+    (``S`` or ``(S_h, S_w)``): ``min(S_h / height, S_w / width)``; above 1 it enlarges."""
+    out_h, out_w = as_size(size)
+    return min(out_h / float(height), out_w / float(width))
+
+
 def letterbox(
     image: np.ndarray,
     size: SizeLike,
@@ -186,7 +194,7 @@ def letterbox(
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"letterbox expects an H x W x 3 image, got shape {image.shape}")
     in_h, in_w = image.shape[:2]
-    scale = min(out_h / in_h, out_w / in_w)
+    scale = letterbox_scale(in_h, in_w, (out_h, out_w))
     new_h = min(out_h, max(1, int(round(in_h * scale))))
     new_w = min(out_w, max(1, int(round(in_w * scale))))
     fill_value = fill_from_mean() if fill is None else fill

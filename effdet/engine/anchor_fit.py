@@ -27,7 +27,9 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from ..modeling.anchors import generate_anchors
+from ..data.preprocess import letterbox_scale
+# anchor_size_range: this module's name too
+from ..modeling.anchors import anchor_size_range, generate_anchors, smallest_matchable_side
 
 logger = logging.getLogger("effdet.anchor_fit")
 
@@ -51,7 +53,8 @@ class AnchorFit:
         text = []
         low, high = self.anchor_range
         if self.too_small > 0.01:
-            text.append(f"{self.too_small:.1%} of the training boxes are smaller than {low / math.sqrt(2):.1f} px at "
+            text.append(f"{self.too_small:.1%} of the training boxes are smaller than "
+                        f"{smallest_matchable_side(low):.1f} px at "
                         f"the training size: no anchor (smallest {low:.1f} px) can reach IoU {threshold} with them")
         if self.too_large > 0.01:
             text.append(f"{self.too_large:.1%} of the training boxes are larger than {high * math.sqrt(2):.0f} px: "
@@ -65,7 +68,7 @@ class AnchorFit:
 def letterboxed_boxes(coco: dict[str, Any], image_size: Sequence[int]) -> torch.Tensor:
     """Non-crowd boxes of a COCO dict as xyxy ``[N, 4]`` float64, scaled as the letterbox (top-left) scales them."""
     out_h, out_w = int(image_size[0]), int(image_size[1])
-    scale_of = {img["id"]: min(out_h / img["height"], out_w / img["width"]) for img in coco["images"]}
+    scale_of = {img["id"]: letterbox_scale(img["height"], img["width"], (out_h, out_w)) for img in coco["images"]}
     rows = []
     for ann in coco.get("annotations", []):
         if ann.get("iscrowd", 0) or ann["image_id"] not in scale_of:
@@ -76,13 +79,6 @@ def letterboxed_boxes(coco: dict[str, Any], image_size: Sequence[int]) -> torch.
         s = scale_of[ann["image_id"]]
         rows.append((x * s, y * s, (x + w) * s, (y + h) * s))
     return torch.tensor(rows, dtype=torch.float64).reshape(-1, 4)
-
-
-def anchor_size_range(image_size: Sequence[int], min_level: int, max_level: int, num_scales: int,
-                      anchor_scale: float) -> tuple[float, float]:
-    """Square-equivalent side of the smallest and the largest anchor (px)."""
-    stride_min, stride_max = 2 ** min_level, 2 ** max_level
-    return anchor_scale * stride_min, anchor_scale * stride_max * 2 ** ((num_scales - 1) / num_scales)
 
 
 def _best_ious(boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
@@ -142,7 +138,7 @@ def anchor_fit(boxes: torch.Tensor, image_size: Sequence[int], min_level: int = 
         num_boxes=len(boxes),
         best_possible_recall=float((best >= threshold).sum()) / n,
         mean_best_iou=float(best.mean()) if len(best) else 0.0,
-        too_small=float((sides < low / math.sqrt(2)).sum()) / n,
+        too_small=float((sides < smallest_matchable_side(low)).sum()) / n,
         too_large=float((sides > high * math.sqrt(2)).sum()) / n,
         anchor_range=(low, high),
         box_size_quantiles=quantiles,

@@ -147,6 +147,27 @@ def generate_anchors(
     )
 
 
+def smallest_anchor_side(min_level: int, anchor_scale: float) -> float:
+    """Side of the smallest anchor of the pyramid (input pixels; the square-equivalent ``sqrt(w*h)``, which the aspect
+    ratios keep): ``anchor_scale * 2**min_level`` (octave scale 0 at the finest level)."""
+    return float(anchor_scale) * 2 ** int(min_level)
+
+
+def smallest_matchable_side(anchor_side: float) -> float:
+    """The smallest object side ``sqrt(w*h)`` (input pixels) that can reach IoU 0.5, the matcher's threshold
+    (``loss.match_threshold``'s default), with an anchor of side ``anchor_side``: centred on it their IoU is
+    ``(side / anchor_side)**2``, so ``anchor_side / sqrt(2)``. A smaller object is never a positive of any anchor."""
+    return float(anchor_side) / math.sqrt(2.0)
+
+
+def anchor_size_range(image_size: Sequence[int], min_level: int, max_level: int, num_scales: int,
+                      anchor_scale: float) -> tuple[float, float]:
+    """Square-equivalent side of the smallest and the largest anchor (input pixels); ``image_size`` does not change
+    them (kept for the callers' argument order)."""
+    largest = float(anchor_scale) * 2 ** int(max_level) * 2 ** ((num_scales - 1) / num_scales)
+    return smallest_anchor_side(min_level, anchor_scale), largest
+
+
 def flatten_outputs(
     class_outputs: Sequence[torch.Tensor], box_outputs: Sequence[torch.Tensor], num_classes: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,6 +26,9 @@ listings), :mod:`.entries` (reading the JSON, required keys, unique ids, categor
 (image files), :mod:`.boxes` (box verdicts), :mod:`.statistics` (class balance, box sizes), :mod:`.fix` (the cleaned
 copy), :mod:`.check` (the whole check and training's preflight).
 
+The checks that need the model's settings (objects too small for the anchors at the input size, more objects than
+``eval.max_detections``) are :mod:`effdet.data.model_checks`, beside this package (they use the tiles' rule).
+
 Boxes: COCO ``[x, y, w, h]`` in pixels. A box is *partly outside* when it crosses the image border by
 more than :data:`BORDER_TOLERANCE` px (sub-pixel overshoot from rounding is normal and ignored).
 """

@@ -41,6 +41,11 @@ DESCRIPTIONS: dict[str, str] = {
     "crowd_region": "iscrowd=1 region: ignored in training, not an object",
     "empty_image": "image without boxes: a negative example",
     "unused_category": "category without any box",
+    "objects_below_anchor": "most objects are too small for the smallest anchor to match (below its side / sqrt(2)) "
+                            "at the model's input (images letterboxed whole, or the tiles of data.tile_size): "
+                            "suggests data.tile_size and eval.slice_size",
+    "objects_over_max_detections": "images with more objects than eval.max_detections: suggests the "
+                                   "eval.max_detections that fits",
     "class_balance": "boxes per category",
     "box_sizes": "box sizes (COCO area buckets)",
 }
@@ -102,6 +107,14 @@ class DataReport:
     def codes(self, *severities: str) -> Counter:
         return Counter(f.code for f in self.findings if not severities or f.severity in severities)
 
+    def suggested_overrides(self) -> dict[str, Any]:
+        """The settings the findings suggest, ``{"section.key": value}`` (from each finding's ``detail["overrides"]``,
+        e.g. ``{"data.tile_size": 256, "eval.slice_size": 256}``), in the order found."""
+        overrides: dict[str, Any] = {}
+        for finding in self.findings:
+            overrides.update(finding.detail.get("overrides") or {})
+        return overrides
+
     def set_detail(self, image_id: Any, code: str, detail: dict[str, Any]) -> None:
         """Add ``detail`` to the findings of ``code`` about image ``image_id`` (e.g. the real size, for --fix)."""
         for finding in self.findings:
@@ -123,6 +136,7 @@ class DataReport:
             "annotations": self.annotations, "images_dir": self.images_dir, "level": self.level,
             "can_train": self.can_train, "counts": dict(self.codes()),
             "findings": [asdict(f) for f in self.findings], "stats": self.stats,
+            "suggested_overrides": self.suggested_overrides(),
         }
 
     def format_text(self, max_per_code: int = 20) -> str:
@@ -133,6 +147,8 @@ class DataReport:
         if "images" in stats:
             lines.append(f"  {stats['images']} images, {stats['annotations']} annotations, "
                          f"{stats['categories']} categories")
+        if "model_view" in stats:
+            lines.append(f"  model view: {stats['model_view']}")
         titles = {
             "fatal": "FATAL (training refuses the file as it is)",
             "error": "ERRORS (training would silently skip or misread these)",
@@ -154,6 +170,10 @@ class DataReport:
                 if len(items) > max_per_code:
                     lines.append(f"    ... and {len(items) - max_per_code} more (--max-lines to see more)")
         lines += format_statistics(stats)
+        overrides = self.suggested_overrides()
+        if overrides:
+            lines += ["", "suggested settings (overrides for tools/train.py CONFIG ...): "
+                      + " ".join(f"{key}={value}" for key, value in overrides.items())]
         lines.append("")
         fatal, errors, warnings = len(self.of("fatal")), len(self.of("error")), len(self.of("warning"))
         if self.can_train:
