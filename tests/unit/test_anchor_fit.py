@@ -79,7 +79,7 @@ def test_train_startup_writes_applied_anchors_into_the_config():
     from effdet.engine.runner import check_anchors
 
     cfg = load_train_config(DEMO, ["data.anchor_fit=apply"])
-    datamodule = SimpleNamespace(train_set=SimpleNamespace(coco=SimpleNamespace(dataset=small_box_coco())))
+    datamodule = SimpleNamespace(training_annotations=small_box_coco)  # the training boxes as a COCO dict
     check_anchors(cfg, datamodule, resolve_model_config(cfg.model, num_classes=1))
     model = resolve_model_config(cfg.model, num_classes=1)
     assert model.anchor_scale < 3.0 and model.aspect_ratios == [list(map(float, a)) for a in cfg.model.aspect_ratios]
