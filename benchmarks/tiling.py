@@ -3,7 +3,7 @@ by whole-image inference, sliced inference and sliced inference with a full-imag
 
     python tools/benchmark.py tiling [--data DIR | --num-train 16 --num-val 4 --data-seed 0] [--seeds 0 1]
         [--tile-size 256] [--overlap 0.2] [--steps 300] [--batch 8] [--warmup-steps N] [--score-threshold 0.1]
-        [--merge nmm] [--merge-metric ios] [--merge-threshold 0.5] [--max-detections 1000] [--threads 1]
+        [--merge nms] [--merge-metric iou] [--merge-threshold 0.5] [--max-detections 1000] [--threads 1]
         [--workers 1] [--out runs/tiling]
 
 Data: the generated ``aerial`` kind (``tools/make_demo_data.py --kind aerial``: 1,500-3,000 px scenes with 50-400
@@ -37,7 +37,8 @@ the val split of whole images with ``tools/eval.py`` three ways, with the same p
 
 * ``whole``: whole-image inference (``eval.slice_size=null``: each image letterboxed to 256 px);
 * ``sliced``: sliced inference (``eval.slice_size=TILE eval.slice_overlap=OVERLAP``, merged by ``--merge`` /
-  ``--merge-metric`` / ``--merge-threshold``: nmm / ios / 0.5 as ``tools/benchmark.py slicing``);
+  ``--merge-metric`` / ``--merge-threshold``: by default nms / iou / 0.5, the library's, which validation during
+  training uses too; intersection over the smaller box (``--merge-metric ios``) merges neighbours in crowded scenes);
 * ``sliced_full``: the same plus the whole image (``eval.slice_full_image=true``).
 
 The table's rows (:data:`ROWS`), per row the mean over the seeds and the per-seed values of AP, AP50 and APs, the
@@ -62,7 +63,8 @@ Output, under ``--out OUT``:
   mode the 12 COCO stats and ``seconds``), ``train_seconds``, ``fit_seconds`` and ``seconds_per_step``,
   ``global_step``, ``weights`` (``ema`` or ``model``), ``commit`` / ``dirty`` and ``settings``. A rerun skips the
   files that exist and refuses those recorded with other settings (:data:`COMPARED`), as the convergence protocol
-  does (:mod:`benchmarks.protocol`).
+  does (:mod:`benchmarks.protocol`), except files that differ only in the scoring settings: their trainings are
+  scored again from their ``last.ckpt`` (no retraining) and the files rewritten.
 * ``OUT/summary.json`` and, beside it, ``summary.md`` (the table, the goal lines, the command and the CPU line),
   rewritten after every training.
 * ``OUT/work/<arm>/seed<k>/``: each training's folder (``run/``), its ``train.log`` and the scorings (``eval_<mode>/``
@@ -326,6 +328,19 @@ def score(checkpoint: Path, root: Path, work: Path, mode: str, args: argparse.Na
             "seconds": round(time.time() - started, 1)}
 
 
+def score_modes(checkpoint: Path, root: Path, work: Path, args: argparse.Namespace) -> Optional[dict[str, Any]]:
+    """``{mode: COCO stats}`` of ``checkpoint`` in every inference mode (:data:`MODES`), or None if one failed."""
+    scores = {}
+    for mode in MODES:
+        found = score(checkpoint, root, work, mode, args)
+        if found is None:
+            return None
+        scores[mode] = found
+        print(f"    {MODES[mode]}: AP {found['AP']:.3f}, AP50 {found['AP50']:.3f}, APs {found['APs']:.3f} "
+              f"({found['seconds']:.0f} s)", flush=True)
+    return scores
+
+
 def run_one(arm: str, seed: int, root: Path, work: Path, settings: dict[str, Any],
             args: argparse.Namespace) -> Optional[dict[str, Any]]:
     """Train ``arm`` with ``seed`` on ``root`` in ``work`` (emptied first) and score its final weights three ways;
@@ -350,14 +365,9 @@ def run_one(arm: str, seed: int, root: Path, work: Path, settings: dict[str, Any
         return None
     # fit: from config.yaml (written just before the model is built and fit starts) to last.ckpt (written when it ends)
     fit_seconds = checkpoint.stat().st_mtime - (run / "config.yaml").stat().st_mtime
-    scores = {}
-    for mode in MODES:
-        found = score(checkpoint, root, work, mode, args)
-        if found is None:
-            return None
-        scores[mode] = found
-        print(f"    {MODES[mode]}: AP {found['AP']:.3f}, AP50 {found['AP50']:.3f}, APs {found['APs']:.3f} "
-              f"({found['seconds']:.0f} s)", flush=True)
+    scores = score_modes(checkpoint, root, work, args)
+    if scores is None:
+        return None
     return {"arm": arm, "seed": seed, "steps": args.steps, "global_step": step, "weights": weights,
             "scores": scores, "train_seconds": round(train_seconds, 1), "fit_seconds": round(fit_seconds, 1),
             "seconds_per_step": round(fit_seconds / max(1, step), 3), **git_commit(), "settings": settings}
@@ -396,12 +406,16 @@ def run(args: argparse.Namespace) -> int:
         plan = [(seed, arm, arm_settings(arm, seed, root, data, args)) for seed in seeds for arm in ARMS]
     except (ValueError, FileNotFoundError) as error:  # ConfigError too
         return fail(str(error))
-    todo, conflicts = [], []
+    todo, rescore, conflicts = [], [], []
     for seed, arm, settings in plan:
         target = result_path(out, arm, seed)
         if target.exists():
-            bad = mismatch(json.loads(target.read_text()), settings)
-            if bad:
+            stored = json.loads(target.read_text())
+            bad = mismatch(stored, settings)
+            checkpoint = out / "work" / arm / f"seed{seed}" / "run" / "checkpoints" / "last.ckpt"
+            if bad == ["scoring"] and checkpoint.exists():  # the same training, scored otherwise: score it again
+                rescore.append((seed, arm, settings, stored, checkpoint))
+            elif bad:
                 conflicts.append(f"{target} (recorded {bad} differently)")
         else:
             todo.append((seed, arm, settings))
@@ -419,9 +433,18 @@ def run(args: argparse.Namespace) -> int:
                   f"({data['num_train']} train / {data['num_val']} val images)")
     header = "\n".join([command, "", cpu, "", train_line, "", scoring_line(args)])
     print(f"{cpu}\n{train_line}\n{scoring_line(args)}", flush=True)
-    print(f"tiling: {len(plan)} trainings, {len(plan) - len(todo)} already done, {len(todo)} to run (one at a time), "
-          f"results in {out}", flush=True)
+    print(f"tiling: {len(plan)} trainings, {len(plan) - len(todo)} already done ({len(rescore)} to score again), "
+          f"{len(todo)} to run (one at a time), results in {out}", flush=True)
     failed = []
+    for seed, arm, settings, stored, checkpoint in rescore:
+        print(f"{arm} seed {seed}: trained with these settings, scored with others: scoring again ...", flush=True)
+        scores = score_modes(checkpoint, root, checkpoint.parents[2], args)
+        if scores is None:
+            failed.append(f"{arm} seed {seed} (scoring)")
+            continue
+        write_json_atomic(result_path(out, arm, seed), {**stored, "scores": scores, **git_commit(),
+                                                        "settings": {**stored["settings"], "scoring": settings["scoring"]}})
+        write_summary(out, header)
     for index, (seed, arm, settings) in enumerate(todo, 1):
         print(f"[{index}/{len(todo)}] {arm} seed {seed} ...", flush=True)
         result = run_one(arm, seed, root, out / "work" / arm / f"seed{seed}", settings, args)
@@ -457,8 +480,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-steps", type=int, default=None,
                         help="LR warm-up steps of both arms (default: an eighth of --steps)")
     parser.add_argument("--score-threshold", type=float, default=0.1)
-    parser.add_argument("--merge", default="nmm", choices=["nms", "nmm"])
-    parser.add_argument("--merge-metric", default="ios", choices=["iou", "ios"])
+    parser.add_argument("--merge", default="nms", choices=["nms", "nmm"],
+                        help="merge of the slices' detections (default nms: the library's, as validation uses)")
+    parser.add_argument("--merge-metric", default="iou", choices=["iou", "ios"], help="default iou (the library's)")
     parser.add_argument("--merge-threshold", type=float, default=0.5)
     parser.add_argument("--max-detections", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training / scoring process")

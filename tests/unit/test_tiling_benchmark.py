@@ -105,7 +105,7 @@ def test_arguments_defaults_and_overrides():
     assert (args.data, args.num_train, args.num_val, args.data_seed, args.seeds) == (None, 16, 4, 0, [0, 1])
     assert (args.tile_size, args.overlap, args.steps, args.batch) == (256, 0.2, 300, 8)
     assert (args.threads, args.workers) == (1, 1)
-    assert (args.merge, args.merge_metric, args.merge_threshold) == ("nmm", "ios", 0.5)  # benchmarks/slicing.py's
+    assert (args.merge, args.merge_metric, args.merge_threshold) == ("nms", "iou", 0.5)  # the library's defaults
     assert (args.score_threshold, args.max_detections, args.warmup_steps, args.out) == (0.1, 1000, None, "runs/tiling")
     assert args.config.endswith("configs/demo.yaml")
     args = tiling.parse_args(["--data", "D", "--seeds", "3", "5", "--tile-size", "320", "--overlap", "0.25",
@@ -120,7 +120,7 @@ def test_arguments_defaults_and_overrides():
     assert tiled == whole + ["data.tile_size=320", "data.tile_overlap=0.25"]
     assert "eval.slice_size=null" in tiling.eval_overrides(args, "whole")
     sliced, full = tiling.eval_overrides(args, "sliced"), tiling.eval_overrides(args, "sliced_full")
-    assert {"eval.slice_size=320", "eval.slice_overlap=0.25", "eval.merge=nmm", "eval.merge_metric=ios",
+    assert {"eval.slice_size=320", "eval.slice_overlap=0.25", "eval.merge=nms", "eval.merge_metric=iou",
             "eval.merge_threshold=0.5", "eval.slice_full_image=false", "eval.score_threshold=0.1"} <= set(sliced)
     assert full == [o.replace("slice_full_image=false", "slice_full_image=true") for o in sliced]
 
@@ -148,7 +148,8 @@ def _tiling(out, *extra):
 @pytest.mark.slow
 def test_tiling_benchmark_end_to_end(tmp_path):
     """Two 2-step trainings (whole, tiled) on 2 generated aerial images, each scored three ways on 1; a rerun
-    skips them; a rerun with other settings is refused."""
+    skips them; a rerun with other scoring settings scores the same trainings again; one with other training settings
+    is refused."""
     out = tmp_path / "tiling"
     done = _tiling(out)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -185,9 +186,17 @@ def test_tiling_benchmark_end_to_end(tmp_path):
     started = time.time()
     again = _tiling(out)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "2 already done, 0 to run" in again.stdout
+    assert "2 already done (0 to score again), 0 to run" in again.stdout
     assert [p.stat().st_mtime_ns for p in files] == stamps
     assert time.time() - started < 120
-    other = _tiling(out, "--score-threshold", "0.2")
+    rescored = _tiling(out, "--merge-threshold", "0.6")  # other scoring: the same trainings, scored again
+    assert rescored.returncode == 0, rescored.stdout[-3000:] + rescored.stderr[-3000:]
+    assert "2 already done (2 to score again), 0 to run" in rescored.stdout
+    logs = sorted(out.glob("work/*/seed0/train.log"))
+    assert [p.stat().st_mtime_ns for p in logs] == stamps[len(files) - len(logs):]  # not trained again
+    for arm in ("whole", "tiled"):
+        result = json.loads((out / arm / "seed0.json").read_text())
+        assert result["settings"]["scoring"]["merge_threshold"] == 0.6 and set(result["scores"]) == set(MODES)
+    other = _tiling(out, "--steps", "3")
     assert other.returncode == 2 and "results of other settings are in the way" in other.stderr
-    assert "scoring" in other.stderr
+    assert "steps" in other.stderr
