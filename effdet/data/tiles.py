@@ -176,6 +176,7 @@ class TiledDetection(Dataset):
         if len(self._with_objects) == 0:
             keep = max(keep, 1)  # a dataset without any box still has an epoch
         self.empty_per_epoch = keep
+        self._epoch_tiles: Optional[tuple[int, np.ndarray]] = None  # (epoch, its tiles), the last one drawn
         logger.info("tiles of %d px (overlap %g): %d images -> %d tiles, %d with boxes; each epoch learns from those "
                     "and %d of the %d tiles without boxes (data.tile_empty_fraction=%g)", settings.size,
                     settings.overlap, len(images), len(self.windows), len(self._with_objects), keep, len(self._empty),
@@ -203,9 +204,13 @@ class TiledDetection(Dataset):
     def epoch_tiles(self, epoch: int) -> np.ndarray:
         """The tile ids (rows of :attr:`windows`) epoch ``epoch`` learns from, ascending: every tile with a box and
         :attr:`empty_per_epoch` tiles without, drawn from ``(seed, epoch)``."""
+        if self._epoch_tiles is not None and self._epoch_tiles[0] == int(epoch):
+            return self._epoch_tiles[1]  # the draw is made once per epoch in each process, not once per tile
         rng = np.random.default_rng([self.seed & 0xFFFFFFFF, int(epoch), _EMPTY_DRAW])
         empty = rng.choice(self._empty, size=self.empty_per_epoch, replace=False) if self.empty_per_epoch else []
-        return np.sort(np.concatenate([self._with_objects, np.asarray(empty, np.int64)]))
+        tiles = np.sort(np.concatenate([self._with_objects, np.asarray(empty, np.int64)]))
+        self._epoch_tiles = (int(epoch), tiles)
+        return tiles
 
     def epoch_item(self, epoch: int, index: int) -> dict[str, Any]:
         """Position ``index`` of epoch ``epoch``'s tile list, cut from its image and transformed."""
@@ -218,14 +223,16 @@ class TiledDetection(Dataset):
 
     def tile(self, tile_id: int) -> dict[str, Any]:
         """Tile ``tile_id`` (a row of :attr:`windows`) as a sample. If its image cannot be read, the whole-image
-        dataset gives the next readable image; its first tile is used then."""
+        dataset gives the next readable image; its first tile is used then (and when the image as loaded is smaller
+        than its annotation says and the window starts beyond it; a window that only reaches beyond is clipped)."""
         source = self.images[int(self.tile_image[tile_id])]
         image = source["image"]
         window = self.windows[tile_id]
-        if source["image_id"] != int(self._image_ids[self.tile_image[tile_id]]):
-            window = tile_windows(image.shape[0], image.shape[1], self.settings)[0]
         height, width = image.shape[:2]  # the image as loaded (its size may differ from the JSON's: clip to it)
-        x1, y1 = min(int(window[0]), width - 1), min(int(window[1]), height - 1)
+        if (source["image_id"] != int(self._image_ids[self.tile_image[tile_id]])
+                or window[0] >= width or window[1] >= height):  # another image, or a window beyond the loaded one
+            window = tile_windows(height, width, self.settings)[0]
+        x1, y1 = int(window[0]), int(window[1])
         x2, y2 = min(int(window[2]), width), min(int(window[3]), height)
         boxes, keep = boxes_in_window(source["boxes"], (x1, y1, x2, y2), self.settings.min_visible)
         crowd, _ = boxes_in_window(source["crowd_boxes"], (x1, y1, x2, y2), 0.0)

@@ -178,3 +178,21 @@ def test_tile_settings_from_config_is_none_when_off():
     assert TileSettings.from_config(data) is None
     data.tile_size = 512
     assert TileSettings.from_config(data) == TileSettings(512, 0.2, 0.5, 0.1)
+
+
+def test_a_tile_of_an_image_smaller_than_its_annotation_says_stays_inside_it(large, tmp_path):
+    """The JSON says 640 x 480 but the file is 300 x 200 (a replaced file): tiles that start beyond it fall back to its
+    first tile, the others are clipped to it; none is a sliver or out of bounds."""
+    import shutil
+
+    import cv2
+
+    root = tmp_path / "replaced"
+    shutil.copytree(large, root)
+    name = json.loads((root / "annotations" / "instances_train.json").read_text())["images"][0]["file_name"]
+    cv2.imwrite(str(root / "train" / name), np.full((200, 300, 3), 90, np.uint8))
+    tiles = TiledDetection(_images(root), TileSettings(256, overlap=0.2, empty_fraction=1.0), transform=None)
+    for tile_id in np.flatnonzero(tiles.tile_image == 0):
+        sample = tiles.tile(int(tile_id))
+        height, width = sample["image"].shape[:2]
+        assert 64 <= height <= 200 and 64 <= width <= 256 and sample["orig_size"] == (height, width)
