@@ -73,6 +73,7 @@ Output, under ``--out OUT``:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -265,14 +266,16 @@ def arm_overrides(arm: str, args: argparse.Namespace) -> list[str]:
             f"eval.every_n_epochs={args.steps + 1}", "eval.plots=false", *tiles]
 
 
-def steps_per_epoch(config: str, root: Path, seed: int, overrides: Sequence[str]) -> tuple[int, Any, Any]:
+@functools.lru_cache(maxsize=None)
+def steps_per_epoch(config: str, root: Path, overrides: tuple[str, ...]) -> tuple[int, Any, Any]:
     """Optimiser steps per epoch of a training of ``config`` on ``root`` with ``overrides`` (the length of its
     training loader, as :class:`effdet.engine.DetectionDataModule` makes it: tiles when ``data.tile_size`` is set), and
-    the resolved config."""
+    the resolved config. The seed does not change it (every epoch has the same number of tiles), so each arm builds its
+    data module once, not once per seed."""
     from effdet.engine.datamodule import DetectionDataModule
     from effdet.engine.schema import load_train_config, resolve_model_config
 
-    cfg = load_train_config(config, [f"data.root={root}", f"seed={seed}", *overrides])
+    cfg = load_train_config(config, [f"data.root={root}", *overrides])
     model = resolve_model_config(cfg.model, num_classes=1)
     datamodule = DetectionDataModule(cfg.data, model.image_size, model.mean, seed=cfg.seed)
     return len(datamodule.train_dataloader()), cfg, model
@@ -283,7 +286,7 @@ def arm_settings(arm: str, seed: int, root: Path, data: dict[str, Any], args: ar
     config = Path(args.config).resolve()
     config_name = str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config)
     overrides = arm_overrides(arm, args)
-    per_epoch, cfg, model = steps_per_epoch(str(config), root, seed, overrides)
+    per_epoch, cfg, model = steps_per_epoch(str(config), root, tuple(overrides))
     warmup = args.warmup_steps if args.warmup_steps is not None else round(args.steps / 8)
     overrides.append(f"optim.warmup_epochs={warmup / per_epoch!r}")
     image_size = list(model.image_size)

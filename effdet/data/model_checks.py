@@ -186,7 +186,8 @@ def check_object_scale(report: DataReport, objects: dict[str, Any], view: ModelV
     text = (f"{below} of {sizes.count} {things} ({below / sizes.count:.0%}) are smaller than {least:.1f} px {seen} "
             f"{height}x{width} input, too small for the smallest anchor ({anchor:g} px) to match: median object "
             f"{sizes.median_source:.1f} px in the source, {sizes.median_at_input:.1f} px at the input")
-    median_source = object_sizes(objects, view.input_size).median_source  # of the whole objects, not cut by tiles
+    whole = sizes if tiles is None else object_sizes(objects, view.input_size)  # the objects, not cut by tiles
+    median_source = whole.median_source
     tile, tiled = fitting_tile_size(objects, view, median_source)
     fits = not tiled.mostly_below(least)
     overrides = {"data.tile_size": tile, "eval.slice_size": tile}
