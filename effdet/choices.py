@@ -22,6 +22,10 @@ ANCHOR_FIT_MODES: tuple[str, ...] = ("report", "apply", "off")  # start-up ancho
 # EXIF orientation of images (effdet/imageinfo.py): apply (use them as displayed, as annotation tools and OpenCV's
 # default reading show them) | ignore (the stored pixels, for data annotated on them)
 EXIF_ORIENTATION_MODES: tuple[str, ...] = ("apply", "ignore")
+# data.train_resize, the training crop's resampling (effdet/data/transforms.py RandomScaleCrop): area (INTER_AREA when
+# shrinking, bilinear when enlarging, as inference) | random_filtered (antialiased bilinear or bicubic, one drawn per
+# image, as the reference effdet's training resize)
+TRAIN_RESIZE_MODES: tuple[str, ...] = ("area", "random_filtered")
 # trainer.precision: the precisions that keep the weights (and the EMA) in float32; the short aliases mean the mixed
 # forms. "*-true" half precision casts the weights, where a 0.9998 EMA update is lost.
 TRAINING_PRECISIONS: tuple[str, ...] = ("32-true", "bf16-mixed", "16-mixed")
@@ -32,5 +36,5 @@ PRECISION_ALIASES: dict[str, str] = {"32": "32-true", "bf16": "bf16-mixed", "16"
 AUTO: str = "auto"
 SYNC_BATCHNORM_BELOW: int = 8
 
-__all__ = ["ANCHOR_FIT_MODES", "BOX_LOSSES", "COCO_EVALUATORS", "DATA_FORMATS", "EVAL_BACKENDS", "EXIF_ORIENTATION_MODES", "FUSION_METHODS", "LR_SCHEDULES", "MERGE_METHODS", "MERGE_METRICS", "NMS_METHODS", "OPTIMIZERS", "PRECISION_ALIASES", "RUNTIMES",
+__all__ = ["ANCHOR_FIT_MODES", "BOX_LOSSES", "COCO_EVALUATORS", "DATA_FORMATS", "EVAL_BACKENDS", "EXIF_ORIENTATION_MODES", "TRAIN_RESIZE_MODES", "FUSION_METHODS", "LR_SCHEDULES", "MERGE_METHODS", "MERGE_METRICS", "NMS_METHODS", "OPTIMIZERS", "PRECISION_ALIASES", "RUNTIMES",
            "TRAINING_PRECISIONS", "AUTO", "SYNC_BATCHNORM_BELOW"]

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..choices import TRAIN_RESIZE_MODES
 from ..ops.boxes import flip_boxes_horizontal
 from .preprocess import (
     AREA_INTERPOLATION_BELOW,
@@ -125,6 +126,9 @@ class RandomScaleCrop:
     top-left and the rest is padded with ``fill``. A shrink is an INTER_AREA resize (which averages instead of
     aliasing, as inference does: :func:`effdet.data.preprocess.resize_interpolation`) followed by crop/pad; an
     enlargement is one bilinear ``warpAffine`` that resizes, crops and pads, computing only the output pixels.
+    ``resize="random_filtered"`` resamples instead with Pillow's antialiased bilinear or bicubic filter (one drawn
+    per image; the filter widens when shrinking), as the reference effdet's training resize does, computing only
+    the part of the canvas the image covers.
 
     Boxes are scaled, shifted, clipped to the canvas, then **dropped** when a clipped side is shorter
     than ``min_size`` px or less than ``min_visible`` of the box's scaled area remains inside the
@@ -140,10 +144,14 @@ class RandomScaleCrop:
         min_size: float = 2.0,
         min_visible: float = 0.2,
         rng: Optional[np.random.Generator] = None,
+        resize: str = "area",
     ) -> None:
         low, high = (float(v) for v in scale_range)
         if not 0 < low <= high:
             raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range!r}")
+        if resize not in TRAIN_RESIZE_MODES:
+            raise ValueError(f"resize must be one of {TRAIN_RESIZE_MODES}, got {resize!r}")
+        self.resize = resize
         self.output_size = as_size(output_size)
         self.scale_range = (low, high)
         self.fill = _fill_value(fill)
@@ -165,7 +173,10 @@ class RandomScaleCrop:
         offset_y = float(rng.integers(0, int(scaled_h - out_h) + 1)) if scaled_h > out_h else 0.0
         offset_x = float(rng.integers(0, int(scaled_w - out_w) + 1)) if scaled_w > out_w else 0.0
 
-        canvas = self._resize_crop(image, scale, offset_x, offset_y)
+        if self.resize == "random_filtered":
+            canvas = self._filtered_resize_crop(image, scale, offset_x, offset_y, int(rng.integers(0, 2)))
+        else:
+            canvas = self._resize_crop(image, scale, offset_x, offset_y)
 
         shift = np.array([offset_x, offset_y, offset_x, offset_y], dtype=np.float32)
         limits = np.array([out_w, out_h, out_w, out_h], dtype=np.float32)
@@ -184,6 +195,25 @@ class RandomScaleCrop:
             crowd_boxes=crowd[crowd_keep],
             scale=sample.scale * float(scale),
         )
+
+    def _filtered_resize_crop(self, image: np.ndarray, scale: float, offset_x: float, offset_y: float,
+                              choice: int) -> np.ndarray:
+        """Pillow's antialiased resampling (``choice`` 0: bilinear, 1: bicubic) of the source region the canvas shows;
+        the same geometry as :meth:`_resize_crop`: output pixel ``u`` covers source ``[(u + ox) / s, (u + 1 + ox) / s]``."""
+        from PIL import Image
+
+        out_h, out_w = self.output_size
+        in_h, in_w = image.shape[:2]
+        canvas = np.empty((out_h, out_w, *image.shape[2:]), dtype=image.dtype)
+        canvas[...] = self.fill if image.ndim == 3 else self.fill[0]
+        width = min(out_w, int(round(in_w * scale - offset_x)))
+        height = min(out_h, int(round(in_h * scale - offset_y)))
+        if width < 1 or height < 1:
+            return canvas
+        box = (offset_x / scale, offset_y / scale, (offset_x + width) / scale, (offset_y + height) / scale)
+        method = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC)[choice]
+        canvas[:height, :width] = np.asarray(Image.fromarray(image).resize((width, height), method, box=box))
+        return canvas
 
     def _resize_crop(self, image: np.ndarray, scale: float, offset_x: float, offset_y: float) -> np.ndarray:
         """Output pixel (u, v) shows continuous source point ((u + ox) / scale, (v + oy) / scale)."""
@@ -298,12 +328,13 @@ def train_transforms(
     fill: FillLike = None,
     flip_probability: float = 0.5,
     min_visible: float = 0.2,
+    resize: str = "area",
 ) -> Compose:
-    """Scale jitter + random crop (keeping boxes with ``min_visible`` of their area), horizontal flip, to uint8
-    tensor ``[3, S, S]``."""
+    """Scale jitter + random crop (keeping boxes with ``min_visible`` of their area; resampling ``resize``, see
+    :class:`RandomScaleCrop`), horizontal flip, to uint8 tensor ``[3, S, S]``."""
     return Compose(
         [
-            RandomScaleCrop(image_size, scale_range=scale_range, fill=fill, min_visible=min_visible),
+            RandomScaleCrop(image_size, scale_range=scale_range, fill=fill, min_visible=min_visible, resize=resize),
             RandomHorizontalFlip(flip_probability),
             ToTensor(),
         ]

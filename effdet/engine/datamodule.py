@@ -51,7 +51,7 @@ class DetectionDataModule(L.LightningDataModule):
 
         sources = dataset_sources(data_cfg)
         augment = train_transforms(image_size, tuple(data_cfg.scale_range), fill, data_cfg.hflip,
-                                   min_visible=data_cfg.crop_min_visible)
+                                   min_visible=data_cfg.crop_min_visible, resize=data_cfg.train_resize)
         self.tiles = TileSettings.from_config(data_cfg)
         # the training images; with tiles, read whole (no transform) and cut into tiles that are then augmented
         self.train_images = CocoDetection(**sources["train"], transform=None if self.tiles else augment,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
 from ..choices import (ANCHOR_FIT_MODES, AUTO, BOX_LOSSES, COCO_EVALUATORS, DATA_FORMATS, EXIF_ORIENTATION_MODES,
-                       LR_SCHEDULES, MERGE_METHODS, MERGE_METRICS, NMS_METHODS, OPTIMIZERS, PRECISION_ALIASES, SYNC_BATCHNORM_BELOW, TRAINING_PRECISIONS)
+                       LR_SCHEDULES, MERGE_METHODS, MERGE_METRICS, NMS_METHODS, OPTIMIZERS, PRECISION_ALIASES, SYNC_BATCHNORM_BELOW, TRAIN_RESIZE_MODES, TRAINING_PRECISIONS)
 from ..deprecation import deprecated_form
 from ..modeling.postprocess_settings import PostprocessSettings, postprocess_setting_names, settings_problems
 from ..modeling.variants import ModelConfig, model_config
@@ -71,9 +71,8 @@ class DataConfig:
     num_workers: int = 4
     scale_range: list[float] = field(default_factory=lambda: [0.1, 2.0])  # paper's scale jitter
     hflip: float = 0.5
-    # random crop: keep a clipped box when this fraction of its area stays visible (0: any box with area, as the
-    # official TF pipeline and the reference do; the crop still drops boxes with a side under 2 px)
-    crop_min_visible: float = 0.2
+    crop_min_visible: float = 0.2  # the crop keeps a clipped box with this share visible (0: any with area, as TF)
+    train_resize: str = "area"  # training crop's resampling: area (as inference) | random_filtered (effdet/choices.py)
     check_files: bool = True  # skip annotation entries whose image file is missing (counted)
     format: str = "coco"  # coco | voc | yolo (converted in memory; see effdet/data/formats.py)
     classes: Optional[Any] = None  # class names: a list, or a classes.txt / data.yaml path (voc, yolo)
@@ -179,6 +178,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": DATA_FORMATS,
     "data.anchor_fit": ANCHOR_FIT_MODES,
     "data.exif_orientation": EXIF_ORIENTATION_MODES,
+    "data.train_resize": TRAIN_RESIZE_MODES,
 }
 
 

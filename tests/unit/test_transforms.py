@@ -204,3 +204,58 @@ def test_shrinking_averages_instead_of_aliasing_in_training_and_inference(factor
         inner = image[2:-2, 2:-2].astype(np.float32)  # away from the border
         assert abs(inner.mean() - 127.5) < 4
         assert inner.std() < 0.8 * sampled.std(), (inner.std(), sampled.std())
+
+
+@pytest.mark.parametrize("side,jitter", [(640, 1.25), (320, 1.5)])  # a shrink by 0.5 and an enlargement by 1.2
+def test_random_filtered_resize_is_pillows_bilinear_or_bicubic_of_the_whole_image(side, jitter):
+    """``resize="random_filtered"`` (data.train_resize, the reference effdet's training resize): each crop equals
+    Pillow's antialiased bilinear or bicubic resize of the *whole* image (to ±2 levels), cut at the crop offset (computed here from
+    the box the crop moved), and both filters are drawn. The boxes follow the same geometry as the default."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    image = (rng.random((side, side, 3)) * 255).astype(np.uint8)
+    image = np.asarray(Image.fromarray(image).resize((side // 8, side // 8)).resize((side, side), Image.BICUBIC))
+    image = image.copy()
+    image[::7] = 255  # thin lines: the two filters differ on them
+    scale = jitter * 256 / side
+    resized = {name: np.asarray(Image.fromarray(image).resize((round(side * scale),) * 2, method)).astype(int)
+               for name, method in (("bilinear", Image.BILINEAR), ("bicubic", Image.BICUBIC))}
+    centre = np.array([[side * 0.47, side * 0.47, side * 0.53, side * 0.53]], np.float32)
+    crop = RandomScaleCrop(256, scale_range=(jitter, jitter), min_visible=0.0, rng=np.random.default_rng(3),
+                           resize="random_filtered")
+    drawn = set()
+    for _ in range(8):
+        sample = DetectionSample(image=image, boxes=centre, labels=np.array([0]), crowd_boxes=np.zeros((0, 4), np.float32))
+        out = crop(sample)
+        offset_x, offset_y = (centre[0, :2] * scale - out.boxes[0, :2]).round().astype(int)
+        assert out.image.shape == (256, 256, 3) and out.image.dtype == np.uint8
+        errors = {name: np.abs(out.image.astype(int) - full[offset_y:offset_y + 256, offset_x:offset_x + 256]).max()
+                  for name, full in resized.items()}
+        name = min(errors, key=errors.get)
+        assert errors[name] <= 2 and max(errors.values()) > 8, errors  # Pillow rounds per region: ±2 levels
+        drawn.add(name)
+        np.testing.assert_allclose(out.boxes, centre * scale - [offset_x, offset_y, offset_x, offset_y], atol=1e-3)
+    assert drawn == {"bilinear", "bicubic"}
+
+
+def test_train_resize_is_a_checked_config_key_and_reaches_the_training_crop(tmp_path):
+    from effdet.engine.schema import ConfigError, load_train_config
+
+    demo = "configs/demo.yaml"
+    assert load_train_config(demo, []).data.train_resize == "area"  # the default: what inference does
+    assert load_train_config(demo, ["data.train_resize=random_filtered"]).data.train_resize == "random_filtered"
+    with pytest.raises(ConfigError, match="data.train_resize"):
+        load_train_config(demo, ["data.train_resize=bicubic"])
+    from effdet.data.synthetic import make_synthetic_dataset
+    from effdet.engine.datamodule import DetectionDataModule
+
+    make_synthetic_dataset("shapes", tmp_path, num_train=2, num_val=1, seed=0)
+    for value in ("area", "random_filtered"):
+        cfg = load_train_config(demo, [f"data.root={tmp_path}", f"data.train_resize={value}", "data.num_workers=0"])
+        module = DetectionDataModule(cfg.data, [64, 64], [0.5, 0.5, 0.5], seed=0)
+        crop = module.train_images.transform.transforms[0]
+        assert isinstance(crop, RandomScaleCrop) and crop.resize == value
+        assert tuple(module.train_set[0]["image"].shape) == (3, 64, 64)
+    with pytest.raises(ValueError, match="resize"):
+        RandomScaleCrop(64, resize="lanczos")
