@@ -210,7 +210,9 @@ class RandomScaleCrop:
         height = min(out_h, int(round(in_h * scale - offset_y)))
         if width < 1 or height < 1:
             return canvas
-        box = (offset_x / scale, offset_y / scale, (offset_x + width) / scale, (offset_y + height) / scale)
+        # the covered source region, clamped: rounding the covered size up may reach past the last source pixel
+        box = (offset_x / scale, offset_y / scale, min(in_w, (offset_x + width) / scale),
+               min(in_h, (offset_y + height) / scale))
         method = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC)[choice]
         canvas[:height, :width] = np.asarray(Image.fromarray(image).resize((width, height), method, box=box))
         return canvas

@@ -259,3 +259,21 @@ def test_train_resize_is_a_checked_config_key_and_reaches_the_training_crop(tmp_
         assert tuple(module.train_set[0]["image"].shape) == (3, 64, 64)
     with pytest.raises(ValueError, match="resize"):
         RandomScaleCrop(64, resize="lanczos")
+
+
+def test_random_filtered_resize_handles_any_size_and_scale():
+    """Odd image sizes and jitter factors (the covered size rounds up past the last source pixel): every crop is
+    the canvas size, and the part the image covers is the image's resampled pixels, the rest the fill."""
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        height, width = (int(v) for v in rng.integers(17, 500, size=2))
+        image = np.full((height, width, 3), 200, np.uint8)
+        crop = RandomScaleCrop(128, scale_range=(0.3, 2.0), fill=(7, 7, 7), min_visible=0.0,
+                               rng=np.random.default_rng(int(rng.integers(1 << 30))), resize="random_filtered")
+        out = crop(DetectionSample(image=image, boxes=np.zeros((0, 4), np.float32), labels=np.zeros(0, np.int64),
+                                   crowd_boxes=np.zeros((0, 4), np.float32)))
+        assert out.image.shape == (128, 128, 3)
+        covered_w = min(128, int(round(width * out.scale)))
+        covered_h = min(128, int(round(height * out.scale)))
+        assert (out.image[: covered_h - 1, : covered_w - 1] == 200).all()
+        assert (out.image[covered_h + 1 :] == 7).all() and (out.image[:, covered_w + 1 :] == 7).all()
