@@ -27,6 +27,7 @@ from typing import Callable, Optional, Sequence, Union
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from ..choices import TRAIN_RESIZE_MODES
 from ..ops.boxes import flip_boxes_horizontal
@@ -200,8 +201,6 @@ class RandomScaleCrop:
                               choice: int) -> np.ndarray:
         """Pillow's antialiased resampling (``choice`` 0: bilinear, 1: bicubic) of the source region the canvas shows;
         the same geometry as :meth:`_resize_crop`: output pixel ``u`` covers source ``[(u + ox) / s, (u + 1 + ox) / s]``."""
-        from PIL import Image
-
         out_h, out_w = self.output_size
         in_h, in_w = image.shape[:2]
         canvas = np.empty((out_h, out_w, *image.shape[2:]), dtype=image.dtype)
