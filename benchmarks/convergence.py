@@ -343,6 +343,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     protocol.add_argument("--seed-list", type=int, nargs="+", default=None, metavar="K", help="run these seeds")
     protocol.add_argument("--arms", nargs="+", default=None, metavar="ARM",
                           help="arms of benchmarks/protocol.py ARMS (default: all: ours ours_reference_init reference)")
+    protocol.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME KEY=VALUE",
+                          help="an arm NAME: ours plus these overrides of our config (repeatable; run by default "
+                          "with the other arms, paired with each of them in the summary)")
     protocol.add_argument("--data-seed", type=int, default=0, help="seed of the generated data (fixed across seeds)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training process")
     parser.add_argument("--workers", type=int, default=1, help="data-loader workers per training process")
@@ -376,8 +379,8 @@ def run(args: argparse.Namespace) -> int:
         from benchmarks import protocol
 
         return protocol.run(args, our_overrides)
-    if args.arms:
-        print("error: --arms needs --seeds N or --seed-list K ...", file=sys.stderr)
+    if args.arms or args.variant:
+        print("error: --arms and --variant need --seeds N or --seed-list K ...", file=sys.stderr)
         return 2
     out = Path(args.out).resolve()
     folder = reference_folder() if args.compare_reference else None

@@ -1,7 +1,8 @@
 """The seed protocol of the convergence benchmark (issue 25): several seeds per arm, compared seed by seed.
 
     python tools/benchmark.py convergence --seeds N [--seed-list K ...] [--arms ours ours_reference_init reference]
-        [--kinds small similar] [--sizes small=200/60 ...] [--epochs 16] [--threads 1] [--workers 1] --out RESULTS
+        [--variant NAME KEY=VALUE ...] [--kinds small similar] [--sizes small=200/60 ...] [--epochs 16] [--threads 1]
+        [--workers 1] --out RESULTS
 
 One seed per side cannot tell two pipelines apart on these small sets: the random draw of the BiFPN/head init alone
 moves the final AP by several points (docs/convergence.md). So every comparison runs seeds ``0..N-1`` (or
@@ -13,6 +14,13 @@ Arms (:data:`ARMS`, the one table of what each arm runs). Everything else is ide
 ``configs/demo.yaml`` matches), the epochs, the data (generated once per kind from ``--data-seed``, default 0, the
 same for every seed), and the seed ``k``, which sets the training's data order and augmentation (and the init of the
 arms that draw their own).
+
+Variants: ``--variant NAME KEY=VALUE [KEY=VALUE ...]`` (repeatable) adds the arm ``NAME``: the same as ``ours`` plus
+those overrides of our config, the one change a comparison measures. It is run by default with the other arms (or
+named in ``--arms``), and the summary pairs it seed by seed with every other arm, ``ours`` included. Each seed file
+records the arm's overrides and the digest of its resolved training config (``config_digest``, machine paths left
+out), so a variant run under another arm's name, or an arm whose defaults changed in the code, is refused, not mixed
+in (files written before the digest was recorded are not checked for it).
 
 Kinds: the generated sets of ``tools/make_demo_data.py`` with their own sizes (``KIND_SIZES``: shapes 200 / 60,
 small 200 / 60, similar 400 / 100 train / val images; ``--sizes KIND=TRAIN/VAL`` changes one), or ``--data DIR``.
@@ -81,7 +89,48 @@ ARMS: dict[str, Arm] = {
 }
 # Settings that must agree for a seed file to count as this run's (a rerun refuses to mix others in).
 COMPARED = ("program", "init", "model", "image_size", "epochs", "seed", "data", "config", "overrides", "recipe",
-            "threads", "workers")
+            "threads", "workers", "config_digest")
+# Compared only when the stored file has them (recorded since they were added).
+RECORDED_LATER = ("config_digest",)
+
+
+def variant_arms(variants: Sequence[Sequence[str]]) -> dict[str, tuple[str, ...]]:
+    """``--variant NAME KEY=VALUE ...`` (each a list: name, then overrides) as ``{name: overrides}``.
+
+    Raises ValueError for a name that is taken (an arm of :data:`ARMS`, a reserved folder, another variant), is not
+    a plain folder name, or comes without overrides."""
+    arms: dict[str, tuple[str, ...]] = {}
+    for name, *overrides in variants:
+        if name in ARMS or name in RESERVED or name in arms:
+            raise ValueError(f"--variant {name}: the name is taken (arms: {', '.join(ARMS)}; reserved: "
+                             f"{', '.join(RESERVED)}; variants so far: {', '.join(arms) or 'none'})")
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"--variant {name}: a name is letters, digits, '_' and '-' (it names a results folder)")
+        if not overrides or any("=" not in o for o in overrides):
+            raise ValueError(f"--variant {name}: give the overrides that make it, as section.key=value "
+                             "(e.g. --variant filtered data.train_resize=random_filtered)")
+        arms[name] = tuple(overrides)
+    return arms
+
+
+def arm_spec(arm: str, variants: dict[str, tuple[str, ...]]) -> Arm:
+    """The :class:`Arm` of a name of :data:`ARMS` or of a variant (``ours`` plus its overrides)."""
+    if arm in ARMS:
+        return ARMS[arm]
+    return Arm("ours", "own", f"the same as `ours`, plus {' '.join(variants[arm])}")
+
+
+def config_digest(config: str, overrides: Sequence[str]) -> str:
+    """sha256 (16 hex digits) of the resolved training config of ``config`` + ``overrides`` with the machine's
+    paths (data.root, output_dir) left out: what the code's defaults make of the arm's settings."""
+    import hashlib
+
+    from omegaconf import OmegaConf
+
+    from effdet.engine.schema import load_train_config
+
+    cfg = load_train_config(config, [*overrides, "data.root=DATA", "output_dir=OUT"])
+    return hashlib.sha256(OmegaConf.to_yaml(cfg, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------------------- statistics
@@ -208,10 +257,11 @@ def git_commit() -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------ runs
 
 
-def arm_settings(arm: str, seed: int, data: dict[str, Any], args: argparse.Namespace,
-                 overrides: Sequence[str]) -> dict[str, Any]:
+def arm_settings(arm: str, seed: int, data: dict[str, Any], args: argparse.Namespace, overrides: Sequence[str],
+                 variants: Optional[dict[str, tuple[str, ...]]] = None) -> dict[str, Any]:
     """What arm ``arm`` runs for ``seed``, spelt out (no machine paths: DATA and INIT stand for them)."""
-    spec = ARMS[arm]
+    variants = variants or {}
+    spec = arm_spec(arm, variants)
     image_size = args.image_size or RECIPE["image_size"]
     settings: dict[str, Any] = dict(arm=arm, runs=spec.runs, program=spec.program, init=spec.init,
                                     model=RECIPE["model"], image_size=image_size, epochs=args.epochs, seed=seed,
@@ -220,8 +270,8 @@ def arm_settings(arm: str, seed: int, data: dict[str, Any], args: argparse.Names
         config = Path(args.config).resolve()
         config = str(config.relative_to(ROOT)) if config.is_relative_to(ROOT) else str(config)
         ours = [f"model.name={RECIPE['model']}", *([f"model.image_size={args.image_size}"] if args.image_size else []),
-                *overrides]
-        settings.update(config=config, overrides=ours, command=" ".join(
+                *overrides, *variants.get(arm, ())]
+        settings.update(config=config, overrides=ours, config_digest=config_digest(args.config, ours), command=" ".join(
             ["tools/train.py", config, "data.root=DATA", f"trainer.max_epochs={args.epochs}", f"seed={seed}",
              f"data.num_workers={args.workers}", *ours, *(["model.weights=INIT"] if spec.init == "reference" else [])]))
         if spec.init == "reference":
@@ -235,7 +285,7 @@ def arm_settings(arm: str, seed: int, data: dict[str, Any], args: argparse.Names
 def run_one(arm: str, seed: int, root: Path, work: Path, settings: dict[str, Any], args: argparse.Namespace,
             folder: Optional[Path], weights: Optional[Path]) -> Optional[dict[str, Any]]:
     """Train ``arm`` with ``seed`` on ``root`` in ``work`` (emptied first); the seed's result, or None if it failed."""
-    spec = ARMS[arm]
+    spec = Arm(settings["program"], settings["init"], settings["runs"])
     if work.exists():
         shutil.rmtree(work)  # a half-finished earlier try: its logs must not mix into this curve
     work.mkdir(parents=True)
@@ -271,7 +321,7 @@ def mismatch(stored: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     old = stored.get("settings")
     if not isinstance(old, dict):
         return []
-    return [k for k in COMPARED if old.get(k) != settings.get(k)]
+    return [k for k in COMPARED if old.get(k) != settings.get(k) and (k in old or k not in RECORDED_LATER)]
 
 
 def write_summary(out: Path) -> str:
@@ -291,18 +341,25 @@ def run(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     if args.seeds is not None and args.seed_list is not None:
         return fail("give either --seeds N or --seed-list K ..., not both")
     seeds = list(dict.fromkeys(args.seed_list)) if args.seed_list is not None else list(range(args.seeds))
-    arms = list(dict.fromkeys(args.arms or ARMS))
+    try:
+        variants = variant_arms(getattr(args, "variant", None) or [])
+        for name, extra in variants.items():  # a bad key fails here, before any dataset or training starts
+            config_digest(args.config, [*overrides, *extra])
+    except ValueError as error:  # ConfigError too
+        return fail(str(error))
+    arms = list(dict.fromkeys(args.arms or [*ARMS, *variants]))
     if not seeds or min(seeds) < 0:
         return fail("--seeds N needs N >= 1 (--seed-list: seeds >= 0)")
-    unknown = [a for a in arms if a not in ARMS]
+    unknown = [a for a in arms if a not in ARMS and a not in variants]
     if unknown:
-        return fail(f"unknown arm(s) {unknown}; arms: {', '.join(ARMS)}")
+        return fail(f"unknown arm(s) {unknown}; arms: {', '.join([*ARMS, *variants])} (a variant is defined with "
+                    "--variant NAME KEY=VALUE ...)")
     if args.same_init:
         return fail("--same-init is the arm ours_reference_init in the seed protocol (--arms ours_reference_init)")
     folder = reference_folder()
-    if folder is None and any(ARMS[a].init == "reference" for a in arms):
+    if folder is None and any(arm_spec(a, variants).init == "reference" for a in arms):
         return fail("the reference effdet 0.4.1 was not found (needed by the arms "
-                    f"{[a for a in arms if ARMS[a].init == 'reference']}): run `make parity-env` or set "
+                    f"{[a for a in arms if arm_spec(a, variants).init == 'reference']}): run `make parity-env` or set "
                     "EFFDET_PARITY_PATH")
     out = Path(args.out).resolve()
     try:
@@ -326,7 +383,7 @@ def run(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     plan = [(root, seed, arm) for root in roots for seed in seeds for arm in arms]
     todo, conflicts = [], []
     for root, seed, arm in plan:
-        settings = arm_settings(arm, seed, data[root.name], args, overrides)
+        settings = arm_settings(arm, seed, data[root.name], args, overrides, variants)
         target = result_path(out, root.name, arm, seed)
         if target.exists():
             bad = mismatch(json.loads(target.read_text()), settings)
@@ -340,7 +397,7 @@ def run(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     print(f"seed protocol: {len(plan)} trainings, {len(plan) - len(todo)} already done, {len(todo)} to run "
           f"(one at a time), results in {out}", flush=True)
     weights = (reference_backbone_weights(folder, out / "work" / "weights")
-               if folder is not None and todo and any(ARMS[a].init == "reference" for _, _, a, _ in todo) else None)
+               if folder is not None and any(s["init"] == "reference" for _, _, _, s in todo) else None)
     failed = []
     for index, (root, seed, arm, settings) in enumerate(todo, 1):
         print(f"[{index}/{len(todo)}] {root.name} {arm} seed {seed} ...", flush=True)

@@ -1,5 +1,6 @@
 """`tools/benchmark.py convergence --seeds N`, the seed protocol (benchmarks/protocol.py), through the real tools:
-two seeds of the three arms, one epoch on a tiny set (the reference arms need the reference effdet 0.4.1)."""
+two seeds of the three arms and of one variant (ours plus an override), one epoch on a tiny set (the reference arms
+need the reference effdet 0.4.1)."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,8 @@ import pytest
 from tests.helpers.env import REPO, tool_env
 from tests.helpers.parity import needs_reference
 
-ARMS = ("ours", "ours_reference_init", "reference")
+ARMS = ("ours", "ours_reference_init", "reference", "filtered")
+VARIANT = ("--variant", "filtered", "data.train_resize=random_filtered")
 KEYS = {"kind", "arm", "seed", "epochs", "final_AP", "final_AP50", "AP_epoch8", "curve", "seconds", "commit", "dirty",
         "settings"}
 
@@ -22,7 +24,7 @@ KEYS = {"kind", "arm", "seed", "epochs", "final_AP", "final_AP50", "AP_epoch8", 
 def _protocol(out):
     return subprocess.run([sys.executable, str(REPO / "tools" / "benchmark.py"), "convergence", "--seeds", "2",
                            "--epochs", "1", "--kinds", "small", "--sizes", "small=8/4", "--image-size", "128",
-                           "--arms", *ARMS, "--out", str(out)],
+                           "--arms", *ARMS, *VARIANT, "--out", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=1800, env=tool_env())
 
 
@@ -46,6 +48,10 @@ def test_seed_protocol_writes_per_seed_results_a_paired_summary_and_resumes(tmp_
             results[arm, seed] = result["final_AP"]
     assert "model.weights=INIT" in json.loads((out / "small" / "ours_reference_init" / "seed0.json").read_text())[
         "settings"]["command"]
+    for seed in (0, 1):  # the variant trained with its override, and only it
+        for arm, mode in (("filtered", "random_filtered"), ("ours", "area")):
+            config = (out / "work" / "small" / arm / f"seed{seed}" / "run" / "config.yaml").read_text()
+            assert f"train_resize: {mode}" in config, (arm, seed)
 
     summary = json.loads((out / "summary.json").read_text())["kinds"]["small"]
     for arm in ARMS:
@@ -71,6 +77,6 @@ def test_seed_protocol_writes_per_seed_results_a_paired_summary_and_resumes(tmp_
     started = time.time()
     again = _protocol(out)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "6 already done, 0 to run" in again.stdout
+    assert "8 already done, 0 to run" in again.stdout
     assert [p.stat().st_mtime_ns for p in files] == stamps
     assert time.time() - started < 120

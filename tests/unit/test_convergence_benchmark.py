@@ -142,6 +142,90 @@ def test_protocol_runs_seed_by_seed_skips_finished_seeds_and_reports_failures(tm
     assert convergence.main([*argv[:-4], "--epochs", "3", "--out", str(out)]) == 2 and trained == [0, 1, 2, 1]
 
 
+def _fake_trainings(monkeypatch, commands):
+    """The protocol's trainings faked: each records its overrides in ``commands``; AP = 0.1 epoch + 0.01 seed, plus
+    0.05 when the training resamples with random_filtered."""
+    from benchmarks import convergence, protocol
+
+    class Done:
+        def wait(self):
+            return 0
+
+    def start_ours(root, out, epochs, seed, config, overrides, *args):
+        commands.append((seed, list(overrides)))
+        (out / "filtered").write_text(str("data.train_resize=random_filtered" in overrides))
+        return Done()
+
+    def curve(out):
+        bonus = 0.05 if (out / "filtered").read_text() == "True" else 0.0
+        return [{"epoch": e, "AP": 0.1 * e + 0.01 * int(out.name[4:]) + bonus, "AP50": 0.5} for e in (1, 2)]
+
+    monkeypatch.setattr(protocol, "start_ours", start_ours)
+    monkeypatch.setattr(protocol, "ours_curve", curve)
+    monkeypatch.setattr(convergence, "make_datasets", lambda kinds, out, *a, **k: [_tiny_set(out / "data" / "small")])
+    monkeypatch.setattr(protocol, "make_datasets", convergence.make_datasets)
+
+
+def test_protocol_variant_is_ours_plus_its_overrides_paired_with_ours(tmp_path, monkeypatch):
+    """--variant NAME KEY=VALUE ...: an arm that runs ours plus those overrides (and only it gets them), in its own
+    folder, paired seed by seed with ours in the summary."""
+    import json
+
+    from benchmarks import convergence
+
+    commands = []
+    _fake_trainings(monkeypatch, commands)
+    out = tmp_path / "results"
+    argv = ["--seeds", "2", "--kinds", "small", "--epochs", "2", "--out", str(out), "--arms", "ours", "filtered",
+            "--variant", "filtered", "data.train_resize=random_filtered"]
+    assert convergence.main(argv) == 0
+    with_filter = [seed for seed, overrides in commands if "data.train_resize=random_filtered" in overrides]
+    assert len(commands) == 4 and with_filter == [0, 1]
+    stored = json.loads((out / "small" / "filtered" / "seed1.json").read_text())
+    assert "data.train_resize=random_filtered" in stored["settings"]["command"]
+    assert math.isclose(stored["final_AP"], 0.2 + 0.01 + 0.05)
+    pair = json.loads((out / "summary.json").read_text())["kinds"]["small"]["pairs"]["ours - filtered"]["final_AP"]
+    assert pair["seeds"] == [0, 1] and all(math.isclose(d, -0.05) for d in pair["differences"])
+    # a variant run again under another definition, or an undefined one, is refused before any training
+    commands.clear()
+    assert convergence.main([*argv[:-1], "data.train_resize=area"]) == 2
+    assert convergence.main(argv[:-3]) == 2 and commands == []
+
+
+@pytest.mark.parametrize("variant", [["ours", "data.hflip=false"], ["data", "data.hflip=false"], ["a/b", "x=1"],
+                                     ["nokeys"], ["bad", "data.no_such_key=1"], ["bad", "data.train_resize=cubic"]])
+def test_protocol_refuses_a_bad_variant_before_training(tmp_path, monkeypatch, capsys, variant):
+    from benchmarks import convergence
+
+    commands = []
+    _fake_trainings(monkeypatch, commands)
+    argv = ["--seeds", "1", "--kinds", "small", "--epochs", "2", "--out", str(tmp_path), "--variant", *variant]
+    assert convergence.main(argv) == 2 and commands == []
+    assert "error:" in capsys.readouterr().err
+
+
+def test_protocol_refuses_results_of_other_code_defaults(tmp_path, monkeypatch):
+    """A seed file whose resolved config differs (the code's defaults changed since: another config_digest) is not
+    mixed in; one written before the digest was recorded is still read."""
+    import json
+
+    from benchmarks import convergence
+
+    commands = []
+    _fake_trainings(monkeypatch, commands)
+    out = tmp_path / "results"
+    argv = ["--seeds", "1", "--arms", "ours", "--kinds", "small", "--epochs", "2", "--out", str(out)]
+    assert convergence.main(argv) == 0 and len(commands) == 1
+    path = out / "small" / "ours" / "seed0.json"
+    result = json.loads(path.read_text())
+    result["settings"]["config_digest"] = "0" * 16
+    path.write_text(json.dumps(result))
+    assert convergence.main(argv) == 2 and len(commands) == 1
+    del result["settings"]["config_digest"]
+    path.write_text(json.dumps(result))
+    assert convergence.main(argv) == 0 and len(commands) == 1
+
+
 def _tiny_set(root):
     from effdet.data.synthetic import make_synthetic_dataset
 
