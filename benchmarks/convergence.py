@@ -33,8 +33,8 @@ images); ``--sizes KIND=TRAIN/VAL`` sets one kind's, ``--num-train`` / ``--num-v
 already under ``--out`` is reused only if it holds that many images.
 
 Seed protocol: ``--seeds N`` (or ``--seed-list K ...``) runs N seeds of each arm (``--arms``: ours,
-ours_reference_init, reference), one training at a time, and writes per-seed results and a paired summary
-(:mod:`benchmarks.protocol`).
+ours_reference_init, reference, and ``--variant NAME KEY=VALUE ...``: ours plus overrides), one training at a time, and
+writes per-seed results and a paired summary (:mod:`benchmarks.protocol`).
 """
 from __future__ import annotations
 
