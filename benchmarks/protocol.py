@@ -50,6 +50,7 @@ typically moves it; "not exceeded" means the seeds cannot tell the two arms apar
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -120,9 +121,8 @@ def arm_spec(arm: str, variants: dict[str, tuple[str, ...]]) -> Arm:
     return Arm("ours", "own", f"the same as `ours`, plus {' '.join(variants[arm])}")
 
 
-def config_digest(config: str, overrides: Sequence[str]) -> str:
-    """sha256 (16 hex digits) of the resolved training config of ``config`` + ``overrides`` with the machine's
-    paths (data.root, output_dir) left out: what the code's defaults make of the arm's settings."""
+@functools.lru_cache(maxsize=None)
+def _config_digest(config: str, overrides: tuple[str, ...]) -> str:
     import hashlib
 
     from omegaconf import OmegaConf
@@ -131,6 +131,13 @@ def config_digest(config: str, overrides: Sequence[str]) -> str:
 
     cfg = load_train_config(config, [*overrides, "data.root=DATA", "output_dir=OUT"])
     return hashlib.sha256(OmegaConf.to_yaml(cfg, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def config_digest(config: str, overrides: Sequence[str]) -> str:
+    """sha256 (16 hex digits) of the resolved training config of ``config`` + ``overrides`` with the machine's
+    paths (data.root, output_dir) left out: what the code's defaults make of the arm's settings. Resolved once per
+    arm, not once per seed."""
+    return _config_digest(str(config), tuple(overrides))
 
 
 # ------------------------------------------------------------------------------------------------- statistics
