@@ -122,13 +122,14 @@ def reference_backbone_weights(folder: Path, work: Path, backbone: str = "effici
 
 
 def write_reference_spec(data: dict[str, str], out: Path, epochs: int, seed: int, folder: Path, threads: int,
-                         workers: int, image_size: Optional[int] = None, weights: Optional[Path] = None) -> Path:
-    """The reference run's SPEC.json (see :mod:`benchmarks.reference_train`) in ``out``: :data:`RECIPE`, with
-    ``image_size`` instead of the recipe's when given; ``weights``: the converted backbone weights (default: made
-    by :func:`reference_backbone_weights` in ``out/../../weights``)."""
+                         workers: int, image_size: Optional[int] = None, weights: Optional[Path] = None,
+                         recipe: Optional[dict[str, Any]] = None) -> Path:
+    """The reference run's SPEC.json (see :mod:`benchmarks.reference_train`) in ``out``: ``recipe`` (default
+    :data:`RECIPE`), with ``image_size`` instead of the recipe's when given; ``weights``: the converted backbone
+    weights (default: made by :func:`reference_backbone_weights` in ``out/../../weights``)."""
     weights = weights or reference_backbone_weights(folder, out.parent.parent / "weights")
     out.mkdir(parents=True, exist_ok=True)
-    spec = dict(RECIPE, **data, epochs=epochs, seed=seed, backbone_weights=str(weights), out=str(out),
+    spec = dict(recipe or RECIPE, **data, epochs=epochs, seed=seed, backbone_weights=str(weights), out=str(out),
                 threads=threads, num_workers=workers)
     if image_size is not None:
         spec["image_size"] = int(image_size)
@@ -344,8 +345,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     protocol.add_argument("--arms", nargs="+", default=None, metavar="ARM",
                           help="arms of benchmarks/protocol.py ARMS (default: all: ours ours_reference_init reference)")
     protocol.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME KEY=VALUE",
-                          help="an arm NAME: ours plus these overrides of our config (repeatable; run by default "
-                          "with the other arms, paired with each of them in the summary)")
+                          help="an arm NAME: ours plus these overrides of our config, or the reference with "
+                          "recipe.KEY=VALUE of its recipe (repeatable; run by default with the other arms, paired "
+                          "with each of them in the summary)")
     protocol.add_argument("--data-seed", type=int, default=0, help="seed of the generated data (fixed across seeds)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training process")
     parser.add_argument("--workers", type=int, default=1, help="data-loader workers per training process")

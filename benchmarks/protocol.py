@@ -20,7 +20,10 @@ those overrides of our config, the one change a comparison measures. It is run b
 named in ``--arms``), and the summary pairs it seed by seed with every other arm, ``ours`` included. Each seed file
 records the arm's overrides and the digest of its resolved training config (``config_digest``, machine paths left
 out), so a variant run under another arm's name, or an arm whose defaults changed in the code, is refused, not mixed
-in (files written before the digest was recorded are not checked for it).
+in (files written before the digest was recorded are not checked for it). A variant made of ``recipe.KEY=VALUE``
+overrides instead (e.g. ``--variant reference_lr4 recipe.lr=0.004``) is the ``reference`` arm with those keys of its
+recipe (:data:`benchmarks.convergence.RECIPE`) changed, so a change of the shared recipe can be measured on both
+programs; one variant changes one program, never both.
 
 Kinds: the generated sets of ``tools/make_demo_data.py`` with their own sizes (``KIND_SIZES``: shapes 200 / 60,
 small 200 / 60, similar 400 / 100 train / val images; ``--sizes KIND=TRAIN/VAL`` changes one), or ``--data DIR``.
@@ -69,6 +72,7 @@ from benchmarks.convergence import (RECIPE, ROOT, dataset_counts, dataset_paths,
 
 EPOCH_MARK = 8  # the mid-training epoch the summary reports besides the final one
 RESERVED = ("data", "work")  # RESULTS/ folders that are not kinds
+RECIPE_PREFIX = "recipe."  # a variant's override of the reference's recipe (RECIPE), e.g. recipe.lr=0.004
 
 
 @dataclass(frozen=True)
@@ -110,14 +114,33 @@ def variant_arms(variants: Sequence[Sequence[str]]) -> dict[str, tuple[str, ...]
         if not overrides or any("=" not in o for o in overrides):
             raise ValueError(f"--variant {name}: give the overrides that make it, as section.key=value "
                              "(e.g. --variant filtered data.train_resize=random_filtered)")
+        recipe = [o for o in overrides if o.startswith(RECIPE_PREFIX)]
+        if recipe and len(recipe) != len(overrides):
+            raise ValueError(f"--variant {name}: either overrides of our config or {RECIPE_PREFIX}KEY=VALUE "
+                             "(the reference's recipe), not both: a variant changes one program")
+        unknown = [o for o in recipe if o[len(RECIPE_PREFIX):].split("=", 1)[0] not in RECIPE]
+        if unknown:
+            raise ValueError(f"--variant {name}: {unknown} name no key of the reference's recipe "
+                             f"({', '.join(RECIPE)})")
         arms[name] = tuple(overrides)
     return arms
 
 
+def recipe_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """``recipe.KEY=VALUE`` overrides as ``{KEY: value}`` (values read as YAML: 0.004, [0.5, 1.5], true)."""
+    import yaml
+
+    pairs = (o[len(RECIPE_PREFIX):].split("=", 1) for o in overrides if o.startswith(RECIPE_PREFIX))
+    return {key: yaml.safe_load(value) for key, value in pairs}
+
+
 def arm_spec(arm: str, variants: dict[str, tuple[str, ...]]) -> Arm:
-    """The :class:`Arm` of a name of :data:`ARMS` or of a variant (``ours`` plus its overrides)."""
+    """The :class:`Arm` of a name of :data:`ARMS` or of a variant: ``ours`` plus its overrides, or ``reference``
+    with its recipe changed (overrides ``recipe.KEY=VALUE``)."""
     if arm in ARMS:
         return ARMS[arm]
+    if recipe_overrides(variants[arm]):
+        return Arm("reference", "reference", f"the same as `reference`, plus {' '.join(variants[arm])}")
     return Arm("ours", "own", f"the same as `ours`, plus {' '.join(variants[arm])}")
 
 
@@ -284,7 +307,7 @@ def arm_settings(arm: str, seed: int, data: dict[str, Any], args: argparse.Names
         if spec.init == "reference":
             settings["init_from"] = f"reference_train.py init SPEC (seed {seed}), SPEC = the recipe on DATA"
     else:
-        settings.update(recipe=dict(RECIPE, image_size=image_size),
+        settings.update(recipe=dict(RECIPE, image_size=image_size, **recipe_overrides(variants.get(arm, ()))),
                         command=f"reference_train.py train SPEC (the recipe on DATA, seed {seed})")
     return settings
 
@@ -300,7 +323,7 @@ def run_one(arm: str, seed: int, root: Path, work: Path, settings: dict[str, Any
     data = dataset_paths(root)
     if spec.program == "reference":
         ref = write_reference_spec(data, work, args.epochs, seed, folder, args.threads, args.workers,
-                                   args.image_size, weights)
+                                   args.image_size, weights, recipe=settings["recipe"])
         code = start_reference(ref, folder, args.threads).wait()
         curve, log = reference_curve(work), work / "train.log"
     else:
@@ -351,7 +374,8 @@ def run(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     try:
         variants = variant_arms(getattr(args, "variant", None) or [])
         for name, extra in variants.items():  # a bad key fails here, before any dataset or training starts
-            config_digest(args.config, [*overrides, *extra])
+            if not recipe_overrides(extra):
+                config_digest(args.config, [*overrides, *extra])
     except ValueError as error:  # ConfigError too
         return fail(str(error))
     arms = list(dict.fromkeys(args.arms or [*ARMS, *variants]))

@@ -192,8 +192,45 @@ def test_protocol_variant_is_ours_plus_its_overrides_paired_with_ours(tmp_path, 
     assert convergence.main(argv[:-3]) == 2 and commands == []
 
 
+def test_protocol_recipe_variant_runs_the_reference_with_that_recipe_key(tmp_path, monkeypatch):
+    """--variant NAME recipe.KEY=VALUE: the reference arm with that key of its recipe changed (the spec it trains
+    from says so), recorded in the seed file and paired with the plain reference, which keeps RECIPE."""
+    import json
+
+    from benchmarks import convergence, protocol
+
+    commands, specs = [], []
+    _fake_trainings(monkeypatch, commands)
+
+    class Done:
+        def wait(self):
+            return 0
+
+    def start_reference(spec, folder, threads):
+        specs.append(json.loads(spec.read_text()))
+        return Done()
+
+    monkeypatch.setattr(protocol, "reference_folder", lambda: tmp_path)
+    monkeypatch.setattr(protocol, "reference_backbone_weights", lambda folder, work: tmp_path / "weights.pt")
+    monkeypatch.setattr(protocol, "start_reference", start_reference)
+    monkeypatch.setattr(protocol, "reference_curve", lambda work: [
+        {"epoch": e, "AP": 0.1 * e + (0.03 if json.loads((work / "spec.json").read_text())["lr"] == 0.004 else 0.0),
+         "AP50": 0.5} for e in (1, 2)])
+    out = tmp_path / "results"
+    argv = ["--seeds", "2", "--kinds", "small", "--epochs", "2", "--out", str(out), "--arms", "reference",
+            "reference_lr4", "--variant", "reference_lr4", "recipe.lr=0.004"]
+    assert convergence.main(argv) == 0 and commands == []  # no run of ours
+    assert sorted(spec["lr"] for spec in specs) == [0.002, 0.002, 0.004, 0.004]
+    assert all(spec["warmup_epochs"] == 1 for spec in specs)  # only the named key changes
+    stored = json.loads((out / "small" / "reference_lr4" / "seed1.json").read_text())
+    assert stored["settings"]["program"] == "reference" and stored["settings"]["recipe"]["lr"] == 0.004
+    pair = json.loads((out / "summary.json").read_text())["kinds"]["small"]["pairs"]
+    assert all(math.isclose(d, -0.03) for d in pair["reference - reference_lr4"]["final_AP"]["differences"])
+
+
 @pytest.mark.parametrize("variant", [["ours", "data.hflip=false"], ["data", "data.hflip=false"], ["a/b", "x=1"],
-                                     ["nokeys"], ["bad", "data.no_such_key=1"], ["bad", "data.train_resize=cubic"]])
+                                     ["nokeys"], ["bad", "data.no_such_key=1"], ["bad", "data.train_resize=cubic"],
+                                     ["bad", "recipe.no_such_key=1"], ["bad", "recipe.lr=0.004", "optim.lr=0.004"]])
 def test_protocol_refuses_a_bad_variant_before_training(tmp_path, monkeypatch, capsys, variant):
     from benchmarks import convergence
 
