@@ -118,7 +118,7 @@ def variant_arms(variants: Sequence[Sequence[str]]) -> dict[str, tuple[str, ...]
         if recipe and len(recipe) != len(overrides):
             raise ValueError(f"--variant {name}: either overrides of our config or {RECIPE_PREFIX}KEY=VALUE "
                              "(the reference's recipe), not both: a variant changes one program")
-        unknown = [o for o in recipe if o[len(RECIPE_PREFIX):].split("=", 1)[0] not in RECIPE]
+        unknown = [f"{RECIPE_PREFIX}{key}" for key in recipe_overrides(recipe) if key not in RECIPE]
         if unknown:
             raise ValueError(f"--variant {name}: {unknown} name no key of the reference's recipe "
                              f"({', '.join(RECIPE)})")
