@@ -526,7 +526,14 @@ def test_a_step_the_grad_scaler_skips_moves_neither_the_ema_nor_its_counter(tmp_
                         plugins=[MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=256.0))],
                         callbacks=[Probe()])
     trainer.fit(module, datamodule=datamodule)
-    assert [s["scale"] for s in seen[1:]] == [128.0, 128.0, 64.0, 64.0]  # steps 0 and 2 skipped by the scaler
-    assert [s["updates"] for s in seen] == [0, 0, 1, 1, 2] and [s["n_averaged"] for s in seen] == [0, 0, 1, 1, 2]
-    for before, after, counted in zip(seen, seen[1:], [False, True, False, True]):
-        assert all(torch.equal(a, b) for a, b in zip(before["ema"], after["ema"])) is not counted
+    # The scaler halves its scale at each step it skips. Steps 0 and 2 carry the injected inf; fp16 kernels differ by
+    # CPU (AVX2, AVX-512 FP16, AMX), and on some a step from random weights overflows by itself (CI saw step 1 do so
+    # at scale 128), so which other steps the scaler skips is read from the scale, not assumed.
+    scales = [256.0] + [s["scale"] for s in seen[1:]]
+    skipped = [after < before for before, after in zip(scales, scales[1:])]
+    assert len(skipped) == 4 and skipped[0] and skipped[2], scales
+    assert not all(skipped), f"every step overflowed (scales {scales}): nothing left to check"
+    counted = [0] + [sum(not s for s in skipped[:i + 1]) for i in range(4)]
+    assert [s["updates"] for s in seen] == counted and [s["n_averaged"] for s in seen] == counted
+    for before, after, was_skipped in zip(seen, seen[1:], skipped):
+        assert all(torch.equal(a, b) for a, b in zip(before["ema"], after["ema"])) is was_skipped
