@@ -292,7 +292,8 @@ def arm_settings(arm: str, seed: int, data: dict[str, Any], args: argparse.Names
     """What arm ``arm`` runs for ``seed``, spelt out (no machine paths: DATA and INIT stand for them)."""
     variants = variants or {}
     spec = arm_spec(arm, variants)
-    image_size = args.image_size or RECIPE["image_size"]
+    recipe_changes = recipe_overrides(variants.get(arm, ()))
+    image_size = recipe_changes.get("image_size") or args.image_size or RECIPE["image_size"]  # the arm's own first
     settings: dict[str, Any] = dict(arm=arm, runs=spec.runs, program=spec.program, init=spec.init,
                                     model=RECIPE["model"], image_size=image_size, epochs=args.epochs, seed=seed,
                                     data=data, threads=args.threads, workers=args.workers)
@@ -307,7 +308,7 @@ def arm_settings(arm: str, seed: int, data: dict[str, Any], args: argparse.Names
         if spec.init == "reference":
             settings["init_from"] = f"reference_train.py init SPEC (seed {seed}), SPEC = the recipe on DATA"
     else:
-        settings.update(recipe=dict(RECIPE, image_size=image_size, **recipe_overrides(variants.get(arm, ()))),
+        settings.update(recipe={**RECIPE, **recipe_changes, "image_size": image_size},
                         command=f"reference_train.py train SPEC (the recipe on DATA, seed {seed})")
     return settings
 
@@ -323,7 +324,7 @@ def run_one(arm: str, seed: int, root: Path, work: Path, settings: dict[str, Any
     data = dataset_paths(root)
     if spec.program == "reference":
         ref = write_reference_spec(data, work, args.epochs, seed, folder, args.threads, args.workers,
-                                   args.image_size, weights, recipe=settings["recipe"])
+                                   settings["image_size"], weights, recipe=settings["recipe"])
         code = start_reference(ref, folder, args.threads).wait()
         curve, log = reference_curve(work), work / "train.log"
     else:

@@ -229,6 +229,23 @@ def test_protocol_recipe_variant_runs_the_reference_with_that_recipe_key(tmp_pat
     assert all(math.isclose(d, -0.03) for d in pair["reference - reference_lr4"]["final_AP"]["differences"])
 
 
+def test_a_recipe_variant_of_the_image_size_trains_and_records_that_size():
+    """recipe.image_size is a recipe key like the others: the variant's spec and its settings both say the new size
+    (the plain reference keeps RECIPE's), and --image-size applies to the arms that do not set it."""
+    import argparse
+
+    from benchmarks import convergence, protocol
+
+    variants = {"reference_320": ("recipe.image_size=320",)}
+    data = dict(name="small", num_train=2, num_val=1, data_seed=0)
+    for given, plain in ((None, convergence.RECIPE["image_size"]), (192, 192)):
+        args = argparse.Namespace(image_size=given, epochs=2, threads=1, workers=0, config=None)
+        changed = protocol.arm_settings("reference_320", 0, data, args, [], variants)
+        assert changed["image_size"] == changed["recipe"]["image_size"] == 320
+        kept = protocol.arm_settings("reference", 0, data, args, [], variants)
+        assert kept["image_size"] == kept["recipe"]["image_size"] == plain
+
+
 @pytest.mark.parametrize("variant", [["ours", "data.hflip=false"], ["data", "data.hflip=false"], ["a/b", "x=1"],
                                      ["nokeys"], ["bad", "data.no_such_key=1"], ["bad", "data.train_resize=cubic"],
                                      ["bad", "recipe.no_such_key=1"], ["bad", "recipe.lr=0.004", "optim.lr=0.004"]])
