@@ -199,17 +199,30 @@ def export_files(model_name: str, folder: Path, paths: Sequence[str], calibratio
     return files
 
 
-def cpu_features() -> str:
-    """The CPU model and the instruction sets that decide int8/bf16 speed (from /proc/cpuinfo; '' elsewhere)."""
+def _cpu_info() -> dict[str, str]:
+    """The first processor's entry of /proc/cpuinfo (``{}`` where there is none)."""
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return ""
+        return {}
     fields: dict[str, str] = {}
     for line in info.splitlines():
         key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())  # the first processor's entry
-    flags = set(fields.get("flags", "").split())
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's instruction-set flags (``avx2``, ``avx512_bf16``, ``amx_bf16`` ...; empty where unknown)."""
+    return set(_cpu_info().get("flags", "").split())
+
+
+def cpu_features() -> str:
+    """The CPU model and the instruction sets that decide int8/bf16 speed (from /proc/cpuinfo; '' elsewhere)."""
+    fields = _cpu_info()
+    if not fields:
+        return ""
+    flags = cpu_flags()
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
     vnni = "" if {"avx512_vnni", "avx_vnni"} & flags else " (no VNNI: int8 convolutions gain little)"
     return f"{fields.get('model name', '?')}; " + " ".join(f for f in wanted if f in flags) + vnni
