@@ -14,10 +14,16 @@ SPEC.json: ``{"model": "tf_efficientdet_lite0", "image_size": 256, "batch_size":
 timm's key names, or null), "out" (folder)}``.
 
 The recipe: AdamW (no weight decay on 1-d parameters), 1 warm-up epoch linear from 0.1x then per-step cosine to 0,
-gradient-norm clipping, EMA with TF's warm-up ``min(decay, (1+t)/(10+t))`` (evaluated), the reference's own
+gradient-norm clipping, EMA with TF's warm-up ``min(decay, (1+t)/(k+t))``, ``k`` = the spec's ``ema_warmup`` (default
+10, TF's and the recipe's) (evaluated), the reference's own
 transforms (RandomFlip + RandomResizePad with random bilinear/bicubic interpolation and mean fill), its
 AnchorLabeler (0.5/0.5, in the loader workers) and loss; evaluation with its DetBenchPredict (hard NMS, 100
 detections) on the EMA weights and pycocotools.
+
+A diagnostic (``benchmarks/ema_windows.py --reference-spec``): with ``"extra_ema_warmups": [k, ...]`` in the spec the
+run also keeps one EMA per ``k`` (updated with the run's own, never fed back) and, after the last epoch, prints one
+line ``REFERENCE_EXTRA {"raw": {"AP", "AP50"}, "k<k>": {...}, ...}``: each average and the raw weights, evaluated as
+above.
 """
 from __future__ import annotations
 
@@ -185,9 +191,13 @@ def train(spec: dict) -> None:
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    ema = copy.deepcopy(model).eval()
-    for p in ema.parameters():
-        p.requires_grad_(False)
+    warmups = {"own": float(spec.get("ema_warmup", 10.0)),
+               **{f"k{k:g}": float(k) for k in spec.get("extra_ema_warmups", [])}}
+    averages = {name: copy.deepcopy(model).eval() for name in warmups}
+    for average in averages.values():
+        for p in average.parameters():
+            p.requires_grad_(False)
+    ema = averages["own"]
     updates = 0
     for epoch in range(spec["epochs"]):
         bench.train()
@@ -199,19 +209,25 @@ def train(spec: dict) -> None:
             torch.nn.utils.clip_grad_norm_(bench.parameters(), spec["grad_clip"])
             optimizer.step()
             scheduler.step()
-            d = min(spec["ema_decay"], (1.0 + updates) / (10.0 + updates))
-            updates += 1
             with torch.no_grad():
-                for e, m in zip(ema.state_dict().values(), model.state_dict().values()):
-                    if e.is_floating_point():
-                        e.lerp_(m, 1.0 - d)
-                    else:
-                        e.copy_(m)
+                for name, average in averages.items():
+                    d = min(spec["ema_decay"], (1.0 + updates) / (warmups[name] + updates))
+                    for e, m in zip(average.state_dict().values(), model.state_dict().values()):
+                        if e.is_floating_point():
+                            e.lerp_(m, 1.0 - d)
+                        else:
+                            e.copy_(m)
+            updates += 1
             losses.append(float(output["loss"]))
         metrics = _evaluate(ema, val_set, val_loader, normalize)
         line = {"epoch": epoch + 1, "AP": metrics["AP"], "AP50": metrics["AP50"],
                 "train_loss": sum(losses) / max(1, len(losses)), "steps": updates}
         print("REFERENCE_EPOCH " + json.dumps(line), flush=True)
+    if len(averages) > 1:  # after the last epoch: the evaluations draw no random number the training still uses
+        extra = {"raw": _evaluate(model.eval(), val_set, val_loader, normalize)}
+        extra.update({name: _evaluate(average, val_set, val_loader, normalize)
+                      for name, average in averages.items() if name != "own"})
+        print("REFERENCE_EXTRA " + json.dumps(extra), flush=True)
 
 
 def main() -> int:

@@ -12,7 +12,9 @@ __all__ = ["BatchNormSnapshot", "ExponentialMovingAverage"]
 
 class ExponentialMovingAverage(nn.Module):
     """EMA of a model's parameters and buffers with TF's warm-up: ``avg = d·avg + (1-d)·model`` with
-    ``d_t = min(decay, (1+t)/(10+t))`` after ``t`` updates; the first update copies the model.
+    ``d_t = min(decay, (1+t)/(warmup+t))`` after ``t`` updates (TF: ``warmup = 10``); the first update copies the
+    model. Until ``decay`` caps it, the average spans about ``(warmup+t)/(warmup-1)`` steps, i.e. the last
+    ``1/(warmup-1)`` of the steps so far: a larger ``warmup`` follows the weights more closely in a short run.
 
     Written for training on accelerators: the update is a few ``torch._foreach_*`` calls per (device, dtype) group
     and never waits for the device. The warm-up counter ``t`` lives on the host (``updates``); the buffer
@@ -22,17 +24,20 @@ class ExponentialMovingAverage(nn.Module):
     which earlier runs saved, so their ``last.ckpt`` resumes and their ``best.ckpt`` loads unchanged.
     """
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    def __init__(self, model: nn.Module, decay: float, warmup: float = 10.0) -> None:
         super().__init__()
+        if not warmup > 1.0:
+            raise ValueError(f"the EMA's warm-up constant must be > 1 (1 would never move the average), got {warmup}")
         self.module = copy.deepcopy(model)
         self.module.requires_grad_(False)
         self.decay = float(decay)
+        self.warmup = float(warmup)
         self.register_buffer("n_averaged", torch.tensor(0, dtype=torch.long, device=_module_device(model)))
         self.updates = 0
 
     def decay_at(self, updates: int) -> float:
         """The weight of the average after ``updates`` updates (TF's warm-up)."""
-        return min(self.decay, (1.0 + updates) / (10.0 + updates))
+        return min(self.decay, (1.0 + updates) / (self.warmup + updates))
 
     def _groups(self, model: nn.Module) -> dict[tuple, tuple[list[torch.Tensor], list[torch.Tensor]]]:
         averaged = [*self.module.parameters(), *self.module.buffers()]

@@ -91,7 +91,7 @@ class DetectionModule(L.LightningModule):
         decay = self.cfg.optim.ema_decay
         # Averaged, never trained: no gradients, so DDP (which wraps this whole module) does not wait for them.
         # Its weights are saved with the module's as `ema.module.*`.
-        self.ema = ExponentialMovingAverage(self.model, decay) if decay else None
+        self.ema = ExponentialMovingAverage(self.model, decay, self.cfg.optim.ema_warmup) if decay else None
         if self.cfg.get("compile", False):
             compile_network(self.model)  # the EMA copy (validation) runs uncompiled: one compile per run, not three
         loss = self.cfg.loss

@@ -79,12 +79,10 @@ class DataConfig:
     allow_outside_images: bool = False  # accept file_name values that are absolute or leave the images folder
     max_image_pixels: Optional[int] = None  # decompression-bomb limit (null: 178956970 or $EFFDET_MAX_IMAGE_PIXELS)
     # EXIF orientation: apply (images used as displayed, as annotation tools and OpenCV's default reading show them:
-    # loading, the YOLO/VOC importers' sizes, the data checks, inference) | ignore (the stored pixels, for data
-    # annotated on them)
+    # loading, the YOLO/VOC importers' sizes, the data checks, inference) | ignore (the stored pixels, as annotated)
     exif_orientation: str = "apply"
-    # start-up anchor check on the training boxes (effdet/engine/anchor_fit.py): report (log the best possible recall; warn
-    # and suggest anchor_scale/aspect_ratios when boxes fall outside the anchors) | apply (train with the suggestion)
-    # | off
+    # start-up anchor check on the training boxes (effdet/engine/anchor_fit.py): report (log the best possible recall;
+    # warn, suggest anchor_scale/aspect_ratios when boxes fall outside the anchors) | apply (train with it) | off
     anchor_fit: str = "report"
     tile_size: Optional[int] = None  # tiled training (effdet/data/tiles.py): tile side in source px; null: off
     tile_overlap: float = 0.2  # fraction of tile_size that neighbouring tiles share, in [0, 1)
@@ -105,7 +103,8 @@ class OptimConfig:
     schedule: str = "cosine"  # cosine | constant
     min_lr_factor: float = 0.0  # cosine ends at factor * lr
     grad_clip: Optional[float] = 10.0  # gradient-norm clipping (Lightning's gradient_clip_val)
-    ema_decay: Optional[float] = 0.9998  # EMA of weights; null disables. Warm-up: min(decay, (1+t)/(10+t))
+    ema_decay: Optional[float] = 0.9998  # EMA of weights; null disables. Warm-up: min(decay, (1+t)/(ema_warmup+t))
+    ema_warmup: float = 10.0  # > 1; TF's 10: after t steps the EMA spans their last ~1/(ema_warmup-1) (engine/ema.py)
     freeze_bn: bool = False  # keep batch-norm statistics and affine parameters fixed (small batches)
 
 
@@ -151,8 +150,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    # Handed to lightning.Trainer (max_epochs, max_steps, precision, accelerator, devices, strategy,
-    # num_nodes, ...); keys are checked against Trainer's signature.
+    # Handed to lightning.Trainer (max_epochs, precision, devices, strategy, ...); keys checked against its signature
     trainer: dict[str, Any] = field(default_factory=lambda: {"max_epochs": 300})
     output_dir: str = "runs/exp"
     seed: int = 0
@@ -319,6 +317,8 @@ def _validate(cfg: Any) -> None:
         cfg.eval.slice_size = cfg.data.tile_size  # validate whole images as a user will predict them: by slices
     for name, rule in settings_problems(cfg.eval).items():  # the settings' own rules (modeling.postprocess_settings)
         raise ConfigError(f"config key 'eval.{name}' {rule}")
+    if cfg.optim.ema_warmup <= 1:
+        raise ConfigError(f"config key 'optim.ema_warmup' must be > 1 (10: TF's EMA warm-up), got {cfg.optim.ema_warmup}")
     if cfg.data.batch_size < 1:
         raise ConfigError(f"config key 'data.batch_size' must be >= 1, got {cfg.data.batch_size}")
     if cfg.checkpoint.every_n_steps < 0:

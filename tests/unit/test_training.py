@@ -66,6 +66,7 @@ def test_coco_recipe_has_paper_hyper_parameters():
     ("model.name=efficientdet_d9", r"unknown model 'efficientdet_d9'.*efficientdet_lite0"),
     ("data.batch_size=abc", r"'data.batch_size'"),
     ("eval.nms=fast", r"'eval.nms' is 'fast'"),
+    ("optim.ema_warmup=1", r"'optim.ema_warmup' must be > 1"),
 ])
 def test_config_errors_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -135,6 +136,23 @@ def test_ema_update_has_tf_warmup():
     before = ema.module.p0.clone()
     ema.update(model)
     assert torch.allclose(ema.module.p0, before * 0.9998, atol=1e-7)
+
+
+def test_ema_warmup_constant_sets_how_closely_the_average_follows():
+    """``optim.ema_warmup`` k: update t averages with d = min(decay, (1+t)/(k+t)), by hand for k = 50; the run's
+    EMA gets k from the config; k <= 1 (an average that never moves) is refused."""
+    _, model = _ema_of(torch.zeros(2), decay=0.999)
+    ema = ExponentialMovingAverage(model, 0.999, warmup=50.0)
+    ema.update(model)  # copy: 0
+    _set(model, torch.full((2,), 51.0))
+    ema.update(model)  # t = 1: d = 2/51, so 0 * 2/51 + 51 * 49/51 = 49
+    assert torch.allclose(ema.module.p0, torch.full((2,), 49.0))
+    assert ema.decay_at(400) == 401 / 450 and ExponentialMovingAverage(model, 0.999).decay_at(400) == 401 / 410
+    assert ema.decay_at(10**6) == 0.999
+    with pytest.raises(ValueError, match="must be > 1"):
+        ExponentialMovingAverage(model, 0.999, warmup=1.0)
+    module = DetectionModule(load_train_config(None, DATA_KEYS + ["optim.ema_warmup=50"]), ["a", "b"], [1, 2])
+    assert module.ema.decay_at(400) == 401 / 450
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
