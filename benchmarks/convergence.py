@@ -56,7 +56,7 @@ REFERENCE_SCRIPT = Path(__file__).resolve().with_name("reference_train.py")
 # The recipe of issue 13 (configs/demo.yaml holds the same numbers for ours).
 RECIPE: dict[str, Any] = dict(
     model="tf_efficientdet_lite0", image_size=256, batch_size=8, lr=0.004, weight_decay=1e-4, warmup_epochs=1,
-    warmup_start_factor=0.1, grad_clip=10.0, ema_decay=0.999, scale_range=[0.5, 1.5], hflip=0.5,
+    warmup_start_factor=0.1, grad_clip=10.0, ema_decay=0.999, ema_warmup=50, scale_range=[0.5, 1.5], hflip=0.5,
 )
 
 

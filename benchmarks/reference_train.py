@@ -9,13 +9,13 @@ Run ONLY as a script in a subprocess whose PYTHONPATH holds the reference folder
 
 SPEC.json: ``{"model": "tf_efficientdet_lite0", "image_size": 256, "batch_size": 8, "epochs": 16, "seed": 0,
 "lr": 0.004, "weight_decay": 1e-4, "warmup_epochs": 1, "warmup_start_factor": 0.1, "grad_clip": 10,
-"ema_decay": 0.999, "scale_range": [0.5, 1.5], "hflip": 0.5, "num_workers": 1, "threads": 1,
+"ema_decay": 0.999, "ema_warmup": 50, "scale_range": [0.5, 1.5], "hflip": 0.5, "num_workers": 1, "threads": 1,
 "train_images", "train_annotations", "val_images", "val_annotations", "backbone_weights" (a .pt state dict in
 timm's key names, or null), "out" (folder)}``.
 
 The recipe: AdamW (no weight decay on 1-d parameters), 1 warm-up epoch linear from 0.1x then per-step cosine to 0,
-gradient-norm clipping, EMA with TF's warm-up ``min(decay, (1+t)/(k+t))``, ``k`` = the spec's ``ema_warmup`` (default
-10, TF's and the recipe's) (evaluated), the reference's own
+gradient-norm clipping, EMA with TF's warm-up ``min(decay, (1+t)/(k+t))``, ``k`` = the spec's ``ema_warmup`` (TF's 10 when
+the spec has none; the recipe's 50 since 2026-12-07) (evaluated), the reference's own
 transforms (RandomFlip + RandomResizePad with random bilinear/bicubic interpolation and mean fill), its
 AnchorLabeler (0.5/0.5, in the loader workers) and loss; evaluation with its DetBenchPredict (hard NMS, 100
 detections) on the EMA weights and pycocotools.

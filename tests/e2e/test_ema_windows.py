@@ -23,6 +23,7 @@ def test_extra_averages_leave_the_run_as_it_is_and_are_scored(tmp_path):
         [sys.executable, "-m", "benchmarks.ema_windows", "--warmups", "10", "1e9", "--out", str(out), "--",
          str(REPO / "configs" / "demo.yaml"), f"data.root={data['root']}", f"output_dir={tmp_path / 'run'}",
          "trainer.max_epochs=5", "model.image_size=128", "data.num_workers=0", "data.batch_size=4", "eval.plots=false",
+         "optim.ema_warmup=10",
          "trainer.enable_progress_bar=false"],
         cwd=REPO, capture_output=True, text=True, timeout=900, env=tool_env())
     assert done.returncode == 0, done.stderr[-3000:]

@@ -287,3 +287,21 @@ def _tiny_set(root):
     if not root.exists():
         make_synthetic_dataset("small", root, num_train=2, num_val=1, seed=0)
     return root
+
+
+def test_the_shared_recipe_is_the_demo_config():
+    """The reference trains with RECIPE and ours with configs/demo.yaml: the numbers they share must agree (a change
+    of one without the other compared two recipes, docs/convergence.md parts 6-8)."""
+    from benchmarks import convergence
+    from effdet.engine.schema import load_train_config
+
+    cfg = load_train_config(str(convergence.ROOT / "configs" / "demo.yaml"),
+                            ["data.train.images=t", "data.train.annotations=t.json", "data.val.images=v",
+                             "data.val.annotations=v.json"])
+    ours = {"image_size": cfg.model.image_size, "batch_size": cfg.data.batch_size, "lr": cfg.optim.lr,
+            "weight_decay": cfg.optim.weight_decay, "warmup_epochs": cfg.optim.warmup_epochs,
+            "warmup_start_factor": cfg.optim.warmup_start_factor, "grad_clip": cfg.optim.grad_clip,
+            "ema_decay": cfg.optim.ema_decay, "ema_warmup": cfg.optim.ema_warmup,
+            "scale_range": list(cfg.data.scale_range), "hflip": cfg.data.hflip}
+    assert {key: convergence.RECIPE[key] for key in ours} == ours
+    assert cfg.optim.name == "adamw" and cfg.optim.lr_batch_size is None and cfg.optim.schedule == "cosine"

@@ -68,6 +68,7 @@ def record_run(work: Path) -> dict:
         f"data.root={work / 'data'}", f"output_dir={work / 'run'}", "model.image_size=128",
         "model.drop_path_rate=0.0", "optim.freeze_bn=true", "data.batch_size=4", "data.num_workers=0",
         "optim.name=sgd", "optim.lr=0.001", "optim.lr_batch_size=null", "optim.ema_decay=0.9998",
+        "optim.ema_warmup=10",  # the record's (TF's); configs/demo.yaml sets 50 since 2026-12-07
         f"trainer.max_steps={STEPS}", "trainer.max_epochs=-1", "trainer.deterministic=true",
         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "eval.every_n_epochs=1000",
         "seed=5"])
