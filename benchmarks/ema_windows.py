@@ -106,16 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("give the training's arguments after --: CONFIG [section.key=value ...] (or --reference-spec)")
     cfg = load_train_config(train_args[0], train_args[1:])
     extra = ExtraAverages(args.warmups)
-    build = runner.build_trainer
-
-    def build_with_averages(cfg_, out_, **kwargs):
-        trainer = build(cfg_, out_, **kwargs)
-        if not kwargs.get("callbacks") == []:  # the training's Trainer, not finalize()'s evaluation one
-            trainer.callbacks.append(extra)
-        return trainer
-
-    runner.build_trainer = build_with_averages
-    runner.train(cfg)
+    runner.train(cfg, callbacks=[extra])
     run = Path(cfg.output_dir)
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     weights = {"raw": {k[len("model."):]: v for k, v in last["state_dict"].items() if k.startswith("model.")}}

@@ -19,7 +19,7 @@ import shutil
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import lightning as L
 import torch
@@ -284,8 +284,9 @@ def resolve_trainer_settings(cfg: DictConfig) -> None:
                     trainer.sync_batchnorm, cfg.data.batch_size, SYNC_BATCHNORM_BELOW)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train as configured; returns the final metrics (also written to ``output_dir/metrics.json``)."""
+def train(cfg: DictConfig, callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Train as configured, with ``callbacks`` added to the run's own (diagnostics: benchmarks/ema_windows.py);
+    returns the final metrics (also written to ``output_dir/metrics.json``)."""
     L.seed_everything(cfg.seed, workers=True)
     resolve_trainer_settings(cfg)
     out = Path(cfg.output_dir)
@@ -296,6 +297,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             OmegaConf.save(cfg, tmp, resolve=True)
     module = DetectionModule(cfg, datamodule.class_names, datamodule.category_ids)
     trainer = build_trainer(cfg, out)
+    trainer.callbacks.extend(callbacks)
     # Lightning warns that a mid-epoch resume needs a stateful loader; ours resumes through the data module's
     # state instead (DetectionDataModule.state_dict, effdet.data.resumable), which that check does not see.
     warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
