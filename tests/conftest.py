@@ -83,3 +83,16 @@ def _default_sigchld():
     yield
     if hasattr(signal, "SIGCHLD"):
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Give torch back the thread count it had before each test. Tests that pin 1 or 2 threads (step neutrality,
+    deploy timings) would otherwise change every later test in the process; a convolution's summation order
+    depends on the thread count, and the parity tests compare against a reference that ran at 2 threads."""
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
