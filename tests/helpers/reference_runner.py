@@ -131,10 +131,10 @@ def run_classifier(case: dict, generator: torch.Generator) -> dict:
     return dict(state_dict={k: v.clone() for k, v in model.state_dict().items()}, input=image, logits=logits.clone())
 
 
-def main(out_dir: str, cases_json: str) -> None:
+def main(out_dir: str, cases_json: str, threads: str) -> None:
     import effdet
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(threads))  # the test runs its side at the same count (summation order)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for index, case in enumerate(json.loads(cases_json)):
@@ -146,4 +146,4 @@ def main(out_dir: str, cases_json: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3])

@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.parity, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPUT_TOLERANCE = 1e-4
-REFERENCE_THREADS = 2  # torch.set_num_threads in tests/helpers/reference_runner.py
+REFERENCE_THREADS = 2  # the reference runner's torch threads (given to it), and ours in these tests
 
 
 @pytest.fixture(autouse=True)
@@ -100,7 +100,7 @@ def reference_results(tmp_path_factory) -> Path:
     cases = [{"id": case_id(n, s), "model": n, "size": list(s)} for n, s in detector_cases()]
     cases += [{"id": name, "timm": name, "size": [224, 224]} for name in CLASSIFIER_CASES]
     env = dict(os.environ, PYTHONPATH=str(path), HF_HUB_OFFLINE="1", PYTORCH_JIT="0")
-    result = subprocess.run([sys.executable, str(RUNNER), str(out), json.dumps(cases)], cwd=out, env=env,
+    result = subprocess.run([sys.executable, str(RUNNER), str(out), json.dumps(cases), str(REFERENCE_THREADS)], cwd=out, env=env,
                             capture_output=True, text=True, timeout=900)
     if result.returncode != 0:
         pytest.fail(f"reference runner failed ({result.returncode}):\n{result.stderr[-3000:]}")
