@@ -8,7 +8,7 @@ Run ONLY as a script in a subprocess whose PYTHONPATH holds the reference folder
     python reference_train.py init SPEC.json OUT   # writes the initial weights `train` starts from (see below)
 
 SPEC.json: ``{"model": "tf_efficientdet_lite0", "image_size": 256, "batch_size": 8, "epochs": 16, "seed": 0,
-"lr": 0.004, "weight_decay": 1e-4, "warmup_epochs": 1, "warmup_start_factor": 0.1, "grad_clip": 10,
+"lr": 0.008, "weight_decay": 1e-4, "warmup_epochs": 1, "warmup_start_factor": 0.1, "grad_clip": 10,
 "ema_decay": 0.999, "ema_warmup": 50, "scale_range": [0.5, 1.5], "hflip": 0.5, "num_workers": 1, "threads": 1,
 "train_images", "train_annotations", "val_images", "val_annotations", "backbone_weights" (a .pt state dict in
 timm's key names, or null), "out" (folder)}``.

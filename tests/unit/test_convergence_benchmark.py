@@ -214,17 +214,17 @@ def test_protocol_recipe_variant_runs_the_reference_with_that_recipe_key(tmp_pat
     monkeypatch.setattr(protocol, "reference_backbone_weights", lambda folder, work: tmp_path / "weights.pt")
     monkeypatch.setattr(protocol, "start_reference", start_reference)
     monkeypatch.setattr(protocol, "reference_curve", lambda work: [
-        {"epoch": e, "AP": 0.1 * e + (0.03 if json.loads((work / "spec.json").read_text())["lr"] == 0.008 else 0.0),
+        {"epoch": e, "AP": 0.1 * e + (0.03 if json.loads((work / "spec.json").read_text())["lr"] == 0.004 else 0.0),
          "AP50": 0.5} for e in (1, 2)])
     out = tmp_path / "results"
     argv = ["--seeds", "2", "--kinds", "small", "--epochs", "2", "--out", str(out), "--arms", "reference",
-            "reference_lr4", "--variant", "reference_lr4", "recipe.lr=0.008"]
-    assert convergence.RECIPE["lr"] != 0.008
+            "reference_lr4", "--variant", "reference_lr4", "recipe.lr=0.004"]
+    assert convergence.RECIPE["lr"] != 0.004
     assert convergence.main(argv) == 0 and commands == []  # no run of ours
-    assert sorted(spec["lr"] for spec in specs) == [convergence.RECIPE["lr"]] * 2 + [0.008, 0.008]
+    assert sorted(spec["lr"] for spec in specs) == sorted([convergence.RECIPE["lr"]] * 2 + [0.004, 0.004])
     assert all(spec["warmup_epochs"] == 1 for spec in specs)  # only the named key changes
     stored = json.loads((out / "small" / "reference_lr4" / "seed1.json").read_text())
-    assert stored["settings"]["program"] == "reference" and stored["settings"]["recipe"]["lr"] == 0.008
+    assert stored["settings"]["program"] == "reference" and stored["settings"]["recipe"]["lr"] == 0.004
     pair = json.loads((out / "summary.json").read_text())["kinds"]["small"]["pairs"]
     assert all(math.isclose(d, -0.03) for d in pair["reference - reference_lr4"]["final_AP"]["differences"])
 
